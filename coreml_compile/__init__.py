@@ -1,0 +1,38 @@
+"""coreml-compile: PyTorch models in, Core ML packages out, and a runtime that runs them.
+
+The heavy imports (torch, coremltools) happen on first use, so that importing the
+package or asking the CLI for ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from coreml_compile.api import CompiledModel
+
+__all__ = ["CompiledModel", "__version__", "compile", "load"]
+
+
+def compile(model: Any, example_inputs: Any = None, **options: Any) -> CompiledModel:  # noqa: A001
+    """Trace ``model`` with torch.export and compile it; see :func:`coreml_compile.api.compile`."""
+    from coreml_compile.api import compile as _compile
+
+    return _compile(model, example_inputs, **options)
+
+
+def load(path: str, **options: Any) -> CompiledModel:
+    """Load a saved package; see :func:`coreml_compile.api.load`."""
+    from coreml_compile.api import load as _load
+
+    return _load(path, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CompiledModel":
+        from coreml_compile.api import CompiledModel
+
+        return CompiledModel
+    raise AttributeError(name)

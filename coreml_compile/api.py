@@ -1,0 +1,201 @@
+"""The Python API: ``compile(model, example_inputs) -> CompiledModel`` and ``load(path)``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coreml_compile.compiler import targets
+from coreml_compile.compiler.ir import Graph
+from coreml_compile.errors import InputSpecError
+
+
+@dataclass
+class CompileReport:
+    """What a compile did and how long each stage took (seconds)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+    ir_ops: dict[str, int] = field(default_factory=dict)
+    mil_ops: dict[str, int] = field(default_factory=dict)
+    weight_bytes: int = 0
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.stages.values())
+
+    @property
+    def mil_op_count(self) -> int:
+        return sum(self.mil_ops.values())
+
+
+class _Stopwatch:
+    def __init__(self, report: CompileReport, progress: Callable[[str], None] | None):
+        self.report = report
+        self.progress = progress
+
+    def stage(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.progress:
+            self.progress(name)
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.report.stages[name] = time.perf_counter() - start
+        return result
+
+
+def mil_op_counts(program: Any) -> dict[str, int]:
+    """Op types of a MIL program's main function, constants left out (as coremltools counts)."""
+    counts: dict[str, int] = {}
+    for op in program.functions["main"].operations:
+        if op.op_type != "const":
+            counts[op.op_type] = counts.get(op.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class CompiledModel:
+    """A compiled model: its IR graph, its Core ML program, and a way to run it.
+
+    ``save(path)`` writes the ``.mlpackage``; ``predict({name: array})`` and
+    ``model(*tensors)`` run it (on the reference executor off Apple systems).
+    """
+
+    def __init__(
+        self,
+        graph: Graph | None,
+        mlmodel: Any,
+        program: Any,
+        *,
+        precision: str,
+        target: str,
+        report: CompileReport | None = None,
+        path: Path | None = None,
+    ):
+        self.graph = graph
+        self.mlmodel = mlmodel
+        self.program = program
+        self.precision = precision
+        self.target = target
+        self.report = report or CompileReport()
+        self.path = path
+        self._executor: Any = None
+
+    # -- interface --------------------------------------------------------------------
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.mlmodel._spec.description.input]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.mlmodel._spec.description.output]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the package to ``path`` (built beside it, then renamed into place)."""
+        from coreml_compile.artifact import write_atomically
+        from coreml_compile.compiler.lower import quiet_coremltools
+
+        def write(tmp: Path) -> None:
+            with quiet_coremltools():
+                self.mlmodel.save(str(tmp))
+
+        self.path = write_atomically(path, write)
+        return self.path
+
+    # -- running ----------------------------------------------------------------------
+
+    def _runner(self) -> Any:
+        if self._executor is None:
+            from coreml_compile.runtime.reference import ReferenceExecutor
+
+            self._executor = ReferenceExecutor(self.program)
+        return self._executor
+
+    def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run on named numpy arrays; returns named numpy arrays (like MLModel.predict)."""
+        return self._runner().predict(inputs)
+
+    def __call__(self, *args: Any) -> Any:
+        """Run on tensors in input order, like the source nn.Module (torch in, torch out)."""
+        import torch
+
+        names = self.input_names
+        if len(args) != len(names):
+            raise InputSpecError(f"expected {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
+        feeds = {}
+        for name, x in zip(names, args, strict=True):
+            feeds[name] = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+        outs = self.predict(feeds)
+        results = [torch.from_numpy(outs[n]) for n in self.output_names]
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def __repr__(self) -> str:
+        ops = self.report.mil_op_count
+        return (
+            f"CompiledModel(inputs={self.input_names}, outputs={self.output_names}, "
+            f"precision={self.precision}, target={self.target}, mil_ops={ops})"
+        )
+
+
+def _as_tuple(example_inputs: Any) -> tuple:
+    import torch
+
+    if example_inputs is None:
+        raise InputSpecError("example_inputs are needed to trace an nn.Module")
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    return tuple(example_inputs)
+
+
+def compile(  # noqa: A001 - mirrors coreml_compile.compile
+    model: Any,
+    example_inputs: Any = None,
+    *,
+    precision: str = "fp16",
+    minimum_deployment_target: str = targets.DEFAULT,
+    name: str = "main",
+    progress: Callable[[str], None] | None = None,
+) -> CompiledModel:
+    """Compile a PyTorch model into a Core ML ML Program.
+
+    ``model`` is an ``nn.Module`` (traced on ``example_inputs``, a tensor or a tuple of
+    them) or a ``torch.export.ExportedProgram``. ``precision`` is "fp16" (default) or
+    "fp32"; ``minimum_deployment_target`` a name like "iOS16" or "macOS13".
+    ``progress`` is called with each stage's name as it starts.
+    """
+    import torch
+
+    from coreml_compile.compiler.frontends import torch_export
+    from coreml_compile.compiler.lower import build_program, to_mlmodel
+
+    targets.generation(minimum_deployment_target)  # reject unknown targets before tracing
+    report = CompileReport()
+    clock = _Stopwatch(report, progress)
+    if isinstance(model, torch.export.ExportedProgram):
+        ep = model
+    else:
+        ep = clock.stage("export", torch_export.export, model, _as_tuple(example_inputs))
+    graph = clock.stage("to_ir", torch_export.to_ir, ep, name)
+    clock.stage("verify", graph.verify)
+    report.ir_ops = graph.op_counts()
+    report.weight_bytes = graph.weight_bytes()
+    program = clock.stage("lower", build_program, graph, precision, minimum_deployment_target)
+    report.mil_ops = mil_op_counts(program)
+    mlmodel = clock.stage("serialise", to_mlmodel, program, minimum_deployment_target)
+    return CompiledModel(
+        graph,
+        mlmodel,
+        program,
+        precision=precision,
+        target=minimum_deployment_target,
+        report=report,
+    )
+
+
+def load(path: str | os.PathLike, **options: Any) -> CompiledModel:
+    """Load a saved ``.mlpackage`` (ours or any ML Program) to run it."""
+    from coreml_compile.runtime.package import load_package
+
+    return load_package(path, **options)

@@ -1,0 +1,1 @@
+"""The ``coreml-compile`` command line."""

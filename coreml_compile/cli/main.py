@@ -1,0 +1,178 @@
+"""``coreml-compile``: compile a model file into a Core ML package.
+
+Only click is imported at start-up; torch and coremltools load when a command runs,
+so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from coreml_compile import __version__
+
+TARGETS = ["iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15"]
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One clear line and a non-zero exit for any failure; the traceback only with --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        from coreml_compile.errors import CoreMLCompileError
+
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; nothing was written", err=True)
+            sys.exit(130)
+        except CoreMLCompileError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            if debug:
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(
+                f"error: internal error: {type(exc).__name__}: {message} "
+                "(rerun with --debug for the traceback, and please report it)",
+                err=True,
+            )
+            sys.exit(2)
+
+    return click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")(wrapper)
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose first argument may be a model file: it then runs ``compile``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["compile", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(
+    cls=DefaultCommandGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  coreml-compile models/resnet.py -o resnet.mlpackage
+  coreml-compile models/vgg.py:vgg11_bn -o vgg11bn.mlpackage --precision fp32
+  coreml-compile my_model.py --input-shape 1,3,256,256 -o mine.mlpackage --target iOS17
+
+A model file is a Python file: FILE[:NAME] calls NAME (default: model) to get an
+nn.Module, and example_inputs() for the inputs to trace with (or give --input-shape).""",
+)
+@click.version_option(__version__, prog_name="coreml-compile")
+def cli() -> None:
+    """Compile PyTorch models into Core ML packages (.mlpackage).
+
+    Run `coreml-compile COMMAND --help` for a command's options; a model file
+    as the first argument runs `compile`.
+    """
+
+
+@cli.command("compile")
+@click.argument("model_spec", metavar="FILE[:NAME]")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=True, file_okay=False),
+    help="Package to write (must end in .mlpackage). Written beside, then renamed: "
+    "a failed compile leaves nothing behind.",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="D0,D1,...",
+    help="Trace with a random float input of this shape instead of the file's "
+    "example_inputs(). Repeat once per input, in forward() order.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp16", "fp32"]),
+    default="fp16",
+    show_default=True,
+    help="Compute precision inside the model; inputs and outputs stay fp32.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS, case_sensitive=False),
+    default="iOS16",
+    show_default=True,
+    help="Minimum deployment target: the oldest OS the package must run on.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@handle_errors
+def compile_command(
+    model_spec: str,
+    output: str,
+    input_shapes: tuple[str, ...],
+    precision: str,
+    target: str,
+    quiet: bool,
+) -> None:
+    """Compile the model in FILE[:NAME] into a Core ML package."""
+    from coreml_compile.artifact import check_writable, package_size
+
+    start = time.perf_counter()
+    out_path = check_writable(output)
+    say = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    say(f"loading {model_spec}")
+
+    from coreml_compile.model_file import example_inputs, load_model
+
+    model, module = load_model(model_spec)
+    inputs = example_inputs(module, list(input_shapes) or None)
+
+    import coreml_compile
+
+    compiled = coreml_compile.compile(
+        model,
+        inputs,
+        precision=precision,
+        minimum_deployment_target=target,
+        progress=lambda stage: say(f"{stage}..."),
+    )
+    say("save...")
+    compiled.save(out_path)
+    elapsed = time.perf_counter() - start
+    if quiet:
+        return
+    report = compiled.report
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stages.items())
+    top = ", ".join(f"{k} {v}" for k, v in list(report.mil_ops.items())[:6])
+    click.echo(
+        f"wrote {out_path}  ({_human_bytes(package_size(out_path))}, {precision}, {target})\n"
+        f"  ops:  {sum(report.ir_ops.values())} IR nodes -> {report.mil_op_count} Core ML ops "
+        f"({top})\n"
+        f"  time: {elapsed:.2f}s total ({stages})"
+    )
+
+
+def main() -> None:
+    cli(prog_name="coreml-compile")
+
+
+if __name__ == "__main__":
+    main()

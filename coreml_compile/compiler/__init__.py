@@ -1,0 +1,1 @@
+"""Frontends → IR → lowering: everything between a model and a Core ML program."""

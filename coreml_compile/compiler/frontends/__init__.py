@@ -1,0 +1,1 @@
+"""Frontends translate a source model into the IR; they do not optimise."""

@@ -1,0 +1,369 @@
+"""The torch frontend: ``torch.export`` → IR graph.
+
+It keeps the high-level ATen ops that export produces (conv2d, linear, layer_norm, ...)
+instead of running the full core-ATen decomposition: that costs seconds on large models
+and loses the structure Core ML wants. Only overloads with no op-table mapping are
+decomposed, with torch's own decompositions; what still has no mapping becomes an
+``aten`` fallback node that runs through torch.
+
+Shapes and dtypes come from the export's fake tensors; parameters, buffers and lifted
+constants become IR constants (numpy arrays that share memory with the model's tensors);
+inputs keep the forward() argument names, outputs the returned dict keys (or
+``output``, ``output_0``, ...).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+import torch
+
+from coreml_compile.compiler import dtypes
+from coreml_compile.compiler.frontends.aten_table import (
+    ATEN_TO_IR,
+    DEFAULT_SOURCES,
+    VIEW_OPS,
+    Mapping,
+)
+from coreml_compile.compiler.ir import Graph, TensorType, Value
+from coreml_compile.compiler.ops import get_record
+from coreml_compile.errors import InputSpecError, TraceError
+
+# How many rounds of "decompose what has no mapping" to try; each round can expose
+# new overloads (a decomposition into other composite ops).
+_DECOMPOSITION_ROUNDS = 3
+
+
+def export(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> torch.export.ExportedProgram:
+    """Run torch.export on the model in eval mode, turning failures into TraceError."""
+    if not isinstance(example_inputs, tuple):
+        example_inputs = tuple(example_inputs)
+    for i, t in enumerate(example_inputs):
+        if not isinstance(t, torch.Tensor):
+            raise InputSpecError(
+                f"example input {i} is a {type(t).__name__}; only tensors are supported"
+            )
+    model = model.eval()
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, example_inputs)
+    except Exception as exc:  # torch.export raises many unrelated types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        shapes = ", ".join(str(list(t.shape)) for t in example_inputs)
+        raise TraceError(
+            f"torch.export failed on inputs of shape {shapes}: {type(exc).__name__}: {first} "
+            "(check the example inputs; --input-shape sets them)"
+        ) from exc
+
+
+def schema_key(target: Any) -> str:
+    return f"{target._schema.name}.{target._overloadname}"
+
+
+def _functional_key(target: Any) -> tuple[str, bool]:
+    """The mapping key of an overload, and whether it is the in-place form."""
+    key = schema_key(target)
+    namespace, rest = key.split("::", 1)
+    packet, overload = rest.split(".", 1)
+    if packet.endswith("_") and not packet.startswith("_"):
+        return f"{namespace}::{packet[:-1]}.{overload}", True
+    return key, False
+
+
+def _call_targets(ep: torch.export.ExportedProgram) -> list[Any]:
+    return [
+        n.target
+        for n in ep.graph.nodes
+        if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+    ]
+
+
+def _unmapped(ep: torch.export.ExportedProgram) -> set[Any]:
+    return {t for t in _call_targets(ep) if _functional_key(t)[0] not in ATEN_TO_IR}
+
+
+def _mutates_a_view_or_input(ep: torch.export.ExportedProgram) -> bool:
+    """True if an in-place op writes into a view, an input, or a parameter."""
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        if not _functional_key(node.target)[1] or not node.args:
+            continue
+        mutated = node.args[0]
+        if not isinstance(mutated, torch.fx.Node):
+            continue
+        if mutated.op == "placeholder":
+            return True
+        if (
+            mutated.op == "call_function"
+            and isinstance(mutated.target, torch._ops.OpOverload)
+            and schema_key(mutated.target) in VIEW_OPS
+        ):
+            return True
+    return False
+
+
+def decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Decompose only the overloads that have no mapping (and functionalise if needed)."""
+    if _mutates_a_view_or_input(ep):
+        # Writes through views need real functionalisation; an empty table gives it.
+        ep = ep.run_decompositions({})
+    table = torch.export.default_decompositions()
+    for _ in range(_DECOMPOSITION_ROUNDS):
+        decomposable = {op: table[op] for op in _unmapped(ep) if op in table}
+        if not decomposable:
+            break
+        ep = ep.run_decompositions(decomposable)
+    return ep
+
+
+def _output_names(ep: torch.export.ExportedProgram, count: int) -> list[str]:
+    from torch.utils import _pytree as pytree
+
+    indices = pytree.tree_unflatten(list(range(count)), ep.call_spec.out_spec)
+    leaves, _ = pytree.tree_flatten_with_path(indices)
+    names = []
+    for path, _index in leaves:
+        parts = []
+        for key in path:
+            parts.append(str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key)))))
+        names.append("_".join(parts))
+    if count == 1 and names == [""]:
+        return ["output"]
+    return [n if n and not n[0].isdigit() else f"output_{n}" for n in names]
+
+
+def _tensor_type(val: Any) -> TensorType:
+    shape = tuple(int(d) if not isinstance(d, torch.SymInt) else str(d) for d in val.shape)
+    return TensorType(dtypes.from_torch(val.dtype), shape)
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    # Shares memory with the model where it can: compiling must not double the weights.
+    return t.cpu().numpy()
+
+
+def _attr_value(v: Any) -> Any:
+    """ATen argument → JSON-able attribute value."""
+    if isinstance(v, torch.dtype):
+        return dtypes.from_torch(v)
+    if isinstance(v, tuple | list):
+        return [_attr_value(x) for x in v]
+    if isinstance(v, torch.device | torch.memory_format | torch.layout):
+        return str(v)
+    return v
+
+
+def _bind(target: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """ATen call arguments by schema name, defaults filled in."""
+    bound: dict[str, Any] = {}
+    schema_args = target._schema.arguments
+    positional = [a for a in schema_args if not a.kwarg_only]
+    for a, v in zip(positional, args, strict=False):
+        bound[a.name] = v
+    bound.update(kwargs)
+    for a in schema_args:
+        if a.name not in bound and a.has_default_value():
+            bound[a.name] = a.default_value
+    return bound
+
+
+class _Translator:
+    def __init__(self, ep: torch.export.ExportedProgram, name: str):
+        self.ep = ep
+        self.graph = Graph(name)
+        self.env: dict[torch.fx.Node, Value | list[Value | None] | None] = {}
+
+    def run(self) -> Graph:
+        self._placeholders()
+        for node in self.ep.graph.nodes:
+            if node.op == "call_function":
+                self._call(node)
+            elif node.op == "output":
+                self._outputs(node)
+        return self.graph
+
+    # -- inputs and outputs -----------------------------------------------------------
+
+    def _placeholders(self) -> None:
+        sig = self.ep.graph_signature
+        placeholders = {n.name: n for n in self.ep.graph.nodes if n.op == "placeholder"}
+        for spec in sig.input_specs:
+            node = placeholders[spec.arg.name]
+            kind = spec.kind.name
+            if kind == "USER_INPUT":
+                val = node.meta.get("val")
+                if not isinstance(val, torch.Tensor):
+                    raise InputSpecError(f"input {node.name} is not a tensor")
+                self.env[node] = self.graph.add_input(node.name, _tensor_type(val))
+            elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+                tensor = self.ep.state_dict.get(spec.target)
+                if tensor is None:
+                    tensor = self.ep.constants[spec.target]
+                self.env[node] = self.graph.add_constant(spec.target, _to_numpy(tensor))
+            else:
+                raise TraceError(f"unsupported export input kind {kind} ({node.name})")
+
+    def _outputs(self, node: torch.fx.Node) -> None:
+        specs = self.ep.graph_signature.output_specs
+        results = node.args[0]
+        user = [r for r, s in zip(results, specs, strict=True) if s.kind.name == "USER_OUTPUT"]
+        if len(user) != len(results):
+            raise TraceError("the model mutates its buffers in forward(); that is not supported")
+        names = _output_names(self.ep, len(user))
+        for fx_value, name in zip(user, names, strict=True):
+            value = self._value(fx_value)
+            if not isinstance(value, Value):
+                raise TraceError(f"output {name} is not a tensor")
+            self.graph.outputs.append(self._name_output(value, name))
+
+    def _name_output(self, value: Value, name: str) -> Value:
+        """Give an output the user-facing name; an identity node where renaming can't."""
+        g = self.graph
+        if value.producer is not None and value not in g.outputs and value.name != name:
+            g._names.discard(value.name)
+            g._names.discard(name)
+            old = value.name
+            value.name = g.fresh_name(name)
+            if value.producer.name == old:
+                value.producer.name = value.name
+            return value
+        if value.producer is not None and value not in g.outputs:
+            return value
+        return g.add_node("identity", [value], output_types=[value.type], name=name).output
+
+    # -- calls ------------------------------------------------------------------------
+
+    def _value(self, arg: Any) -> Any:
+        if isinstance(arg, torch.fx.Node):
+            return self.env[arg]
+        return arg
+
+    def _call(self, node: torch.fx.Node) -> None:
+        target = node.target
+        if target is operator.getitem:
+            source, index = node.args
+            produced = self.env[source]
+            outs = produced if isinstance(produced, list) else [produced]
+            value = outs[index] if index < len(outs) else None
+            if value is None and node.users:
+                raise TraceError(f"{node.name} reads output {index} of {source.name}, not kept")
+            self.env[node] = value
+            return
+        if not isinstance(target, torch._ops.OpOverload):
+            raise TraceError(f"unsupported call {target} in the exported graph ({node.name})")
+        key, in_place = _functional_key(target)
+        bound = _bind(target, node.args, node.kwargs)
+        mapping = ATEN_TO_IR.get(key)
+        if mapping is not None and (mapping.accept is None or mapping.accept(bound)):
+            outputs = self._mapped(node, mapping, bound)
+        else:
+            outputs = self._fallback(node, key)
+        self.env[node] = outputs[0] if len(outputs) == 1 else outputs
+        if in_place:
+            # An in-place op returns its first argument updated: later readers of that
+            # argument must see the result (views and inputs were functionalised before).
+            self.env[node.args[0]] = outputs[0]
+
+    def _mapped(self, node: torch.fx.Node, mapping: Mapping, bound: dict[str, Any]) -> list[Value]:
+        record = get_record(mapping.op)
+        meta = node.meta["val"]
+        metas = list(meta) if isinstance(meta, tuple | list) else [meta]
+        out_types = [_tensor_type(m) for m in metas[: record.num_outputs]]
+        inputs: list[Value | None] = []
+        for spec in record.inputs:
+            name = spec.strip("*?")
+            arg = self._source(mapping, bound, name)
+            if spec.startswith("*"):
+                inputs.extend(self._as_value(a, out_types[0], node) for a in arg)
+            else:
+                inputs.append(None if arg is None else self._as_value(arg, out_types[0], node))
+        attrs = {}
+        for name in record.attrs:
+            if name in mapping.fixed:
+                attrs[name] = mapping.fixed[name]
+                continue
+            source = mapping.rename.get(name, name)
+            if source in bound:
+                attrs[name] = _attr_value(bound[source])
+        attrs = record.bind_attrs(attrs)
+        created = self.graph.add_node(
+            mapping.op, inputs, attrs, output_types=out_types, name=node.name
+        )
+        return created.outputs
+
+    def _source(self, mapping: Mapping, bound: dict[str, Any], name: str) -> Any:
+        if name in mapping.rename:
+            return bound.get(mapping.rename[name])
+        for candidate in DEFAULT_SOURCES.get(name, (name,)):
+            if candidate in bound:
+                return bound[candidate]
+        return None
+
+    def _as_value(self, arg: Any, like: TensorType, node: torch.fx.Node) -> Value:
+        """An IR value for an argument: the traced tensor, or a constant for a scalar."""
+        if isinstance(arg, torch.fx.Node):
+            value = self.env[arg]
+            if not isinstance(value, Value):
+                raise TraceError(f"{node.name} reads {arg.name}, which is not a tensor")
+            return value
+        if isinstance(arg, bool | int | float):
+            dtype = like.dtype
+            if isinstance(arg, float) and not dtypes.is_float(dtype):
+                dtype = "float32"
+            return self.graph.add_constant(f"{node.name}_scalar", np.array(arg, dtype=dtype))
+        raise TraceError(f"{node.name}: cannot use {arg!r} as a tensor")
+
+    def _fallback(self, node: torch.fx.Node, key: str) -> list[Value | None]:
+        """An ``aten`` node: the overload as traced, run by torch."""
+        tensors: list[Value] = []
+
+        def template(arg: Any) -> Any:
+            if isinstance(arg, torch.fx.Node):
+                value = self.env[arg]
+                if not isinstance(value, Value):
+                    raise TraceError(f"{node.name} reads {arg.name}, which is not a tensor")
+                tensors.append(value)
+                return {"input": len(tensors) - 1}
+            if isinstance(arg, torch.dtype):
+                return {"dtype": dtypes.from_torch(arg)}
+            if isinstance(arg, tuple | list):
+                return [template(a) for a in arg]
+            if isinstance(arg, torch.device | torch.memory_format | torch.layout):
+                return str(arg)
+            if arg is None or isinstance(arg, bool | int | float | str):
+                return arg
+            raise TraceError(f"{node.name} ({key}): cannot record argument {arg!r}")
+
+        args = template(list(node.args))
+        kwargs = {k: template(v) for k, v in node.kwargs.items()}
+        meta = node.meta.get("val")
+        metas = list(meta) if isinstance(meta, tuple | list) else [meta]
+        if not all(isinstance(m, torch.Tensor) for m in metas):
+            raise TraceError(f"{node.name} ({key}) returns non-tensor values")
+        # The traced key, not the functional twin: an unmapped in-place op runs as traced.
+        target = schema_key(node.target)
+        created = self.graph.add_node(
+            "aten",
+            tensors,
+            {"target": target, "args": args, "kwargs": kwargs},
+            output_types=[_tensor_type(m) for m in metas],
+            name=node.name,
+        )
+        return list(created.outputs)
+
+
+def to_ir(ep: torch.export.ExportedProgram, name: str = "main") -> Graph:
+    """Translate an ExportedProgram into an IR graph (decomposing unmapped ops first)."""
+    ep = decompose_unmapped(ep)
+    return _Translator(ep, name).run()
+
+
+def trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], name: str = "main") -> Graph:
+    """Export ``model`` on ``example_inputs`` and translate it into an IR graph."""
+    return to_ir(export(model, example_inputs), name)

@@ -1,0 +1,160 @@
+"""The op table: one record per IR op, and the one place that says what Core ML can run.
+
+A record is a subclass of :class:`Op` and holds everything about its op:
+
+- ``name``, ``inputs`` (tensor inputs in order; ``"bias?"`` is optional,
+  ``"*tensors"`` takes a list) and ``attrs`` (attribute names with their defaults;
+  :data:`REQUIRED` marks the ones without),
+- ``kernel(*inputs, **attrs)``: the torch reference kernel, used by the IR interpreter
+  and by fallback execution. Run on ``meta`` tensors it is also the default shape and
+  dtype inference, so a record states its semantics once;
+- ``lower(c, *inputs, **attrs)``: the MIL lowering (``c`` is the
+  :class:`~coreml_compile.compiler.lower.LowerContext`; ``None`` if Core ML has none),
+- ``min_target`` and ``check(node, generation)``: when Core ML can run it.
+
+Records register themselves when their module is imported; the family modules are
+imported at the bottom of this file. Adding an op means adding a record here, a line in a
+frontend's mapping, and sample inputs in tests/ops/samples.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from coreml_compile.compiler import dtypes
+from coreml_compile.compiler.ir import TensorType
+
+if TYPE_CHECKING:
+    from coreml_compile.compiler.ir import Node, Value
+
+REQUIRED = object()
+
+# Core ML's tensors have at most five dimensions.
+MAX_RANK = 5
+
+_REGISTRY: dict[str, type[Op]] = {}
+
+
+class Op:
+    """Base of every op record; subclasses are registered by ``name``."""
+
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ()
+    attrs: ClassVar[dict[str, Any]] = {}
+    num_outputs: ClassVar[int] = 1
+    # The Core ML generation (iOS release) that first runs this op.
+    min_target: ClassVar[int] = 15
+    # Set on records that must keep a fixed set of outputs even if unused (none yet).
+    kernel: ClassVar[Any]
+    lower: ClassVar[Any] = None
+    check: ClassVar[Any] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            if cls.name in _REGISTRY:
+                raise TypeError(f"op {cls.name!r} is defined twice")
+            _REGISTRY[cls.name] = cls
+
+    @classmethod
+    def bind_attrs(cls, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Attributes with defaults filled in; unknown or missing ones raise."""
+        unknown = set(attrs) - set(cls.attrs)
+        if unknown:
+            raise TypeError(f"op {cls.name} has no attribute(s) {sorted(unknown)}")
+        bound = {}
+        for key, default in cls.attrs.items():
+            if key in attrs:
+                bound[key] = attrs[key]
+            elif default is REQUIRED:
+                raise TypeError(f"op {cls.name} needs attribute {key!r}")
+            else:
+                bound[key] = default
+        return bound
+
+    @classmethod
+    def run(cls, inputs: Sequence[Any], attrs: dict[str, Any]) -> tuple[Any, ...]:
+        """Run the reference kernel; always returns a tuple of outputs."""
+        args = _group_variadic(cls, list(inputs))
+        out = cls.kernel(*args, **attrs)
+        return tuple(out) if isinstance(out, tuple | list) else (out,)
+
+    @classmethod
+    def infer(cls, inputs: Sequence[Value | None], attrs: dict[str, Any]) -> list[TensorType]:
+        """Output types, by running the kernel on meta tensors of the input types."""
+        import torch
+
+        metas = []
+        for v in inputs:
+            if v is None:
+                metas.append(None)
+            elif not v.type.is_static:
+                raise NotImplementedError(
+                    f"op {cls.name}: symbolic shapes need a record-specific infer()"
+                )
+            else:
+                metas.append(
+                    torch.empty(v.type.shape, dtype=dtypes.to_torch(v.type.dtype), device="meta")
+                )
+        outs = cls.run(metas, attrs)
+        return [TensorType(dtypes.from_torch(o.dtype), tuple(o.shape)) for o in outs]
+
+
+def _group_variadic(record: type[Op], inputs: list[Any]) -> list[Any]:
+    """Turn the flat input list back into the kernel's arguments (a list for ``*name``)."""
+    if any(n.startswith("*") for n in record.inputs):
+        fixed = [n for n in record.inputs if not n.startswith("*")]
+        # By convention the variadic input comes first (cat's tensors, the aten fallback).
+        return [inputs[: len(inputs) - len(fixed)], *inputs[len(inputs) - len(fixed) :]]
+    return inputs
+
+
+def get_record(name: str) -> type[Op]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no op record named {name!r}") from None
+
+
+def all_records() -> dict[str, type[Op]]:
+    return dict(sorted(_REGISTRY.items()))
+
+
+def unsupported_reason(node: Node, generation: int) -> str | None:
+    """Why Core ML cannot run ``node`` for a target generation, or None if it can.
+
+    This is the one place the question is answered: the lowering refuses what it says,
+    and the partitioner asks it.
+    """
+    record = get_record(node.op)
+    label = node.attrs.get("target", node.op) if node.op == "aten" else node.op
+    if record.lower is None:
+        return f"{label}: no Core ML lowering"
+    if generation < record.min_target:
+        return f"{label}: needs deployment target iOS{record.min_target} or later"
+    for v in [*node.present_inputs(), *node.outputs]:
+        if v.type.dtype == "float64":
+            return f"{label}: Core ML has no float64 tensors ({v.name})"
+        if v.type.rank > MAX_RANK:
+            return f"{label}: rank {v.type.rank} exceeds Core ML's limit of {MAX_RANK} ({v.name})"
+        if not v.type.is_static:
+            return f"{label}: dynamic shape {v.type} ({v.name})"
+    if record.check is not None:
+        reason = record.check(node, generation)
+        if reason:
+            return f"{label}: {reason}"
+    return None
+
+
+# Importing the family modules registers their records.
+from coreml_compile.compiler.ops import (  # noqa: E402,F401
+    activation,
+    elementwise,
+    fallback,
+    linalg,
+    normalization,
+    pooling,
+    reduction,
+    shape,
+)

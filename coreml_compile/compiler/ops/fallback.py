@@ -1,0 +1,43 @@
+"""The ``aten`` op: an ATen operator the table has no record for, kept as it was traced.
+
+It runs through torch (``torch.ops.aten.<name>.<overload>``) in the interpreter and in
+fallback partitions, and has no Core ML lowering, so the support check names it. Its
+non-tensor arguments are kept as JSON-able data with ``{"input": i}`` where the i-th
+tensor input goes, so a package can store it without pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from coreml_compile.compiler.ops import Op
+
+
+def resolve_overload(target: str) -> Any:
+    """``"aten::linalg_inv.default"`` -> ``torch.ops.aten.linalg_inv.default``."""
+    namespace, rest = target.split("::", 1)
+    packet, _, overload = rest.partition(".")
+    return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
+
+
+def _rebuild(template: Any, tensors: list[Any]) -> Any:
+    if isinstance(template, dict):
+        if set(template) == {"input"}:
+            return tensors[template["input"]]
+        if set(template) == {"dtype"}:
+            return getattr(torch, template["dtype"])
+        return {k: _rebuild(v, tensors) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_rebuild(v, tensors) for v in template]
+    return template
+
+
+class Aten(Op):
+    name = "aten"
+    inputs = ("*tensors",)
+    attrs = {"target": "", "args": [], "kwargs": {}}
+
+    def kernel(tensors, *, target, args, kwargs):
+        return resolve_overload(target)(*_rebuild(args, tensors), **_rebuild(kwargs, tensors))

@@ -1,0 +1,179 @@
+"""Matrix products, convolutions and embedding look-ups."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from coreml_compile.compiler.ops import Op
+from coreml_compile.compiler.ops._helpers import as_tuple
+
+
+class Matmul(Op):
+    """torch.matmul semantics (batched, broadcasting); bmm and mm map here too."""
+
+    name = "matmul"
+    inputs = ("x", "y")
+
+    def kernel(x, y):
+        return torch.matmul(x, y)
+
+    def lower(c, x, y):
+        return c.mb.matmul(x=x, y=y, name=c.name)
+
+
+class Linear(Op):
+    """x @ weight.T + bias, weight (out, in)."""
+
+    name = "linear"
+    inputs = ("x", "weight", "bias?")
+
+    def kernel(x, weight, bias):
+        return F.linear(x, weight, bias)
+
+    def lower(c, x, weight, bias):
+        # MIL's linear takes inputs of rank 1 to 3; beyond that a matmul with the
+        # transposed weight computes the same thing.
+        if x.rank <= 3 and weight.val is not None:
+            return c.mb.linear(x=x, weight=weight, bias=bias, name=c.name)
+        wt = c.mb.transpose(x=weight, perm=[1, 0], name=c.name + "_wt")
+        if bias is None:
+            return c.mb.matmul(x=x, y=wt, name=c.name)
+        y = c.mb.matmul(x=x, y=wt, name=c.name + "_mm")
+        return c.mb.add(x=y, y=bias, name=c.name)
+
+
+class Addmm(Op):
+    """beta * bias + alpha * (x @ y)"""
+
+    name = "addmm"
+    inputs = ("bias", "x", "y")
+    attrs = {"beta": 1, "alpha": 1}
+
+    def kernel(bias, x, y, *, beta, alpha):
+        return torch.addmm(bias, x, y, beta=beta, alpha=alpha)
+
+    def lower(c, bias, x, y, *, beta, alpha):
+        if beta != 1:
+            bias = c.mb.mul(x=bias, y=c.scalar(beta, like=bias), name=c.name + "_beta")
+        if alpha == 1 and y.val is not None:
+            wt = c.const_like(y.val.T, y)
+            return c.mb.linear(x=x, weight=wt, bias=bias, name=c.name)
+        prod = c.mb.matmul(x=x, y=y, name=c.name + "_mm")
+        if alpha != 1:
+            prod = c.mb.mul(x=prod, y=c.scalar(alpha, like=prod), name=c.name + "_alpha")
+        return c.mb.add(x=prod, y=bias, name=c.name)
+
+
+def _conv_padding(padding, weight_shape, dilation, n):
+    """Explicit (before, after) pads per spatial dim; 'same' puts the odd pad after, as torch."""
+    if padding == "valid":
+        return [(0, 0)] * n
+    if padding == "same":
+        pads = []
+        for k, d in zip(weight_shape[2:], dilation, strict=True):
+            total = d * (k - 1)
+            pads.append((total // 2, total - total // 2))
+        return pads
+    return [(p, p) for p in as_tuple(padding, n)]
+
+
+class Conv(Op):
+    """N-d convolution (conv1d/conv2d/conv3d): weight (out, in/groups, *kernel).
+
+    ``padding`` is a list of ints or "same"/"valid", as torch takes it.
+    """
+
+    name = "conv"
+    inputs = ("x", "weight", "bias?")
+    attrs = {"stride": [1], "padding": [0], "dilation": [1], "groups": 1}
+
+    def kernel(x, weight, bias, *, stride, padding, dilation, groups):
+        n = weight.dim() - 2
+        fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
+        pad = padding if isinstance(padding, str) else as_tuple(padding, n)
+        return fn(x, weight, bias, as_tuple(stride, n), pad, as_tuple(dilation, n), groups)
+
+    def lower(c, x, weight, bias, *, stride, padding, dilation, groups):
+        n = weight.rank - 2
+        dil = as_tuple(dilation, n)
+        pads = _conv_padding(padding, weight.shape, dil, n)
+        return c.mb.conv(
+            x=x,
+            weight=weight,
+            bias=bias,
+            strides=list(as_tuple(stride, n)),
+            pad_type="custom",
+            pad=[p for pair in pads for p in pair],
+            dilations=list(dil),
+            groups=groups,
+            name=c.name,
+        )
+
+    def check(node, generation):
+        if node.inputs[1].type.rank - 2 not in (1, 2, 3):
+            return "only 1-d, 2-d and 3-d convolutions"
+        return None
+
+
+class ConvTranspose(Op):
+    """N-d transposed convolution: weight (in, out/groups, *kernel), as torch stores it."""
+
+    name = "conv_transpose"
+    inputs = ("x", "weight", "bias?")
+    attrs = {"stride": [1], "padding": [0], "output_padding": [0], "groups": 1, "dilation": [1]}
+
+    def kernel(x, weight, bias, *, stride, padding, output_padding, groups, dilation):
+        n = weight.dim() - 2
+        fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[n]
+        return fn(
+            x,
+            weight,
+            bias,
+            as_tuple(stride, n),
+            as_tuple(padding, n),
+            as_tuple(output_padding, n),
+            groups,
+            as_tuple(dilation, n),
+        )
+
+    def lower(c, x, weight, bias, *, stride, padding, output_padding, groups, dilation):
+        n = weight.rank - 2
+        pads = as_tuple(padding, n)
+        kwargs = {}
+        if any(as_tuple(output_padding, n)):
+            # The extra rows/columns are only expressible through an explicit output shape.
+            kwargs["output_shape"] = list(c.node.output.type.shape)
+        return c.mb.conv_transpose(
+            x=x,
+            weight=weight,
+            bias=bias,
+            strides=list(as_tuple(stride, n)),
+            pad_type="custom",
+            pad=[p for p in pads for _ in range(2)],
+            dilations=list(as_tuple(dilation, n)),
+            groups=groups,
+            name=c.name,
+            **kwargs,
+        )
+
+    def check(node, generation):
+        if node.inputs[1].type.rank - 2 not in (1, 2, 3):
+            return "only 1-d, 2-d and 3-d transposed convolutions"
+        if not node.inputs[1].is_constant:
+            return "transposed convolution needs a constant weight"
+        return None
+
+
+class Embedding(Op):
+    """weight[indices]: a row look-up."""
+
+    name = "embedding"
+    inputs = ("weight", "indices")
+    attrs = {"padding_idx": -1}
+
+    def kernel(weight, indices, *, padding_idx):
+        return F.embedding(indices, weight)
+
+    def lower(c, weight, indices, *, padding_idx):
+        return c.mb.gather(x=weight, indices=indices, axis=0, name=c.name)

@@ -1,0 +1,44 @@
+"""Every error the project raises on purpose, in one place.
+
+Each carries enough to name what was wrong in one line; the CLI prints ``str(error)``
+and exits non-zero, and shows the traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class CoreMLCompileError(Exception):
+    """Base class: an expected failure with a one-line message for the user."""
+
+
+class ModelFileError(CoreMLCompileError):
+    """The model file is missing, does not define the model, or returns no nn.Module."""
+
+
+class InputSpecError(CoreMLCompileError):
+    """Example inputs or ``--input-shape`` are malformed or do not fit the model."""
+
+
+class TraceError(CoreMLCompileError):
+    """torch.export could not capture the model."""
+
+
+class IRVerificationError(CoreMLCompileError):
+    """The IR graph breaks an invariant (use before definition, type mismatch, ...)."""
+
+
+class UnsupportedOpError(CoreMLCompileError):
+    """An op has no Core ML lowering, or Core ML cannot run it for the chosen target."""
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = reasons
+        shown = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
+        super().__init__(f"Core ML cannot run {len(reasons)} op(s): {shown}")
+
+
+class LoweringError(CoreMLCompileError):
+    """Lowering a node to MIL failed."""
+
+
+class OutputPathError(CoreMLCompileError):
+    """The output path cannot be written."""

@@ -1,0 +1,1 @@
+"""Executors that run compiled models (reference, Core ML, torch fallback)."""
