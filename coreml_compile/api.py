@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coreml_compile import __version__
 from coreml_compile.compiler import targets
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.errors import InputSpecError
@@ -123,7 +124,9 @@ class CompiledModel:
 
         names = self.input_names
         if len(args) != len(names):
-            raise InputSpecError(f"expected {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
+            raise InputSpecError(
+                f"expected {len(names)} input(s) ({', '.join(names)}), got {len(args)}"
+            )
         feeds = {}
         for name, x in zip(names, args, strict=True):
             feeds[name] = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
@@ -183,7 +186,12 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     report.weight_bytes = graph.weight_bytes()
     program = clock.stage("lower", build_program, graph, precision, minimum_deployment_target)
     report.mil_ops = mil_op_counts(program)
-    mlmodel = clock.stage("serialise", to_mlmodel, program, minimum_deployment_target)
+    metadata = {
+        "coreml_compile.version": __version__,
+        "coreml_compile.precision": precision,
+        "coreml_compile.target": minimum_deployment_target,
+    }
+    mlmodel = clock.stage("serialise", to_mlmodel, program, minimum_deployment_target, metadata)
     return CompiledModel(
         graph,
         mlmodel,

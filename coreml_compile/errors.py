@@ -32,7 +32,9 @@ class UnsupportedOpError(CoreMLCompileError):
 
     def __init__(self, reasons: list[str]):
         self.reasons = reasons
-        shown = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
+        shown = "; ".join(reasons[:5]) + (
+            f"; and {len(reasons) - 5} more" if len(reasons) > 5 else ""
+        )
         super().__init__(f"Core ML cannot run {len(reasons)} op(s): {shown}")
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
 from seeded import image_batch, randomize
+from torch import Tensor, nn
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper's Table 2.
 SETTINGS = [

@@ -6,9 +6,8 @@ Model file: ``model()`` is ResNet-50; ``resnet18`` ... ``resnet152`` name the ot
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
 from seeded import image_batch, randomize
+from torch import Tensor, nn
 
 
 class BasicBlock(nn.Module):

@@ -6,9 +6,8 @@ name the others (``coreml-compile models/vgg.py:vgg11_bn``).
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
 from seeded import image_batch, randomize
+from torch import Tensor, nn
 
 # Channels per conv layer; "M" is a 2x2 max pool.
 CONFIGS = {

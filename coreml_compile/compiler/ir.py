@@ -142,7 +142,9 @@ class Graph:
 
     def add_constant(self, name: str, data: np.ndarray) -> Value:
         data = np.asarray(data)
-        value = Value(self.fresh_name(name), TensorType(dtypes.from_numpy(data.dtype), data.shape), data)
+        value = Value(
+            self.fresh_name(name), TensorType(dtypes.from_numpy(data.dtype), data.shape), data
+        )
         self.constants[value.name] = value
         return value
 

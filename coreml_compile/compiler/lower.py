@@ -128,8 +128,10 @@ class LowerContext:
     def _constant(self, value: Value) -> Any:
         data = value.data
         mil = self.mil_dtype(value.type.dtype)
-        if value.type.dtype == "int64" and data.size and (
-            data.max() > np.iinfo(np.int32).max or data.min() < np.iinfo(np.int32).min
+        if (
+            value.type.dtype == "int64"
+            and data.size
+            and (data.max() > np.iinfo(np.int32).max or data.min() < np.iinfo(np.int32).min)
         ):
             raise LoweringError(f"constant {value.name} does not fit in int32")
         array = np.asarray(data).astype(_MIL_NUMPY[mil], copy=False)
@@ -166,7 +168,9 @@ def check_supported(graph: Graph, generation: int) -> None:
         raise UnsupportedOpError(reasons)
 
 
-def build_program(graph: Graph, precision: str = "fp16", target: str | int = targets.DEFAULT) -> Any:
+def build_program(
+    graph: Graph, precision: str = "fp16", target: str | int = targets.DEFAULT
+) -> Any:
     """Lower ``graph`` to a MIL Program; every node must be supported for ``target``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -216,7 +220,9 @@ def _lower_node(c: LowerContext, node: Node, output_names: dict[int, str]) -> No
     c.node = node
     out = node.outputs[0]
     # A graph output computed in fp16 is cast to fp32 under its own name at the end.
-    needs_cast = id(out) in output_names and c.mil_dtype(out.type.dtype) != _io_dtype(out.type.dtype)
+    needs_cast = id(out) in output_names and c.mil_dtype(out.type.dtype) != _io_dtype(
+        out.type.dtype
+    )
     c.name = f"{out.name}_{c.precision}" if needs_cast else out.name
     args = [c.get(v) for v in node.inputs]
     if any(spec.startswith("*") for spec in record.inputs):
@@ -234,7 +240,9 @@ def _lower_node(c: LowerContext, node: Node, output_names: dict[int, str]) -> No
             c.set(value, var)
 
 
-def to_mlmodel(program: Any, target: str | int = targets.DEFAULT) -> Any:
+def to_mlmodel(
+    program: Any, target: str | int = targets.DEFAULT, metadata: dict[str, str] | None = None
+) -> Any:
     """Serialise a MIL program into an in-memory ML Program model (coremltools.MLModel)."""
     ct = import_coremltools()
     with quiet_coremltools():
@@ -248,7 +256,9 @@ def to_mlmodel(program: Any, target: str | int = targets.DEFAULT) -> Any:
             skip_model_load=True,
         )
     # Dates in the metadata would make two compiles of the same model differ.
-    metadata = model._spec.description.metadata.userDefined
-    metadata.pop("com.github.apple.coremltools.conversion_date", None)
-    metadata["com.github.apple.coremltools.source"] = "coreml_compile"
+    user_defined = model._spec.description.metadata.userDefined
+    user_defined.pop("com.github.apple.coremltools.conversion_date", None)
+    user_defined["com.github.apple.coremltools.source"] = "coreml_compile"
+    for key, value in (metadata or {}).items():
+        user_defined[key] = value
     return model

@@ -14,6 +14,9 @@ inputs keep the forward() argument names, outputs the returned dict keys (or
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import operator
 from typing import Any
 
@@ -29,6 +32,7 @@ from coreml_compile.compiler.frontends.aten_table import (
 )
 from coreml_compile.compiler.ir import Graph, TensorType, Value
 from coreml_compile.compiler.ops import get_record
+from coreml_compile.compiler.ops.fallback import encode_torch_object
 from coreml_compile.errors import InputSpecError, TraceError
 
 # How many rounds of "decompose what has no mapping" to try; each round can expose
@@ -46,8 +50,12 @@ def export(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> torch.exp
                 f"example input {i} is a {type(t).__name__}; only tensors are supported"
             )
     model = model.eval()
+    # Export logs diagnostics (and on failure, the partial graph); a failure is reported
+    # as one TraceError, whose cause keeps the details for --debug.
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             return torch.export.export(model, example_inputs)
     except Exception as exc:  # torch.export raises many unrelated types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -56,6 +64,8 @@ def export(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> torch.exp
             f"torch.export failed on inputs of shape {shapes}: {type(exc).__name__}: {first} "
             "(check the example inputs; --input-shape sets them)"
         ) from exc
+    finally:
+        logging.disable(previous)
 
 
 def schema_key(target: Any) -> str:
@@ -111,12 +121,27 @@ def decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.Exporte
         # Writes through views need real functionalisation; an empty table gives it.
         ep = ep.run_decompositions({})
     table = torch.export.default_decompositions()
+    refused: set[Any] = set()
     for _ in range(_DECOMPOSITION_ROUNDS):
-        decomposable = {op: table[op] for op in _unmapped(ep) if op in table}
+        decomposable = {op: table[op] for op in _unmapped(ep) if op in table and op not in refused}
         if not decomposable:
             break
-        ep = ep.run_decompositions(decomposable)
+        candidate = ep.run_decompositions(decomposable)
+        if _has_effect_tokens(candidate):
+            # Some decompositions add side-effecting checks (linalg_inv's error check)
+            # threaded through tokens; keep those ops whole, decompose the others.
+            refused |= {
+                op
+                for op in decomposable
+                if _has_effect_tokens(ep.run_decompositions({op: table[op]}))
+            }
+            continue
+        ep = candidate
     return ep
+
+
+def _has_effect_tokens(ep: torch.export.ExportedProgram) -> bool:
+    return any(spec.kind.name == "TOKEN" for spec in ep.graph_signature.input_specs)
 
 
 def _output_names(ep: torch.export.ExportedProgram, count: int) -> list[str]:
@@ -257,6 +282,9 @@ class _Translator:
             return
         if not isinstance(target, torch._ops.OpOverload):
             raise TraceError(f"unsupported call {target} in the exported graph ({node.name})")
+        if node.meta.get("val") is None and not node.users:
+            # Export's run-time assertions (_assert_tensor_metadata, ...) compute nothing.
+            return
         key, in_place = _functional_key(target)
         bound = _bind(target, node.args, node.kwargs)
         mapping = ATEN_TO_IR.get(key)
@@ -330,12 +358,10 @@ class _Translator:
                     raise TraceError(f"{node.name} reads {arg.name}, which is not a tensor")
                 tensors.append(value)
                 return {"input": len(tensors) - 1}
-            if isinstance(arg, torch.dtype):
-                return {"dtype": dtypes.from_torch(arg)}
             if isinstance(arg, tuple | list):
                 return [template(a) for a in arg]
-            if isinstance(arg, torch.device | torch.memory_format | torch.layout):
-                return str(arg)
+            if isinstance(arg, torch.dtype | torch.device | torch.memory_format | torch.layout):
+                return encode_torch_object(arg)
             if arg is None or isinstance(arg, bool | int | float | str):
                 return arg
             raise TraceError(f"{node.name} ({key}): cannot record argument {arg!r}")

@@ -15,14 +15,20 @@ unary("silu", F.silu, lambda c, x: c.mb.silu(x=x, name=c.name))
 unary(
     "hardsigmoid",
     F.hardsigmoid,
-    lambda c, x: c.mb.sigmoid_hard(x=x, alpha=1.0 / 6, beta=0.5, name=c.name),
+    lambda c, x: c.mb.sigmoid_hard(
+        x=x, alpha=c.scalar(1.0 / 6, like=x), beta=c.scalar(0.5, like=x), name=c.name
+    ),
     doc="relu6(x + 3) / 6, which is MIL's sigmoid_hard with alpha 1/6, beta 1/2",
 )
 unary(
     "hardswish",
     F.hardswish,
     lambda c, x: c.mb.mul(
-        x=x, y=c.mb.sigmoid_hard(x=x, alpha=1.0 / 6, beta=0.5, name=c.name + "_gate"), name=c.name
+        x=x,
+        y=c.mb.sigmoid_hard(
+            x=x, alpha=c.scalar(1.0 / 6, like=x), beta=c.scalar(0.5, like=x), name=c.name + "_gate"
+        ),
+        name=c.name,
     ),
     doc="x * hardsigmoid(x); MIL has no single op for it",
 )
@@ -97,4 +103,3 @@ class LogSoftmax(Op):
     def lower(c, x, *, dim):
         lse = c.mb.reduce_log_sum_exp(x=x, axes=[dim], keep_dims=True, name=c.name + "_lse")
         return c.mb.sub(x=x, y=lse, name=c.name)
-

@@ -123,7 +123,9 @@ class Clamp(Op):
 
     def lower(c, x, *, min, max):
         if min is not None and max is not None:
-            return c.mb.clip(x=x, alpha=c.scalar(min, like=x), beta=c.scalar(max, like=x), name=c.name)
+            return c.mb.clip(
+                x=x, alpha=c.scalar(min, like=x), beta=c.scalar(max, like=x), name=c.name
+            )
         if min is not None:
             return c.mb.maximum(x=x, y=c.scalar(min, like=x), name=c.name)
         if max is not None:
@@ -144,7 +146,13 @@ class Cast(Op):
         return x if dtype is None else x.to(dtypes.to_torch(dtype))
 
     def lower(c, x, *, dtype):
-        target = c.mil_dtype(dtype) if dtype is not None else x.dtype
+        if dtype is None:
+            return c.mb.identity(x=x, name=c.name)
+        target = c.mil_dtype(dtype)
+        if dtype == "float16" and target != "fp16":
+            # An explicit cast to half rounds even when the model computes in fp32.
+            half = c.mb.cast(x=x, dtype="fp16", name=c.name + "_half")
+            return c.mb.cast(x=half, dtype=target, name=c.name)
         if target == c.mil_dtype_of(x):
             return c.mb.identity(x=x, name=c.name)
         return c.mb.cast(x=x, dtype=target, name=c.name)

@@ -22,12 +22,28 @@ def resolve_overload(target: str) -> Any:
     return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
 
 
+_TORCH_OBJECT_KINDS = ("dtype", "layout", "memory_format", "device")
+
+
+def encode_torch_object(obj: Any) -> dict[str, str]:
+    """A dtype, layout, memory format or device as JSON: ``{"dtype": "float32"}``..."""
+    if isinstance(obj, torch.device):
+        return {"device": str(obj)}
+    kind = {torch.dtype: "dtype", torch.layout: "layout", torch.memory_format: "memory_format"}
+    return {kind[type(obj)]: str(obj).removeprefix("torch.")}
+
+
+def _decode_torch_object(template: dict[str, str]) -> Any:
+    ((kind, name),) = template.items()
+    return torch.device(name) if kind == "device" else getattr(torch, name)
+
+
 def _rebuild(template: Any, tensors: list[Any]) -> Any:
     if isinstance(template, dict):
         if set(template) == {"input"}:
             return tensors[template["input"]]
-        if set(template) == {"dtype"}:
-            return getattr(torch, template["dtype"])
+        if len(template) == 1 and next(iter(template)) in _TORCH_OBJECT_KINDS:
+            return _decode_torch_object(template)
         return {k: _rebuild(v, tensors) for k, v in template.items()}
     if isinstance(template, list):
         return [_rebuild(v, tensors) for v in template]

@@ -111,4 +111,3 @@ class InstanceNorm(Op):
         if node.inputs[0].type.rank not in (3, 4):
             return "instance_norm needs an input of rank 3 or 4"
         return None
-

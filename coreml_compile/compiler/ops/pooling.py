@@ -12,7 +12,13 @@ from coreml_compile.compiler.ops._helpers import as_tuple
 class MaxPool2d(Op):
     name = "max_pool2d"
     inputs = ("x",)
-    attrs = {"kernel_size": [1, 1], "stride": [], "padding": [0], "dilation": [1], "ceil_mode": False}
+    attrs = {
+        "kernel_size": [1, 1],
+        "stride": [],
+        "padding": [0],
+        "dilation": [1],
+        "ceil_mode": False,
+    }
 
     def kernel(x, *, kernel_size, stride, padding, dilation, ceil_mode):
         return F.max_pool2d(
@@ -56,7 +62,9 @@ class AvgPool2d(Op):
             as_tuple(padding, 2), ceil_mode, count_include_pad, divisor_override,
         )  # fmt: skip
 
-    def lower(c, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    def lower(
+        c, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    ):
         pad = as_tuple(padding, 2)
         return c.mb.avg_pool(
             x=x,
@@ -72,8 +80,10 @@ class AvgPool2d(Op):
     def check(node, generation):
         if node.attrs["divisor_override"] is not None:
             return "avg_pool2d with divisor_override has no Core ML equivalent"
-        if node.attrs["ceil_mode"] and node.attrs["count_include_pad"] and any(
-            as_tuple(node.attrs["padding"], 2)
+        if (
+            node.attrs["ceil_mode"]
+            and node.attrs["count_include_pad"]
+            and any(as_tuple(node.attrs["padding"], 2))
         ):
             # torch and Core ML count the window's overhang past the padding differently.
             return "avg_pool2d with ceil_mode, padding and count_include_pad differs in Core ML"

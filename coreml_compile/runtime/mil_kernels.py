@@ -1,0 +1,659 @@
+"""Torch kernels for MIL ops, keyed by MIL op type, called with the op's named inputs.
+
+Tensor inputs arrive as torch tensors (fp32 for any float dtype, int64 for integers);
+constant parameters (axes, strides, pad_type) as Python values or tensors. Semantics
+follow the MIL op specifications in coremltools (``mil/ops/defs``), including their
+defaults, since a loaded program may omit optional inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from coreml_compile.errors import CoreMLCompileError
+
+
+class UnknownMILOp(CoreMLCompileError):
+    """The program uses a MIL op the reference executor has no kernel for."""
+
+
+KERNELS: dict[str, Callable[..., Any]] = {}
+
+
+def kernel(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in names:
+            KERNELS[name] = fn
+        return fn
+
+    return register
+
+
+def _list(v: Any) -> list:
+    if v is None:
+        return []
+    if isinstance(v, torch.Tensor):
+        return v.reshape(-1).tolist()
+    if isinstance(v, list | tuple):
+        return list(v)
+    return [v]
+
+
+def _t(v: Any) -> torch.Tensor:
+    return v if isinstance(v, torch.Tensor) else torch.tensor(v)
+
+
+def _axes(axes: Any, rank: int) -> list[int]:
+    return [a % rank for a in _list(axes)] if axes is not None else list(range(rank))
+
+
+def _float(v: Any) -> float:
+    return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+# -- element-wise ---------------------------------------------------------------------
+
+_UNARY = {
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "silu": F.silu,
+    "exp": torch.exp,
+    "exp2": torch.exp2,
+    "sqrt": torch.sqrt,
+    "abs": torch.abs,
+    "sign": torch.sign,
+    "floor": torch.floor,
+    "ceil": torch.ceil,
+    "round": torch.round,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tan": torch.tan,
+    "asin": torch.asin,
+    "acos": torch.acos,
+    "atan": torch.atan,
+    "sinh": torch.sinh,
+    "cosh": torch.cosh,
+    "atanh": torch.atanh,
+    "erf": torch.erf,
+    "square": torch.square,
+    "logical_not": torch.logical_not,
+    "softsign": F.softsign,
+    "relu6": F.relu6,
+    "identity": lambda x: x,
+}
+for _name, _fn in _UNARY.items():
+    KERNELS[_name] = lambda x, _fn=_fn, **_: _fn(_t(x))
+
+_BINARY = {
+    "add": torch.add,
+    "sub": torch.sub,
+    "mul": torch.mul,
+    "real_div": lambda x, y: (
+        torch.div(x.to(torch.float32), y.to(torch.float32))
+        if not (x.is_floating_point() or y.is_floating_point())
+        else torch.div(x, y)
+    ),
+    "floor_div": lambda x, y: torch.div(x, y, rounding_mode="floor"),
+    "pow": torch.pow,
+    "maximum": torch.maximum,
+    "minimum": torch.minimum,
+    "mod": torch.remainder,
+    "equal": torch.eq,
+    "not_equal": torch.ne,
+    "less": torch.lt,
+    "less_equal": torch.le,
+    "greater": torch.gt,
+    "greater_equal": torch.ge,
+    "logical_and": torch.logical_and,
+    "logical_or": torch.logical_or,
+    "logical_xor": torch.logical_xor,
+}
+for _name, _fn in _BINARY.items():
+    KERNELS[_name] = lambda x, y, _fn=_fn, **_: _fn(_t(x), _t(y))
+
+
+@kernel("rsqrt")
+def _rsqrt(x, epsilon=1e-12, **_):
+    return torch.rsqrt(x + _float(epsilon))
+
+
+@kernel("log")
+def _log(x, epsilon=1e-45, **_):
+    return torch.log(x + _float(epsilon))
+
+
+@kernel("inverse")
+def _inverse(x, epsilon=1e-4, **_):
+    return 1.0 / (x + _float(epsilon))
+
+
+@kernel("clip")
+def _clip(x, alpha, beta, **_):
+    return torch.clamp(x, _float(alpha), _float(beta))
+
+
+@kernel("leaky_relu")
+def _leaky_relu(x, alpha=0.01, **_):
+    return F.leaky_relu(x, _float(alpha))
+
+
+@kernel("elu")
+def _elu(x, alpha=1.0, **_):
+    return F.elu(x, _float(alpha))
+
+
+@kernel("sigmoid_hard")
+def _sigmoid_hard(x, alpha=0.2, beta=0.5, **_):
+    return torch.clamp(_float(alpha) * x + _float(beta), 0.0, 1.0)
+
+
+@kernel("clamped_relu")
+def _clamped_relu(x, alpha=0.0, beta=6.0, **_):
+    return torch.clamp(torch.where(x >= 0, x, _float(alpha) * x), max=_float(beta))
+
+
+@kernel("prelu")
+def _prelu(x, alpha, **_):
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    return torch.where(x >= 0, x, alpha.reshape(shape) * x)
+
+
+@kernel("softplus")
+def _softplus(x, **_):
+    return F.softplus(x)
+
+
+@kernel("thresholded_relu")
+def _thresholded_relu(x, alpha=1.0, **_):
+    return torch.where(x > _float(alpha), x, torch.zeros_like(x))
+
+
+@kernel("linear_activation")
+def _linear_activation(x, alpha, beta=0.0, **_):
+    return _float(alpha) * x + _float(beta)
+
+
+@kernel("scaled_tanh")
+def _scaled_tanh(x, alpha=1.0, beta=1.0, **_):
+    return _float(alpha) * torch.tanh(_float(beta) * x)
+
+
+@kernel("gelu")
+def _gelu(x, mode="EXACT", **_):
+    if mode == "TANH_APPROXIMATION":
+        return F.gelu(x, approximate="tanh")
+    if mode == "SIGMOID_APPROXIMATION":
+        return x * torch.sigmoid(1.702 * x)
+    return F.gelu(x)
+
+
+@kernel("softmax")
+def _softmax(x, axis=-1, **_):
+    return torch.softmax(x, int(axis))
+
+
+@kernel("cast")
+def _cast(x, dtype, **_):
+    if dtype.startswith("fp"):
+        return x.to(torch.float32)
+    if dtype == "bool":
+        return x.to(torch.bool)
+    # Core ML casts float to int by truncation toward zero, as torch does.
+    return x.to(torch.int64)
+
+
+@kernel("select")
+def _select(cond, a, b, **_):
+    return torch.where(_t(cond).to(torch.bool), _t(a), _t(b))
+
+
+# -- reductions -----------------------------------------------------------------------
+
+
+def _reduce(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def run(x, axes=None, keep_dims=False, **_):
+        axes = _axes(axes, x.dim())
+        if not axes:
+            return x
+        return fn(x, axes, bool(keep_dims))
+
+    return run
+
+
+KERNELS["reduce_sum"] = _reduce(lambda x, a, k: torch.sum(x, a, k))
+KERNELS["reduce_mean"] = _reduce(lambda x, a, k: torch.mean(x.to(torch.float32), a, k))
+KERNELS["reduce_max"] = _reduce(lambda x, a, k: torch.amax(x, a, k))
+KERNELS["reduce_min"] = _reduce(lambda x, a, k: torch.amin(x, a, k))
+KERNELS["reduce_log_sum_exp"] = _reduce(lambda x, a, k: torch.logsumexp(x, a, k))
+KERNELS["reduce_log_sum"] = _reduce(lambda x, a, k: torch.log(torch.sum(x, a, k)))
+KERNELS["reduce_sum_square"] = _reduce(lambda x, a, k: torch.sum(x * x, a, k))
+KERNELS["reduce_l1_norm"] = _reduce(lambda x, a, k: torch.sum(x.abs(), a, k))
+KERNELS["reduce_l2_norm"] = _reduce(lambda x, a, k: torch.sqrt(torch.sum(x * x, a, k)))
+
+
+def _prod(x, axes, keep):
+    for a in sorted(axes, reverse=True):
+        x = torch.prod(x, a, keepdim=keep)
+    return x
+
+
+KERNELS["reduce_prod"] = _reduce(_prod)
+
+
+@kernel("reduce_argmax")
+def _argmax(x, axis=-1, keep_dims=False, **_):
+    return torch.argmax(x, int(axis), bool(keep_dims))
+
+
+@kernel("reduce_argmin")
+def _argmin(x, axis=-1, keep_dims=False, **_):
+    return torch.argmin(x, int(axis), bool(keep_dims))
+
+
+# -- linear algebra and convolution ---------------------------------------------------
+
+
+@kernel("matmul")
+def _matmul(x, y, transpose_x=False, transpose_y=False, **_):
+    x, y = _t(x), _t(y)
+    if transpose_x:
+        x = x.transpose(-1, -2)
+    if transpose_y:
+        y = y.transpose(-1, -2)
+    return torch.matmul(x, y)
+
+
+@kernel("linear")
+def _linear(x, weight, bias=None, **_):
+    return F.linear(x, weight, bias)
+
+
+@kernel("einsum")
+def _einsum(values, equation, **_):
+    return torch.einsum(equation, *values)
+
+
+def _explicit_pads(pad_type, pad, in_sizes, kernel, strides, dilations):
+    """(before, after) per spatial dim, for MIL's pad_type / pad semantics."""
+    n = len(in_sizes)
+    if pad_type == "custom":
+        pad = _list(pad) or [0] * (2 * n)
+        return [(int(pad[2 * i]), int(pad[2 * i + 1])) for i in range(n)]
+    if pad_type == "valid":
+        return [(0, 0)] * n
+    pads = []
+    for size, k, s, d in zip(in_sizes, kernel, strides, dilations, strict=True):
+        out = math.ceil(size / s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        small = total // 2
+        pads.append((small, total - small) if pad_type == "same" else (total - small, small))
+    return pads
+
+
+def _pad_spatial(x, pads, value=0.0):
+    flat = []
+    for before, after in reversed(pads):
+        flat += [before, after]
+    if not any(flat):
+        return x
+    return F.pad(x, flat, value=value)
+
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+@kernel("conv")
+def _conv(
+    x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1, **_
+):
+    n = weight.dim() - 2
+    strides = _list(strides) or [1] * n
+    dilations = _list(dilations) or [1] * n
+    pads = _explicit_pads(pad_type, pad, x.shape[2:], weight.shape[2:], strides, dilations)
+    x = _pad_spatial(x, pads)
+    return _CONV[n](x, weight, bias, strides, 0, dilations, int(groups))
+
+
+@kernel("conv_transpose")
+def _conv_transpose(
+    x,
+    weight,
+    bias=None,
+    pad=None,
+    output_shape=None,
+    pad_type="valid",
+    strides=None,
+    dilations=None,
+    groups=1,
+    **_,
+):
+    n = weight.dim() - 2
+    strides = _list(strides) or [1] * n
+    dilations = _list(dilations) or [1] * n
+    y = _CONV_T[n](x, weight, bias, strides, 0, 0, int(groups), dilations)
+    full = y.shape[2:]
+    if pad_type == "custom":
+        p = _list(pad) or [0] * (2 * n)
+        pads = [(int(p[2 * i]), int(p[2 * i + 1])) for i in range(n)]
+    elif pad_type == "same":
+        # "same": output is input * stride; crop the excess evenly, extra at the end.
+        pads = []
+        for i in range(n):
+            excess = full[i] - x.shape[2 + i] * strides[i]
+            pads.append((excess // 2, excess - excess // 2))
+    else:
+        pads = [(0, 0)] * n
+    out_sizes = [full[i] - pads[i][0] - pads[i][1] for i in range(n)]
+    if output_shape is not None:
+        # An explicit output shape keeps rows past the symmetric crop (output_padding).
+        out_sizes = [int(s) for s in _list(output_shape)[-n:]]
+    index = [slice(None), slice(None)]
+    for i in range(n):
+        start = pads[i][0]
+        stop = start + out_sizes[i]
+        if stop > full[i]:
+            y = F.pad(y, [0, 0] * (n - 1 - i) + [0, stop - full[i]])
+        index.append(slice(start, stop))
+    return y[tuple(index)]
+
+
+# -- pooling --------------------------------------------------------------------------
+
+
+def _pool_pads(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
+    n = len(kernel_sizes)
+    return _explicit_pads(pad_type, pad, x.shape[-n:], kernel_sizes, strides, [1] * n)
+
+
+@kernel("max_pool")
+def _max_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, ceil_mode=False, **_):
+    k = [int(v) for v in _list(kernel_sizes)]
+    s = [int(v) for v in _list(strides)] or [1] * len(k)
+    pads = _pool_pads(x, k, s, pad_type, pad, ceil_mode)
+    fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(k)]
+    if all(b == a and 2 * b <= kk for (b, a), kk in zip(pads, k, strict=True)):
+        return fn(x, k, s, [b for b, _a in pads], ceil_mode=bool(ceil_mode))
+    return fn(_pad_spatial(x, pads, float("-inf")), k, s, 0, ceil_mode=bool(ceil_mode))
+
+
+@kernel("avg_pool")
+def _avg_pool(
+    x,
+    kernel_sizes,
+    strides=None,
+    pad_type="valid",
+    pad=None,
+    exclude_padding_from_average=False,
+    ceil_mode=False,
+    **_,
+):
+    k = [int(v) for v in _list(kernel_sizes)]
+    s = [int(v) for v in _list(strides)] or [1] * len(k)
+    pads = _pool_pads(x, k, s, pad_type, pad, ceil_mode)
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(k)]
+    include = not bool(exclude_padding_from_average)
+    if all(b == a and 2 * b <= kk for (b, a), kk in zip(pads, k, strict=True)):
+        return fn(x, k, s, [b for b, _a in pads], bool(ceil_mode), include)
+    summed = fn(_pad_spatial(x, pads), k, s, 0, bool(ceil_mode), True)
+    if include:
+        return summed
+    ones = torch.ones((1, 1, *x.shape[-len(k) :]), dtype=x.dtype)
+    count = fn(_pad_spatial(ones, pads), k, s, 0, bool(ceil_mode), True)
+    return summed / count
+
+
+@kernel("l2_pool")
+def _l2_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, **_):
+    k = [int(v) for v in _list(kernel_sizes)]
+    s = [int(v) for v in _list(strides)] or [1] * len(k)
+    pads = _pool_pads(x, k, s, pad_type, pad, False)
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(k)]
+    area = math.prod(k)
+    return torch.sqrt(fn(_pad_spatial(x * x, pads), k, s, 0) * area)
+
+
+# -- normalisation --------------------------------------------------------------------
+
+
+def _channel(v: torch.Tensor | None, rank: int) -> torch.Tensor | None:
+    return None if v is None else v.reshape([1, -1] + [1] * (rank - 2))
+
+
+@kernel("batch_norm")
+def _batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5, **_):
+    r = x.dim()
+    y = (x - _channel(mean, r)) / torch.sqrt(_channel(variance, r) + _float(epsilon))
+    if gamma is not None:
+        y = y * _channel(gamma, r)
+    if beta is not None:
+        y = y + _channel(beta, r)
+    return y
+
+
+@kernel("instance_norm")
+def _instance_norm(x, gamma=None, beta=None, epsilon=1e-5, **_):
+    r = x.dim()
+    axes = list(range(2, r))
+    mean = x.mean(axes, keepdim=True)
+    var = x.var(axes, unbiased=False, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + _float(epsilon))
+    if gamma is not None:
+        y = y * _channel(gamma, r)
+    if beta is not None:
+        y = y + _channel(beta, r)
+    return y
+
+
+@kernel("layer_norm")
+def _layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5, **_):
+    axes = _axes(axes, x.dim())
+    mean = x.mean(axes, keepdim=True)
+    var = ((x - mean) ** 2).mean(axes, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + _float(epsilon))
+    # gamma/beta have the shape of the normalised axes; line them up with x.
+    shape = [x.shape[i] if i in axes else 1 for i in range(x.dim())]
+    if gamma is not None:
+        y = y * gamma.reshape(shape)
+    if beta is not None:
+        y = y + beta.reshape(shape)
+    return y
+
+
+@kernel("l2_norm")
+def _l2_norm(x, axes=None, epsilon=1e-6, **_):
+    axes = _axes(axes, x.dim())
+    norm = torch.sqrt(torch.clamp(torch.sum(x * x, axes, keepdim=True), min=_float(epsilon)))
+    return x / norm
+
+
+@kernel("local_response_norm")
+def _lrn(x, size, alpha=1e-4, beta=0.75, k=1.0, **_):
+    return F.local_response_norm(x, int(size), _float(alpha), _float(beta), _float(k))
+
+
+# -- data movement --------------------------------------------------------------------
+
+
+@kernel("reshape")
+def _reshape(x, shape, **_):
+    shape = [int(v) for v in _list(shape)]
+    shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return torch.reshape(x, shape)
+
+
+@kernel("transpose")
+def _transpose(x, perm, **_):
+    return x.permute([int(p) for p in _list(perm)])
+
+
+@kernel("squeeze")
+def _squeeze(x, axes=None, **_):
+    if axes is None:
+        return torch.squeeze(x)
+    return torch.squeeze(x, tuple(a % x.dim() for a in _list(axes)))
+
+
+@kernel("expand_dims")
+def _expand_dims(x, axes, **_):
+    rank = x.dim() + len(_list(axes))
+    for a in sorted(a % rank for a in _list(axes)):
+        x = x.unsqueeze(a)
+    return x
+
+
+@kernel("concat")
+def _concat(values, axis, interleave=False, **_):
+    values = [_t(v) for v in values]
+    if interleave:
+        stacked = torch.stack(values, int(axis) + 1 if int(axis) >= 0 else int(axis))
+        return stacked.flatten(int(axis), int(axis) + 1 if int(axis) >= 0 else None)
+    return torch.cat(values, int(axis))
+
+
+@kernel("stack")
+def _stack(values, axis=0, **_):
+    return torch.stack([_t(v) for v in values], int(axis))
+
+
+@kernel("split")
+def _split(x, num_splits=None, split_sizes=None, axis=0, **_):
+    axis = int(axis)
+    if split_sizes is not None:
+        return tuple(torch.split(x, [int(v) for v in _list(split_sizes)], axis))
+    return tuple(torch.chunk(x, int(num_splits), axis))
+
+
+@kernel("slice_by_index")
+def _slice_by_index(
+    x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None, **_
+):
+    rank = x.dim()
+    begin, end = _list(begin), _list(end)
+    stride = _list(stride) or [1] * rank
+    begin_mask = _list(begin_mask) or [False] * rank
+    end_mask = _list(end_mask) or [False] * rank
+    squeeze_mask = _list(squeeze_mask) or [False] * rank
+    index = []
+    for i in range(rank):
+        step = int(stride[i])
+        if squeeze_mask[i]:
+            index.append(int(begin[i]))
+            continue
+        start = None if begin_mask[i] else int(begin[i])
+        stop = None if end_mask[i] else int(end[i])
+        if step > 0:
+            index.append(slice(start, stop, step))
+        else:
+            index.append(("reverse", start, stop, step))
+    out = x
+    # torch has no negative steps: flip, then slice with the mirrored bounds.
+    plain = []
+    for dim, item in enumerate(index):
+        if isinstance(item, tuple):
+            size = x.shape[dim]
+            _, start, stop, step = item
+            s, e, st = slice(start, stop, step).indices(size)
+            picks = torch.arange(s, e, st)
+            out = out.index_select(dim, picks) if picks.numel() else out.narrow(dim, 0, 0)
+            plain.append(slice(None))
+        else:
+            plain.append(item)
+    return out[tuple(plain)]
+
+
+@kernel("slice_by_size")
+def _slice_by_size(x, begin, size, **_):
+    index = []
+    for b, s in zip(_list(begin), _list(size), strict=True):
+        b, s = int(b), int(s)
+        index.append(slice(b, None if s == -1 else b + s))
+    return x[tuple(index)]
+
+
+@kernel("tile")
+def _tile(x, reps, **_):
+    return x.repeat([int(r) for r in _list(reps)])
+
+
+@kernel("pad")
+def _pad(x, pad, mode="constant", constant_val=0.0, **_):
+    pad = [int(p) for p in _list(pad)]
+    pairs = [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)]
+    flat = []
+    for before, after in reversed(pairs):
+        flat += [before, after]
+    if mode == "constant":
+        return F.pad(x, flat, "constant", _float(constant_val))
+    # torch's reflect/replicate want a batch dim in front of the padded dims.
+    n = sum(1 for p in pairs if any(p))
+    flat = flat[: 2 * n] if n else flat[:2]
+    lead = x.dim() - max(n, 1)
+    shaped = x.reshape(1, -1, *x.shape[lead:]) if lead >= 1 else x.reshape(1, 1, *x.shape)
+    y = F.pad(shaped, flat, {"reflect": "reflect", "replicate": "replicate"}[mode])
+    return y.reshape(*x.shape[:lead], *y.shape[-max(n, 1) :])
+
+
+@kernel("gather")
+def _gather(x, indices, axis=0, batch_dims=0, **_):
+    x, idx = _t(x), _t(indices).to(torch.int64)
+    axis = int(axis) % x.dim()
+    if int(batch_dims) != 0:
+        raise UnknownMILOp(
+            "gather with batch_dims != 0 is not implemented in the reference executor"
+        )
+    idx = torch.where(idx < 0, idx + x.shape[axis], idx)
+    out = x.index_select(axis, idx.reshape(-1))
+    return out.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :])
+
+
+@kernel("gather_along_axis")
+def _gather_along_axis(x, indices, axis=0, **_):
+    idx = _t(indices).to(torch.int64)
+    axis = int(axis) % x.dim()
+    idx = torch.where(idx < 0, idx + x.shape[axis], idx)
+    return torch.gather(x, axis, idx)
+
+
+@kernel("shape")
+def _shape(x, **_):
+    return torch.tensor(list(x.shape), dtype=torch.int64)
+
+
+@kernel("fill")
+def _fill(shape, value=0.0, **_):
+    return torch.full([int(s) for s in _list(shape)], _float(value))
+
+
+@kernel("range_1d")
+def _range_1d(end, start, step, **_):
+    return torch.arange(_float(start), _float(end), _float(step))
+
+
+@kernel("flatten2d")
+def _flatten2d(x, axis=1, **_):
+    axis = int(axis) % x.dim()
+    return x.reshape(math.prod(x.shape[:axis]), -1)
+
+
+@kernel("upsample_nearest_neighbor")
+def _upsample_nearest(x, scale_factor_height=1, scale_factor_width=1, **_):
+    return F.interpolate(
+        x, scale_factor=(_float(scale_factor_height), _float(scale_factor_width)), mode="nearest"
+    )
+
+
+@kernel("upsample_bilinear")
+def _upsample_bilinear(x, scale_factor_height=1, scale_factor_width=1, align_corners=False, **_):
+    return F.interpolate(
+        x,
+        scale_factor=(_float(scale_factor_height), _float(scale_factor_width)),
+        mode="bilinear",
+        align_corners=bool(align_corners),
+    )

@@ -1,0 +1,197 @@
+"""The reference executor: runs a MIL program (ours or coremltools') with torch kernels.
+
+It is how a package is checked on a machine without Core ML. The program comes from a
+compile or from a saved package through coremltools' milproto loader.
+
+Dtypes are honoured: a value the program types as fp16 is rounded to fp16 after the op
+that produces it, so overflow to inf and fp16 rounding show here as on a device. The
+arithmetic itself runs in fp32 (exact for fp16 operands; CPUs are slow at fp16), which
+is also what Core ML's CPU path does for most ops.
+
+Everything that does not depend on the inputs is resolved once when the executor is
+built: constants become torch tensors, op parameters become Python values, and each step
+knows which values it may drop after it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from coreml_compile.errors import InputSpecError
+from coreml_compile.runtime.mil_kernels import KERNELS, UnknownMILOp
+
+_TORCH_OF_MIL = {
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+    "fp64": torch.float64,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "uint16": torch.int32,
+    "bool": torch.bool,
+}
+
+
+def _mil_dtype(var: Any) -> str:
+    from coremltools.converters.mil.mil import types
+
+    dtype = var.dtype if types.is_tensor(var.sym_type) or types.is_scalar(var.sym_type) else None
+    return types.builtin_to_string(dtype) if dtype is not None else "unknown"
+
+
+def _store(tensor: Any, mil: str) -> Any:
+    """Bring a kernel result to the value's declared dtype (fp16 rounding happens here)."""
+    if not isinstance(tensor, torch.Tensor):
+        return tensor
+    if mil == "fp16":
+        # Round to fp16, keep fp32 storage: exactly the fp16 value, fast to compute on.
+        return tensor.to(torch.float16).to(torch.float32)
+    if mil == "fp32":
+        return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
+    want = _TORCH_OF_MIL.get(mil)
+    if want is not None and want in (torch.int32, torch.int16, torch.int8, torch.uint8):
+        # Integers are computed in int64 (torch indexes with it) and stored as such.
+        return tensor.to(torch.int64) if tensor.dtype != torch.int64 else tensor
+    if want is torch.bool and tensor.dtype != torch.bool:
+        return tensor.to(torch.bool)
+    return tensor
+
+
+def const_value(val: Any, mil: str) -> Any:
+    """A MIL constant as the kernels want it: tensors for arrays, Python values for params."""
+    if isinstance(val, np.ndarray) and val.ndim > 0:
+        array = np.ascontiguousarray(val)
+        if array.dtype == np.float16 or array.dtype == np.float64:
+            array = array.astype(np.float32)
+        elif array.dtype.kind in "iu":
+            array = array.astype(np.int64)
+        return torch.from_numpy(array)
+    if isinstance(val, np.generic):
+        return val.item()
+    if isinstance(val, np.ndarray):
+        return val.item()
+    return val
+
+
+class _Step:
+    __slots__ = ("op_type", "name", "kernel", "args", "outputs", "release")
+
+    def __init__(self, op_type: str, name: str, kernel: Callable, args: dict, outputs: list):
+        self.op_type = op_type
+        self.name = name
+        self.kernel = kernel
+        self.args = args  # input name -> ("var", name) | ("vars", [..]) | ("const", value)
+        self.outputs = outputs  # [(var name, mil dtype)]
+        self.release: list[str] = []
+
+
+class ReferenceExecutor:
+    """Runs one function of a MIL program; ``predict({name: array}) -> {name: array}``."""
+
+    def __init__(self, program: Any, function: str = "main"):
+        self.function = program.functions[function]
+        self.inputs = {
+            name: (tuple(var.shape), _mil_dtype(var)) for name, var in self.function.inputs.items()
+        }
+        self.output_names = [v.name for v in self.function.outputs]
+        self.constants: dict[str, Any] = {}
+        self.steps = self._plan()
+
+    def _plan(self) -> list[_Step]:
+        steps = []
+        for op in self.function.operations:
+            if op.op_type == "const":
+                out = op.outputs[0]
+                self.constants[out.name] = const_value(out.val, _mil_dtype(out))
+                continue
+            kernel = KERNELS.get(op.op_type)
+            if kernel is None:
+                raise UnknownMILOp(
+                    f"the reference executor has no kernel for MIL op {op.op_type!r} ({op.name})"
+                )
+            args: dict[str, Any] = {}
+            for key, var in op.inputs.items():
+                if isinstance(var, list | tuple):
+                    args[key] = ("vars", [v.name for v in var])
+                elif var.name in self.constants:
+                    args[key] = ("const", self.constants[var.name])
+                elif var.op is None or var.op.op_type != "const" or var.val is None:
+                    args[key] = ("var", var.name)
+                else:
+                    args[key] = ("const", const_value(var.val, _mil_dtype(var)))
+            outputs = [(v.name, _mil_dtype(v)) for v in op.outputs]
+            steps.append(_Step(op.op_type, op.name, kernel, args, outputs))
+        # Free each intermediate after its last reader, so peak memory is the live set.
+        last_use: dict[str, int] = {}
+        for i, step in enumerate(steps):
+            for kind, ref in step.args.values():
+                for name in ref if kind == "vars" else [ref] if kind == "var" else []:
+                    last_use[name] = i
+        keep = set(self.output_names)
+        for name, i in last_use.items():
+            if name not in keep and name not in self.constants:
+                steps[i].release.append(name)
+        return steps
+
+    def _check_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        missing = [n for n in self.inputs if n not in inputs]
+        extra = [n for n in inputs if n not in self.inputs]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {', '.join(missing)}")
+            if extra:
+                parts.append(f"unknown input(s) {', '.join(extra)}")
+            raise InputSpecError(f"{'; '.join(parts)} (the model takes {', '.join(self.inputs)})")
+        env = {}
+        for name, (shape, mil) in self.inputs.items():
+            x = inputs[name]
+            t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+            if tuple(t.shape) != shape:
+                raise InputSpecError(
+                    f"input {name}: expected shape {list(shape)}, got {list(t.shape)}"
+                )
+            float_in = t.is_floating_point()
+            if mil.startswith("fp") != float_in:
+                raise InputSpecError(
+                    f"input {name}: expected {mil} data, got {str(t.dtype).removeprefix('torch.')}"
+                )
+            env[name] = _store(t.to(torch.float32) if float_in else t.to(torch.int64), mil)
+        return env
+
+    def run(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        env: dict[str, Any] = self._check_inputs(inputs)
+        env.update(self.constants)
+        with torch.no_grad():
+            for step in self.steps:
+                kwargs = {}
+                for key, (kind, ref) in step.args.items():
+                    if kind == "var":
+                        kwargs[key] = env[ref]
+                    elif kind == "const":
+                        kwargs[key] = ref
+                    else:
+                        kwargs[key] = [env[r] for r in ref]
+                result = step.kernel(**kwargs)
+                results = result if isinstance(result, tuple | list) else (result,)
+                for (name, mil), value in zip(step.outputs, results, strict=True):
+                    env[name] = _store(value, mil)
+                for name in step.release:
+                    env.pop(name, None)
+        return {name: env[name] for name in self.output_names}
+
+    def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        outputs = self.run(inputs)
+        result = {}
+        for var in self.function.outputs:
+            t = outputs[var.name]
+            mil = _mil_dtype(var)
+            want = _TORCH_OF_MIL.get(mil, t.dtype)
+            result[var.name] = t.to(want).numpy()
+        return result

@@ -1,0 +1,147 @@
+"""The command line: help, a real compile, and every kind of bad input.
+
+Bad input must give one line naming the problem, a non-zero exit, no traceback, and
+no package (complete or partial) at the output path.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = """
+import torch
+from torch import nn
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+def not_a_module():
+    return 42
+
+def example_inputs():
+    return (torch.randn(1, 3, 8, 8),)
+"""
+
+BRANCHY = """
+import torch
+from torch import nn
+
+class M(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+def model():
+    return M()
+
+def example_inputs():
+    return (torch.randn(4),)
+"""
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "coreml_compile.cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "tiny.py").write_text(textwrap.dedent(TINY))
+    (tmp_path / "branchy.py").write_text(textwrap.dedent(BRANCHY))
+    return tmp_path
+
+
+def test_help_is_fast_and_teaches(workdir):
+    start = time.perf_counter()
+    result = run_cli("--help", cwd=workdir)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0
+    assert "FILE[:NAME]" in result.stdout and "example_inputs()" in result.stdout
+    # The whole interpreter start counts here; torch alone takes seconds to import.
+    assert elapsed < 1.5, f"--help took {elapsed:.2f}s"
+    help_compile = run_cli("compile", "--help", cwd=workdir)
+    assert "--input-shape" in help_compile.stdout and "--precision" in help_compile.stdout
+
+
+def test_compiles_a_model_file(workdir):
+    result = run_cli("tiny.py", "-o", "tiny.mlpackage", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "tiny.mlpackage" / "Manifest.json").is_file()
+    assert "wrote tiny.mlpackage" in result.stdout and "Core ML ops" in result.stdout
+    # Nothing else is left beside the package.
+    assert sorted(p.name for p in workdir.iterdir()) == ["branchy.py", "tiny.mlpackage", "tiny.py"]
+
+
+def test_input_shape_overrides_example_inputs(workdir):
+    result = run_cli(
+        "tiny.py:model", "--input-shape", "2,3,16,16", "-o", "t.mlpackage", "-q", cwd=workdir
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    import coreml_compile
+
+    assert coreml_compile.load(workdir / "t.mlpackage").predict.__self__ is not None
+
+
+BAD_INPUTS = [
+    (["missing.py"], "model file not found: missing.py"),
+    (["tiny.py:nothing"], "does not define 'nothing'"),
+    (["tiny.py:not_a_module"], "returned int, not a torch.nn.Module"),
+    (["branchy.py"], "torch.export failed"),
+    (["tiny.py", "--input-shape", "1,three,8"], "malformed --input-shape '1,three,8'"),
+    (["tiny.py", "--input-shape", "1,3,2,2"], "torch.export failed"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_is_one_clear_line(workdir, args, message):
+    result = run_cli(*args, "-o", "out.mlpackage", "-q", cwd=workdir)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "out.mlpackage").exists()
+    assert not any(p.name.startswith(".out.mlpackage") for p in workdir.iterdir())
+
+
+def test_unwritable_output_path(workdir):
+    result = run_cli("tiny.py", "-o", "no/such/dir/out.mlpackage", cwd=workdir)
+    assert result.returncode != 0
+    folder = workdir / "no" / "such" / "dir"
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write no/such/dir/out.mlpackage: folder {folder} does not exist"
+    ]
+
+
+def test_output_must_be_a_package_path(workdir):
+    result = run_cli("tiny.py", "-o", "out.bin", cwd=workdir)
+    assert result.returncode != 0
+    assert "must end in .mlpackage" in result.stderr
+
+
+def test_debug_shows_the_traceback(workdir):
+    result = run_cli("missing.py", "-o", "out.mlpackage", "--debug", cwd=workdir)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ModelFileError" in result.stderr
+
+
+def test_existing_package_is_replaced_only_on_success(workdir):
+    assert run_cli("tiny.py", "-o", "out.mlpackage", "-q", cwd=workdir).returncode == 0
+    before = (workdir / "out.mlpackage" / "Manifest.json").read_bytes()
+    failed = run_cli("branchy.py", "-o", "out.mlpackage", "-q", cwd=workdir)
+    assert failed.returncode != 0
+    assert (workdir / "out.mlpackage" / "Manifest.json").read_bytes() == before
