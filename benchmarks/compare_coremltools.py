@@ -1,0 +1,185 @@
+"""Compile models/ with coreml-compile and with coremltools.convert, side by side, in one run.
+
+For each model both tools start from the same torch.export program and end with a saved
+package; each measurement runs in a fresh subprocess so peak RSS is its own. Prints
+seconds, peak RSS (MiB), package size (MB) and Core ML op count, and our/coremltools ratios.
+Then times the reference executor against torch eager (ResNet-50, batch 1) and the
+time to load a package.
+
+    python benchmarks/compare_coremltools.py                 # resnet50 vgg16 mobilenetv2
+    python benchmarks/compare_coremltools.py --models resnet50 --skip-runtime
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {
+    "resnet50": ("resnet.py", "resnet50"),
+    "vgg16": ("vgg.py", "vgg16"),
+    "mobilenetv2": ("mobilenetv2.py", "model"),
+}
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "models"))
+    file, factory = MODELS[name]
+    module = __import__(file.removesuffix(".py"))
+    return getattr(module, factory)(), module.example_inputs()
+
+
+def _package_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _mil_ops(path: Path) -> int:
+    from coreml_compile.runtime.package import read_program
+
+    _, program = read_program(path)
+    return sum(1 for op in program.functions["main"].operations if op.op_type != "const")
+
+
+def measure(tool: str, name: str, out: Path) -> dict:
+    """Runs in the child process: export, compile with ``tool``, save; report figures."""
+    import torch
+
+    from coreml_compile.compiler.lower import import_coremltools, quiet_coremltools
+
+    ct = import_coremltools()
+    model, inputs = _load(name)
+    start = time.perf_counter()
+    with torch.no_grad():
+        ep = torch.export.export(model.eval(), inputs)
+    export_s = time.perf_counter() - start
+    start = time.perf_counter()
+    if tool == "ours":
+        import coreml_compile
+
+        coreml_compile.compile(ep).save(out)
+    else:
+        with quiet_coremltools():
+            mlmodel = ct.convert(
+                ep.run_decompositions({}),
+                convert_to="mlprogram",
+                minimum_deployment_target=ct.target.iOS16,
+            )
+            mlmodel.save(str(out))
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "export_s": export_s,
+        "seconds": seconds,
+        "peak_rss_mb": peak_kb / 1024,
+        "package_mb": _package_bytes(out) / 1e6,
+        "ops": _mil_ops(out),
+    }
+
+
+def _child(tool: str, name: str, workdir: Path) -> dict:
+    out = workdir / f"{name}-{tool}.mlpackage"
+    cmd = [sys.executable, __file__, "--child", tool, name, str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"error": tail}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compare(names: list[str]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="cc-bench-"))
+    try:
+        print(
+            f"{'model':<12} {'':<12} {'export s':>8} {'compile s':>9} "
+            f"{'peak RSS MB':>11} {'package MB':>10} {'ops':>5}"
+        )
+        for name in names:
+            rows = {tool: _child(tool, name, workdir) for tool in ("ours", "coremltools")}
+            for tool, r in rows.items():
+                if "error" in r:
+                    print(f"{name:<12} {tool:<12} failed: {r['error']}")
+                    continue
+                print(
+                    f"{name:<12} {tool:<12} {r['export_s']:>8.2f} {r['seconds']:>9.2f} "
+                    f"{r['peak_rss_mb']:>11.0f} {r['package_mb']:>10.1f} {r['ops']:>5}"
+                )
+            ours, theirs = rows["ours"], rows["coremltools"]
+            if "error" not in ours and "error" not in theirs:
+                print(
+                    f"{name:<12} {'ratio':<12} {'':>8} {ours['seconds'] / theirs['seconds']:>9.2f} "
+                    f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:>11.2f} "
+                    f"{ours['package_mb'] / theirs['package_mb']:>10.3f} "
+                    f"{ours['ops'] / theirs['ops']:>5.2f}"
+                )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def runtime(repeats: int = 10) -> None:
+    import torch
+
+    import coreml_compile
+
+    model, inputs = _load("resnet50")
+    workdir = Path(tempfile.mkdtemp(prefix="cc-bench-"))
+    try:
+        rows = []
+        for precision in ("fp32", "fp16"):
+            path = workdir / f"resnet50-{precision}.mlpackage"
+            coreml_compile.compile(model, inputs, precision=precision).save(path)
+            start = time.perf_counter()
+            loaded = coreml_compile.load(path)
+            load_s = time.perf_counter() - start
+            loaded(*inputs)  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                loaded(*inputs)
+                times.append(time.perf_counter() - start)
+            rows.append((precision, statistics.median(times), load_s))
+        with torch.no_grad():
+            model(*inputs)
+            eager = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(*inputs)
+                eager.append(time.perf_counter() - start)
+        eager_s = statistics.median(eager)
+        print(f"\nResNet-50, batch 1, median of {repeats}, torch threads {torch.get_num_threads()}")
+        print(f"  torch eager fp32          {eager_s * 1000:8.1f} ms")
+        for precision, run_s, load_s in rows:
+            print(
+                f"  reference executor {precision}  {run_s * 1000:8.1f} ms  "
+                f"({run_s / eager_s:.2f}x eager)   load {load_s:.2f} s"
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _, _, tool, name, out = sys.argv
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        print(json.dumps(measure(tool, name, Path(out))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--skip-runtime", action="store_true")
+    args = parser.parse_args()
+    compare(args.models)
+    if not args.skip_runtime:
+        runtime()
+
+
+if __name__ == "__main__":
+    main()
