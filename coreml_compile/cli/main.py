@@ -170,6 +170,162 @@ def compile_command(
     )
 
 
+def _read_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    import numpy as np
+
+    from coreml_compile.errors import InputSpecError
+
+    feeds = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep or not name or not file:
+            raise InputSpecError(f"malformed --input {pair!r}: expected NAME=file.npy")
+        try:
+            feeds[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputSpecError(f"cannot read --input {name}: {file}: {exc}") from exc
+    return feeds
+
+
+def _random_inputs(compiled: Any, given: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The given inputs, plus seeded random ones for the package inputs not given."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = dict(given)
+    for spec in compiled.mlmodel._spec.description.input:
+        if spec.name in feeds:
+            continue
+        array_type = spec.type.multiArrayType
+        shape = list(array_type.shape)
+        if array_type.dataType == array_type.INT32:
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(np.int32)
+        else:
+            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+@cli.command("run")
+@click.argument("package", type=click.Path())
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="NAME=FILE.npy",
+    help="An input array; repeat per input. Inputs not given are seeded random.",
+)
+@click.option("-o", "--output", type=click.Path(), help="Write the outputs to this .npz file.")
+@click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
+@handle_errors
+def run_command(package: str, inputs: tuple[str, ...], output: str | None, seed: int) -> None:
+    """Run PACKAGE (any ML Program .mlpackage) and print or save its outputs."""
+    import numpy as np
+
+    import coreml_compile
+
+    compiled = coreml_compile.load(package)
+    feeds = _random_inputs(compiled, _read_inputs(inputs), seed)
+    start = time.perf_counter()
+    outputs = compiled.predict(feeds)
+    elapsed = time.perf_counter() - start
+    if output:
+        np.savez(output, **outputs)
+        click.echo(f"wrote {output} ({', '.join(outputs)})")
+    for name, value in outputs.items():
+        stats = ""
+        if value.size and np.issubdtype(value.dtype, np.number):
+            stats = f" min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}"
+        click.echo(f"  {name}: {value.dtype}{list(value.shape)}{stats}")
+    click.echo(f"  ran in {elapsed * 1000:.1f} ms on the reference executor")
+
+
+# Agreement needed per package precision: max abs error relative to the output's scale,
+# and cosine similarity.
+VERIFY_TOLERANCE = {"fp32": (1e-4, 0.99999), "fp16": (2e-2, 0.999)}
+
+
+@cli.command("verify")
+@click.argument("package", type=click.Path())
+@click.option(
+    "--against",
+    "model_spec",
+    required=True,
+    metavar="FILE[:NAME]",
+    help="The model file the package was compiled from.",
+)
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="NAME=FILE.npy",
+    help="An input array; repeat per input. Inputs not given are seeded random.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
+@click.option(
+    "--tolerance",
+    type=float,
+    help="Max abs error allowed, relative to max(1, |expected|max). "
+    "Default: 1e-4 for fp32 packages, 2e-2 for fp16.",
+)
+@handle_errors
+def verify_command(
+    package: str, model_spec: str, inputs: tuple[str, ...], seed: int, tolerance: float | None
+) -> None:
+    """Run PACKAGE and the source model on the same inputs and compare their outputs.
+
+    Exits with status 1 if any output differs beyond the tolerance.
+    """
+    import numpy as np
+    import torch
+
+    import coreml_compile
+    from coreml_compile.model_file import load_model
+
+    compiled = coreml_compile.load(package)
+    model, _module = load_model(model_spec)
+    feeds = _random_inputs(compiled, _read_inputs(inputs), seed)
+    got = compiled.predict(feeds)
+    with torch.no_grad():
+        expected = model.eval()(*[torch.from_numpy(feeds[n]) for n in compiled.input_names])
+    flat = torch.utils._pytree.tree_leaves(expected)
+    if len(flat) != len(got):
+        raise click.ClickException(
+            f"the package has {len(got)} output(s) but the model returns {len(flat)}"
+        )
+    precision = compiled.precision if compiled.precision in VERIFY_TOLERANCE else "fp16"
+    bound, min_cosine = VERIFY_TOLERANCE[precision]
+    if tolerance is not None:
+        bound = tolerance
+    failed = []
+    for (name, actual), ref in zip(got.items(), flat, strict=True):
+        ref = ref.numpy().astype(np.float64)
+        act = actual.astype(np.float64)
+        if act.shape != ref.shape:
+            failed.append(name)
+            click.echo(f"  {name}: shape {list(act.shape)} != model's {list(ref.shape)}")
+            continue
+        err = np.abs(act - ref)
+        scale = max(1.0, float(np.abs(ref).max()) if ref.size else 1.0)
+        rel = float((err / np.maximum(np.abs(ref), 1e-6)).max()) if ref.size else 0.0
+        denom = np.linalg.norm(act) * np.linalg.norm(ref)
+        cosine = float(np.dot(act.ravel(), ref.ravel()) / denom) if denom else 1.0
+        ok = float(err.max(initial=0.0)) <= bound * scale and cosine >= min_cosine
+        if not ok:
+            failed.append(name)
+        click.echo(
+            f"  {name}: max abs {err.max(initial=0.0):.3g}  max rel {rel:.3g}  "
+            f"cosine {cosine:.6f}  {'ok' if ok else 'FAIL'}"
+        )
+    if failed:
+        click.echo(
+            f"error: {', '.join(failed)} differ beyond tolerance "
+            f"({bound:g} x scale, cosine >= {min_cosine}; {precision})",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"verified: {len(got)} output(s) agree ({precision} tolerance)")
+
+
 def main() -> None:
     cli(prog_name="coreml-compile")
 

@@ -145,3 +145,52 @@ def test_existing_package_is_replaced_only_on_success(workdir):
     failed = run_cli("branchy.py", "-o", "out.mlpackage", "-q", cwd=workdir)
     assert failed.returncode != 0
     assert (workdir / "out.mlpackage" / "Manifest.json").read_bytes() == before
+
+
+def test_run_and_verify_a_package(workdir):
+    import numpy as np
+
+    assert (
+        run_cli(
+            "tiny.py", "-o", "tiny.mlpackage", "-q", "--precision", "fp32", cwd=workdir
+        ).returncode
+        == 0
+    )
+    np.save(workdir / "x.npy", np.ones((1, 3, 8, 8), np.float32))
+    ran = run_cli("run", "tiny.mlpackage", "--input", "input=x.npy", "-o", "out.npz", cwd=workdir)
+    assert ran.returncode == 0, ran.stderr
+    out = np.load(workdir / "out.npz")["output"]
+    assert out.shape == (1, 4)
+
+    ok = run_cli("verify", "tiny.mlpackage", "--against", "tiny.py", cwd=workdir)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "verified: 1 output(s) agree (fp32 tolerance)" in ok.stdout
+
+    # A different model (other seed) must fail verification with a non-zero exit.
+    (workdir / "other.py").write_text(
+        (workdir / "tiny.py").read_text().replace("manual_seed(0)", "manual_seed(1)")
+    )
+    bad = run_cli("verify", "tiny.mlpackage", "--against", "other.py", cwd=workdir)
+    assert bad.returncode == 1
+    assert "FAIL" in bad.stdout and "differ beyond tolerance" in bad.stderr
+
+
+def test_run_reports_bad_inputs_in_one_line(workdir):
+    assert run_cli("tiny.py", "-o", "tiny.mlpackage", "-q", cwd=workdir).returncode == 0
+    import numpy as np
+
+    np.save(workdir / "wrong.npy", np.ones((1, 3, 4, 4), np.float32))
+    cases = [
+        (["run", "nothing.mlpackage"], "package not found: nothing.mlpackage"),
+        (["run", "tiny.mlpackage", "--input", "x"], "malformed --input 'x'"),
+        (
+            ["run", "tiny.mlpackage", "--input", "x=wrong.npy"],
+            "input x: expected shape [1, 3, 8, 8]",
+        ),
+        (["run", "tiny.mlpackage", "--input", "y=wrong.npy"], "unknown input(s) y"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, cwd=workdir)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, result.stderr)
