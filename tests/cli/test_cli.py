@@ -184,8 +184,8 @@ def test_run_reports_bad_inputs_in_one_line(workdir):
         (["run", "nothing.mlpackage"], "package not found: nothing.mlpackage"),
         (["run", "tiny.mlpackage", "--input", "x"], "malformed --input 'x'"),
         (
-            ["run", "tiny.mlpackage", "--input", "x=wrong.npy"],
-            "input x: expected shape [1, 3, 8, 8]",
+            ["run", "tiny.mlpackage", "--input", "input=wrong.npy"],
+            "input input: expected shape [1, 3, 8, 8]",
         ),
         (["run", "tiny.mlpackage", "--input", "y=wrong.npy"], "unknown input(s) y"),
     ]
