@@ -205,17 +205,22 @@ def _random_inputs(compiled: Any, given: dict[str, Any], seed: int) -> dict[str,
     return feeds
 
 
+def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--input NAME=FILE.npy (repeatable) and --seed, shared by run and verify."""
+    fn = click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")(fn)
+    return click.option(
+        "--input",
+        "inputs",
+        multiple=True,
+        metavar="NAME=FILE.npy",
+        help="An input array; repeat per input. Inputs not given are seeded random.",
+    )(fn)
+
+
 @cli.command("run")
 @click.argument("package", type=click.Path())
-@click.option(
-    "--input",
-    "inputs",
-    multiple=True,
-    metavar="NAME=FILE.npy",
-    help="An input array; repeat per input. Inputs not given are seeded random.",
-)
+@input_options
 @click.option("-o", "--output", type=click.Path(), help="Write the outputs to this .npz file.")
-@click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
 @handle_errors
 def run_command(package: str, inputs: tuple[str, ...], output: str | None, seed: int) -> None:
     """Run PACKAGE (any ML Program .mlpackage) and print or save its outputs."""
@@ -253,14 +258,7 @@ VERIFY_TOLERANCE = {"fp32": (1e-4, 0.99999), "fp16": (2e-2, 0.999)}
     metavar="FILE[:NAME]",
     help="The model file the package was compiled from.",
 )
-@click.option(
-    "--input",
-    "inputs",
-    multiple=True,
-    metavar="NAME=FILE.npy",
-    help="An input array; repeat per input. Inputs not given are seeded random.",
-)
-@click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
+@input_options
 @click.option(
     "--tolerance",
     type=float,

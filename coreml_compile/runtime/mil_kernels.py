@@ -367,16 +367,16 @@ def _conv_transpose(
 # -- pooling --------------------------------------------------------------------------
 
 
-def _pool_pads(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
-    n = len(kernel_sizes)
-    return _explicit_pads(pad_type, pad, x.shape[-n:], kernel_sizes, strides, [1] * n)
+def _pool_window(x, kernel_sizes, strides, pad_type, pad):
+    """(kernel, strides, explicit pads) of a pooling op."""
+    k = [int(v) for v in _list(kernel_sizes)]
+    s = [int(v) for v in _list(strides)] or [1] * len(k)
+    return k, s, _explicit_pads(pad_type, pad, x.shape[-len(k) :], k, s, [1] * len(k))
 
 
 @kernel("max_pool")
 def _max_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, ceil_mode=False, **_):
-    k = [int(v) for v in _list(kernel_sizes)]
-    s = [int(v) for v in _list(strides)] or [1] * len(k)
-    pads = _pool_pads(x, k, s, pad_type, pad, ceil_mode)
+    k, s, pads = _pool_window(x, kernel_sizes, strides, pad_type, pad)
     fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(k)]
     if all(b == a and 2 * b <= kk for (b, a), kk in zip(pads, k, strict=True)):
         return fn(x, k, s, [b for b, _a in pads], ceil_mode=bool(ceil_mode))
@@ -394,9 +394,7 @@ def _avg_pool(
     ceil_mode=False,
     **_,
 ):
-    k = [int(v) for v in _list(kernel_sizes)]
-    s = [int(v) for v in _list(strides)] or [1] * len(k)
-    pads = _pool_pads(x, k, s, pad_type, pad, ceil_mode)
+    k, s, pads = _pool_window(x, kernel_sizes, strides, pad_type, pad)
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(k)]
     include = not bool(exclude_padding_from_average)
     if all(b == a and 2 * b <= kk for (b, a), kk in zip(pads, k, strict=True)):
@@ -411,9 +409,7 @@ def _avg_pool(
 
 @kernel("l2_pool")
 def _l2_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, **_):
-    k = [int(v) for v in _list(kernel_sizes)]
-    s = [int(v) for v in _list(strides)] or [1] * len(k)
-    pads = _pool_pads(x, k, s, pad_type, pad, False)
+    k, s, pads = _pool_window(x, kernel_sizes, strides, pad_type, pad)
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(k)]
     area = math.prod(k)
     return torch.sqrt(fn(_pad_spatial(x * x, pads), k, s, 0) * area)
