@@ -240,12 +240,41 @@ def _lower_node(c: LowerContext, node: Node, output_names: dict[int, str]) -> No
             c.set(value, var)
 
 
+@contextlib.contextmanager
+def _fp16_weights_without_copies() -> Iterator[None]:
+    """Write fp16 weights from a view of the array instead of two temporary copies.
+
+    coremltools 9 writes each fp16 weight as ``val.flatten().tobytes()``: two full
+    copies of the largest weight at once (+400 MB peak for VGG-16's classifier). The
+    blob writer only needs the bits as uint16, which a view of a contiguous array gives.
+    Other dtypes go through coremltools' own writer.
+    """
+    from coremltools.converters.mil.backend.mil import helper
+
+    original = getattr(helper, "_get_offset_by_writing_data", None)
+    if original is None:  # a coremltools without this hook: nothing to improve
+        yield
+        return
+
+    def write(output_var: Any, blob_writer: Any) -> int:
+        val = output_var.val
+        if isinstance(val, np.ndarray) and val.dtype == np.float16 and val.flags.c_contiguous:
+            return blob_writer.write_fp16_data(val.reshape(-1).view(np.uint16))
+        return original(output_var, blob_writer)
+
+    helper._get_offset_by_writing_data = write
+    try:
+        yield
+    finally:
+        helper._get_offset_by_writing_data = original
+
+
 def to_mlmodel(
     program: Any, target: str | int = targets.DEFAULT, metadata: dict[str, str] | None = None
 ) -> Any:
     """Serialise a MIL program into an in-memory ML Program model (coremltools.MLModel)."""
     ct = import_coremltools()
-    with quiet_coremltools():
+    with quiet_coremltools(), _fp16_weights_without_copies():
         model = ct.convert(
             program,
             convert_to="mlprogram",
