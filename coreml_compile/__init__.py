@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from coreml_compile.api import CompiledModel
 
-__all__ = ["CompiledModel", "__version__", "compile", "load"]
+__all__ = ["CompiledModel", "__version__", "compile", "devices", "load"]
 
 
 def compile(model: Any, example_inputs: Any = None, **options: Any) -> CompiledModel:  # noqa: A001
@@ -28,6 +28,13 @@ def load(path: str, **options: Any) -> CompiledModel:
     from coreml_compile.api import load as _load
 
     return _load(path, **options)
+
+
+def devices() -> list:
+    """What this machine can run packages on (Core ML compute units, torch devices)."""
+    from coreml_compile.runtime.devices import devices as _devices
+
+    return _devices()
 
 
 def __getattr__(name: str) -> Any:

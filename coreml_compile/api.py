@@ -73,7 +73,12 @@ class CompiledModel:
         target: str,
         report: CompileReport | None = None,
         path: Path | None = None,
+        backend: str | None = None,
+        compute_units: str | None = None,
+        device: str | None = None,
     ):
+        from coreml_compile.runtime.devices import choose
+
         self.graph = graph
         self.mlmodel = mlmodel
         self.program = program
@@ -81,6 +86,8 @@ class CompiledModel:
         self.target = target
         self.report = report or CompileReport()
         self.path = path
+        # Resolved now, so asking for a missing backend fails at load, not at first call.
+        self.choice = choose(backend, compute_units, device)
         self._executor: Any = None
 
     # -- interface --------------------------------------------------------------------
@@ -107,11 +114,22 @@ class CompiledModel:
 
     # -- running ----------------------------------------------------------------------
 
+    @property
+    def backend(self) -> str:
+        """Where this model runs: "coreml:<compute units>" or "reference:<torch device>"."""
+        c = self.choice
+        return f"coreml:{c.compute_units}" if c.backend == "coreml" else f"reference:{c.device}"
+
     def _runner(self) -> Any:
         if self._executor is None:
-            from coreml_compile.runtime.reference import ReferenceExecutor
+            if self.choice.backend == "coreml":
+                from coreml_compile.runtime.coreml_executor import CoreMLExecutor
 
-            self._executor = ReferenceExecutor(self.program)
+                self._executor = CoreMLExecutor(self.mlmodel, self.choice.compute_units)
+            else:
+                from coreml_compile.runtime.reference import ReferenceExecutor
+
+                self._executor = ReferenceExecutor(self.program, device=self.choice.device)
         return self._executor
 
     def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +156,8 @@ class CompiledModel:
         ops = self.report.mil_op_count
         return (
             f"CompiledModel(inputs={self.input_names}, outputs={self.output_names}, "
-            f"precision={self.precision}, target={self.target}, mil_ops={ops})"
+            f"precision={self.precision}, target={self.target}, backend={self.backend}, "
+            f"mil_ops={ops})"
         )
 
 
@@ -160,14 +179,22 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     minimum_deployment_target: str = targets.DEFAULT,
     name: str = "main",
     progress: Callable[[str], None] | None = None,
+    backend: str | None = None,
+    compute_units: str | None = None,
+    device: str | None = None,
 ) -> CompiledModel:
     """Compile a PyTorch model into a Core ML ML Program.
 
     ``model`` is an ``nn.Module`` (traced on ``example_inputs``, a tensor or a tuple of
     them) or a ``torch.export.ExportedProgram``. ``precision`` is "fp16" (default) or
     "fp32"; ``minimum_deployment_target`` a name like "iOS16" or "macOS13".
-    ``progress`` is called with each stage's name as it starts.
+    ``progress`` is called with each stage's name as it starts. ``backend``,
+    ``compute_units`` and ``device`` choose where calling the result runs (see
+    :func:`load`).
     """
+    from coreml_compile.runtime.devices import choose
+
+    choose(backend, compute_units, device)  # fail before compiling, not after
     import torch
 
     from coreml_compile.compiler.frontends import torch_export
@@ -199,11 +226,27 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         precision=precision,
         target=minimum_deployment_target,
         report=report,
+        backend=backend,
+        compute_units=compute_units,
+        device=device,
     )
 
 
-def load(path: str | os.PathLike, **options: Any) -> CompiledModel:
-    """Load a saved ``.mlpackage`` (ours or any ML Program) to run it."""
+def load(
+    path: str | os.PathLike,
+    *,
+    backend: str | None = None,
+    compute_units: str | None = None,
+    device: str | None = None,
+) -> CompiledModel:
+    """Load a saved ``.mlpackage`` (ours or any ML Program) to run it.
+
+    ``backend`` is "coreml" (Core ML; macOS only) or "reference" (torch kernels, any
+    machine); by default Core ML where it exists. ``compute_units`` ("all",
+    "cpu_and_ne", "cpu_and_gpu", "cpu_only") applies to Core ML, ``device`` ("cpu",
+    "cuda", "mps") to the reference executor. Asking for what this machine lacks raises
+    DeviceNotAvailable; :func:`coreml_compile.devices` lists what it has.
+    """
     from coreml_compile.runtime.package import load_package
 
-    return load_package(path, **options)
+    return load_package(path, backend=backend, compute_units=compute_units, device=device)

@@ -44,3 +44,7 @@ class LoweringError(CoreMLCompileError):
 
 class OutputPathError(CoreMLCompileError):
     """The output path cannot be written."""
+
+
+class DeviceNotAvailable(CoreMLCompileError):
+    """A backend, device or compute unit was asked for that this machine does not have."""

@@ -217,18 +217,54 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def backend_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--backend, --compute-units and --device, shared by run and verify."""
+    fn = click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda", "mps"]),
+        help="Torch device for the reference backend.  [default: cpu]",
+    )(fn)
+    fn = click.option(
+        "--compute-units",
+        type=click.Choice(["all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"], case_sensitive=False),
+        help="Core ML compute units (coreml backend only).  [default: all]",
+    )(fn)
+    return click.option(
+        "--backend",
+        type=click.Choice(["coreml", "reference"]),
+        help="Run on Core ML (macOS) or the reference executor (torch kernels, anywhere). "
+        "Default: Core ML where available.",
+    )(fn)
+
+
+@cli.command("devices")
+@handle_errors
+def devices_command() -> None:
+    """List what this machine can run packages on, best first."""
+    from coreml_compile.runtime.devices import coreml_available, devices
+
+    for device in devices():
+        click.echo(str(device))
+    ok, why = coreml_available()
+    if not ok:
+        click.echo(f"(no Core ML: {why})")
+
+
 @cli.command("run")
 @click.argument("package", type=click.Path())
 @input_options
 @click.option("-o", "--output", type=click.Path(), help="Write the outputs to this .npz file.")
+@backend_options
 @handle_errors
-def run_command(package: str, inputs: tuple[str, ...], output: str | None, seed: int) -> None:
+def run_command(
+    package: str, inputs: tuple[str, ...], output: str | None, seed: int, **where: str | None
+) -> None:
     """Run PACKAGE (any ML Program .mlpackage) and print or save its outputs."""
     import numpy as np
 
     import coreml_compile
 
-    compiled = coreml_compile.load(package)
+    compiled = coreml_compile.load(package, **where)
     feeds = _random_inputs(compiled, _read_inputs(inputs), seed)
     start = time.perf_counter()
     outputs = compiled.predict(feeds)
@@ -241,7 +277,7 @@ def run_command(package: str, inputs: tuple[str, ...], output: str | None, seed:
         if value.size and np.issubdtype(value.dtype, np.number):
             stats = f" min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}"
         click.echo(f"  {name}: {value.dtype}{list(value.shape)}{stats}")
-    click.echo(f"  ran in {elapsed * 1000:.1f} ms on the reference executor")
+    click.echo(f"  ran in {elapsed * 1000:.1f} ms on {compiled.backend}")
 
 
 # Agreement needed per package precision: max abs error relative to the output's scale,
@@ -265,9 +301,15 @@ VERIFY_TOLERANCE = {"fp32": (1e-4, 0.99999), "fp16": (2e-2, 0.999)}
     help="Max abs error allowed, relative to max(1, |expected|max). "
     "Default: 1e-4 for fp32 packages, 2e-2 for fp16.",
 )
+@backend_options
 @handle_errors
 def verify_command(
-    package: str, model_spec: str, inputs: tuple[str, ...], seed: int, tolerance: float | None
+    package: str,
+    model_spec: str,
+    inputs: tuple[str, ...],
+    seed: int,
+    tolerance: float | None,
+    **where: str | None,
 ) -> None:
     """Run PACKAGE and the source model on the same inputs and compare their outputs.
 
@@ -279,7 +321,7 @@ def verify_command(
     import coreml_compile
     from coreml_compile.model_file import load_model
 
-    compiled = coreml_compile.load(package)
+    compiled = coreml_compile.load(package, **where)
     model, _module = load_model(model_spec)
     feeds = _random_inputs(compiled, _read_inputs(inputs), seed)
     got = compiled.predict(feeds)
@@ -321,7 +363,7 @@ def verify_command(
             err=True,
         )
         sys.exit(1)
-    click.echo(f"verified: {len(got)} output(s) agree ({precision} tolerance)")
+    click.echo(f"verified: {len(got)} output(s) agree ({precision} tolerance, {compiled.backend})")
 
 
 def main() -> None:

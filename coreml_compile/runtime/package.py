@@ -45,10 +45,12 @@ def read_program(path: str | os.PathLike) -> tuple[Any, Any]:
     return mlmodel, program
 
 
-def load_package(path: str | os.PathLike, **_options: Any) -> Any:
-    """A CompiledModel for the package at ``path``, run by the reference executor."""
+def load_package(path: str | os.PathLike, **run_options: Any) -> Any:
+    """A CompiledModel for the package at ``path`` (``run_options``: see api.load)."""
     from coreml_compile.api import CompiledModel
+    from coreml_compile.runtime.devices import choose
 
+    choose(**run_options)  # an unavailable backend fails before the package is read
     mlmodel, program = read_program(path)
     metadata = dict(mlmodel._spec.description.metadata.userDefined)
     return CompiledModel(
@@ -58,4 +60,5 @@ def load_package(path: str | os.PathLike, **_options: Any) -> Any:
         precision=metadata.get("coreml_compile.precision", "unknown"),
         target=metadata.get("coreml_compile.target", f"spec{mlmodel._spec.specificationVersion}"),
         path=Path(path),
+        **run_options,
     )

@@ -94,7 +94,8 @@ class _Step:
 class ReferenceExecutor:
     """Runs one function of a MIL program; ``predict({name: array}) -> {name: array}``."""
 
-    def __init__(self, program: Any, function: str = "main"):
+    def __init__(self, program: Any, function: str = "main", device: str = "cpu"):
+        self.device = torch.device(device)
         self.function = program.functions[function]
         self.inputs = {
             name: (tuple(var.shape), _mil_dtype(var)) for name, var in self.function.inputs.items()
@@ -108,7 +109,7 @@ class ReferenceExecutor:
         for op in self.function.operations:
             if op.op_type == "const":
                 out = op.outputs[0]
-                self.constants[out.name] = const_value(out.val, _mil_dtype(out))
+                self.constants[out.name] = self._on_device(const_value(out.val, _mil_dtype(out)))
                 continue
             kernel = KERNELS.get(op.op_type)
             if kernel is None:
@@ -124,7 +125,7 @@ class ReferenceExecutor:
                 elif var.op is None or var.op.op_type != "const" or var.val is None:
                     args[key] = ("var", var.name)
                 else:
-                    args[key] = ("const", const_value(var.val, _mil_dtype(var)))
+                    args[key] = ("const", self._on_device(const_value(var.val, _mil_dtype(var))))
             outputs = [(v.name, _mil_dtype(v)) for v in op.outputs]
             steps.append(_Step(op.op_type, op.name, kernel, args, outputs))
         # Free each intermediate after its last reader, so peak memory is the live set.
@@ -138,6 +139,11 @@ class ReferenceExecutor:
             if name not in keep and name not in self.constants:
                 steps[i].release.append(name)
         return steps
+
+    def _on_device(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and self.device.type != "cpu":
+            return value.to(self.device)
+        return value
 
     def _check_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         missing = [n for n in self.inputs if n not in inputs]
@@ -162,7 +168,8 @@ class ReferenceExecutor:
                 raise InputSpecError(
                     f"input {name}: expected {mil} data, got {str(t.dtype).removeprefix('torch.')}"
                 )
-            env[name] = _store(t.to(torch.float32) if float_in else t.to(torch.int64), mil)
+            t = t.to(torch.float32) if float_in else t.to(torch.int64)
+            env[name] = _store(self._on_device(t), mil)
         return env
 
     def run(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -193,5 +200,5 @@ class ReferenceExecutor:
             t = outputs[var.name]
             mil = _mil_dtype(var)
             want = _TORCH_OF_MIL.get(mil, t.dtype)
-            result[var.name] = t.to(want).numpy()
+            result[var.name] = t.to(want).cpu().numpy()
         return result

@@ -164,7 +164,7 @@ def test_run_and_verify_a_package(workdir):
 
     ok = run_cli("verify", "tiny.mlpackage", "--against", "tiny.py", cwd=workdir)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "verified: 1 output(s) agree (fp32 tolerance)" in ok.stdout
+    assert "verified: 1 output(s) agree (fp32 tolerance, reference:cpu)" in ok.stdout
 
     # A different model (other seed) must fail verification with a non-zero exit.
     (workdir / "other.py").write_text(

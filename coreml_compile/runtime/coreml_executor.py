@@ -1,0 +1,50 @@
+"""The Core ML executor: runs a package with Core ML itself (macOS only).
+
+Written against the same tests as the reference executor; those tests are marked
+``apple`` and skip on other systems. It has not been run on the Linux machines this
+project is developed on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from coreml_compile.errors import InputSpecError
+
+_UNITS = {
+    "all": "ALL",
+    "cpu_and_ne": "CPU_AND_NE",
+    "cpu_and_gpu": "CPU_AND_GPU",
+    "cpu_only": "CPU_ONLY",
+}
+
+
+class CoreMLExecutor:
+    """``predict({name: array}) -> {name: array}`` through coremltools.models.MLModel."""
+
+    def __init__(self, mlmodel: Any, compute_units: str = "all"):
+        from coreml_compile.compiler.lower import import_coremltools
+
+        ct = import_coremltools()
+        unit = getattr(ct.ComputeUnit, _UNITS[compute_units])
+        # Re-open with a compiled model (the compile's MLModel skipped loading it).
+        self.model = ct.models.MLModel(
+            mlmodel.get_spec(), weights_dir=mlmodel.weights_dir, compute_units=unit
+        )
+        spec = self.model.get_spec().description
+        self.inputs = {i.name: tuple(i.type.multiArrayType.shape) for i in spec.input}
+        self.output_names = [o.name for o in spec.output]
+
+    def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        for name, shape in self.inputs.items():
+            if name not in inputs:
+                raise InputSpecError(
+                    f"missing input {name} (the model takes {', '.join(self.inputs)})"
+                )
+            got = list(np.shape(inputs[name]))
+            if tuple(got) != shape:
+                raise InputSpecError(f"input {name}: expected shape {list(shape)}, got {got}")
+        outputs = self.model.predict({k: np.asarray(v) for k, v in inputs.items()})
+        return {name: np.asarray(outputs[name]) for name in self.output_names}
