@@ -111,6 +111,11 @@ class ReferenceExecutor:
                 out = op.outputs[0]
                 self.constants[out.name] = self._on_device(const_value(out.val, _mil_dtype(out)))
                 continue
+            if op.op_type.startswith("constexpr_"):
+                # Compressed weights (quantised, palettised, sparse) are constants: they
+                # are decompressed once here, by the op's own definition in coremltools.
+                self._materialise(op)
+                continue
             kernel = KERNELS.get(op.op_type)
             if kernel is None:
                 raise UnknownMILOp(
@@ -139,6 +144,19 @@ class ReferenceExecutor:
             if name not in keep and name not in self.constants:
                 steps[i].release.append(name)
         return steps
+
+    def _materialise(self, op: Any) -> None:
+        try:
+            values = op.materialized_val_inference()
+        except Exception as exc:
+            raise UnknownMILOp(
+                f"cannot decompress {op.op_type} ({op.name}) for the reference executor: {exc}"
+            ) from exc
+        values = values if isinstance(values, tuple | list) else (values,)
+        for out, val in zip(op.outputs, values, strict=True):
+            self.constants[out.name] = self._on_device(
+                const_value(np.asarray(val), _mil_dtype(out))
+            )
 
     def _on_device(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor) and self.device.type != "cpu":
