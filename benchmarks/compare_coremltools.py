@@ -8,6 +8,7 @@ time to load a package.
 
     python benchmarks/compare_coremltools.py                 # resnet50 vgg16 mobilenetv2
     python benchmarks/compare_coremltools.py --models resnet50 --skip-runtime
+    python benchmarks/compare_coremltools.py --runtime-only --repeats 50
 """
 
 from __future__ import annotations
@@ -125,7 +126,12 @@ def compare(names: list[str]) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def runtime(repeats: int = 10) -> None:
+def runtime(repeats: int = 20) -> None:
+    """Reference executor vs torch eager on ResNet-50, batch 1.
+
+    The three are timed in interleaved rounds (eager, fp32, fp16, eager, ...) so that the
+    machine's drift (other load, clock changes) falls on all of them alike.
+    """
     import torch
 
     import coreml_compile
@@ -133,34 +139,37 @@ def runtime(repeats: int = 10) -> None:
     model, inputs = _load("resnet50")
     workdir = Path(tempfile.mkdtemp(prefix="cc-bench-"))
     try:
-        rows = []
+        runners = {}
+        load_s = {}
         for precision in ("fp32", "fp16"):
             path = workdir / f"resnet50-{precision}.mlpackage"
             coreml_compile.compile(model, inputs, precision=precision).save(path)
             start = time.perf_counter()
-            loaded = coreml_compile.load(path)
-            load_s = time.perf_counter() - start
-            loaded(*inputs)  # warm-up
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                loaded(*inputs)
-                times.append(time.perf_counter() - start)
-            rows.append((precision, statistics.median(times), load_s))
+            loaded = coreml_compile.load(path, backend="reference")
+            load_s[precision] = time.perf_counter() - start
+            runners[f"reference executor {precision}"] = loaded
+        runners = {"torch eager fp32": model, **runners}
+        times: dict[str, list[float]] = {name: [] for name in runners}
         with torch.no_grad():
-            model(*inputs)
-            eager = []
+            for fn in runners.values():
+                fn(*inputs)  # warm-up
             for _ in range(repeats):
-                start = time.perf_counter()
-                model(*inputs)
-                eager.append(time.perf_counter() - start)
-        eager_s = statistics.median(eager)
-        print(f"\nResNet-50, batch 1, median of {repeats}, torch threads {torch.get_num_threads()}")
-        print(f"  torch eager fp32          {eager_s * 1000:8.1f} ms")
-        for precision, run_s, load_s in rows:
+                for name, fn in runners.items():
+                    start = time.perf_counter()
+                    fn(*inputs)
+                    times[name].append(time.perf_counter() - start)
+        eager_s = statistics.median(times["torch eager fp32"])
+        print(
+            f"\nResNet-50, batch 1, median of {repeats} interleaved runs, "
+            f"torch threads {torch.get_num_threads()}"
+        )
+        print(f"  {'torch eager fp32':<26}{eager_s * 1000:8.1f} ms")
+        for precision in ("fp32", "fp16"):
+            name = f"reference executor {precision}"
+            run_s = statistics.median(times[name])
             print(
-                f"  reference executor {precision}  {run_s * 1000:8.1f} ms  "
-                f"({run_s / eager_s:.2f}x eager)   load {load_s:.2f} s"
+                f"  {name:<26}{run_s * 1000:8.1f} ms  ({run_s / eager_s:.2f}x eager)   "
+                f"load {load_s[precision]:.2f} s"
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -175,10 +184,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--skip-runtime", action="store_true")
+    parser.add_argument("--runtime-only", action="store_true")
+    parser.add_argument("--repeats", type=int, default=20, help="runs timed per executor")
     args = parser.parse_args()
-    compare(args.models)
+    if not args.runtime_only:
+        compare(args.models)
     if not args.skip_runtime:
-        runtime()
+        runtime(args.repeats)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class CompileReport:
     ir_ops: dict[str, int] = field(default_factory=dict)
     mil_ops: dict[str, int] = field(default_factory=dict)
     weight_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def total_seconds(self) -> float:
@@ -211,7 +212,9 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     clock.stage("verify", graph.verify)
     report.ir_ops = graph.op_counts()
     report.weight_bytes = graph.weight_bytes()
-    program = clock.stage("lower", build_program, graph, precision, minimum_deployment_target)
+    program = clock.stage(
+        "lower", build_program, graph, precision, minimum_deployment_target, report.warnings
+    )
     report.mil_ops = mil_op_counts(program)
     metadata = {
         "coreml_compile.version": __version__,

@@ -157,6 +157,8 @@ def compile_command(
     say("save...")
     compiled.save(out_path)
     elapsed = time.perf_counter() - start
+    for warning in compiled.report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if quiet:
         return
     report = compiled.report

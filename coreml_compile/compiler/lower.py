@@ -86,6 +86,8 @@ class LowerContext:
         self.node: Node | None = None
         self.name = ""
         self._env: dict[int, Any] = {}
+        # Things the user should know that do not stop the compile.
+        self.warnings: list[str] = []
 
     # -- dtypes -----------------------------------------------------------------------
 
@@ -134,7 +136,15 @@ class LowerContext:
             and (data.max() > np.iinfo(np.int32).max or data.min() < np.iinfo(np.int32).min)
         ):
             raise LoweringError(f"constant {value.name} does not fit in int32")
-        array = np.asarray(data).astype(_MIL_NUMPY[mil], copy=False)
+        if mil == "fp16" and data.size and np.isfinite(data).all():
+            largest = float(np.abs(data).max())
+            if largest > np.finfo(np.float16).max:
+                self.warnings.append(
+                    f"constant {value.name} holds {largest:g}, beyond fp16's range: it is inf "
+                    "in the fp16 program (compile with precision fp32 to keep it)"
+                )
+        with np.errstate(over="ignore"):
+            array = np.asarray(data).astype(_MIL_NUMPY[mil], copy=False)
         return self.mb.const(val=array, name=value.name)
 
     # -- values -----------------------------------------------------------------------
@@ -169,9 +179,15 @@ def check_supported(graph: Graph, generation: int) -> None:
 
 
 def build_program(
-    graph: Graph, precision: str = "fp16", target: str | int = targets.DEFAULT
+    graph: Graph,
+    precision: str = "fp16",
+    target: str | int = targets.DEFAULT,
+    warnings: list[str] | None = None,
 ) -> Any:
-    """Lower ``graph`` to a MIL Program; every node must be supported for ``target``."""
+    """Lower ``graph`` to a MIL Program; every node must be supported for ``target``.
+
+    Warnings (constants beyond fp16's range...) are appended to ``warnings`` if given.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     generation = targets.generation(target)
@@ -212,6 +228,8 @@ def build_program(
         function.set_outputs(outs)
     program = Program()
     program.add_function("main", function)
+    if warnings is not None:
+        warnings.extend(c.warnings)
     return program
 
 

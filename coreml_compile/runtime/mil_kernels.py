@@ -317,8 +317,10 @@ def _conv(
     strides = _list(strides) or [1] * n
     dilations = _list(dilations) or [1] * n
     pads = _explicit_pads(pad_type, pad, x.shape[2:], weight.shape[2:], strides, dilations)
-    x = _pad_spatial(x, pads)
-    return _CONV[n](x, weight, bias, strides, 0, dilations, int(groups))
+    if all(before == after for before, after in pads):
+        # Symmetric padding inside the convolution: no padded copy of the activations.
+        return _CONV[n](x, weight, bias, strides, [b for b, _ in pads], dilations, int(groups))
+    return _CONV[n](_pad_spatial(x, pads), weight, bias, strides, 0, dilations, int(groups))
 
 
 @kernel("conv_transpose")
@@ -424,13 +426,7 @@ def _channel(v: torch.Tensor | None, rank: int) -> torch.Tensor | None:
 
 @kernel("batch_norm")
 def _batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5, **_):
-    r = x.dim()
-    y = (x - _channel(mean, r)) / torch.sqrt(_channel(variance, r) + _float(epsilon))
-    if gamma is not None:
-        y = y * _channel(gamma, r)
-    if beta is not None:
-        y = y + _channel(beta, r)
-    return y
+    return F.batch_norm(x, mean, variance, gamma, beta, False, 0.0, _float(epsilon))
 
 
 @kernel("instance_norm")

@@ -45,6 +45,19 @@ def _mil_dtype(var: Any) -> str:
     return types.builtin_to_string(dtype) if dtype is not None else "unknown"
 
 
+# Ops whose outputs only select or move input values (or compare them with constants of
+# the same dtype): fed fp16 values, they produce fp16 values, so rounding them again
+# would be a no-op. Skipping it is what makes fp16 packages cheap to run here.
+VALUE_PRESERVING = frozenset(
+    {
+        "relu", "relu6", "clip", "max_pool", "reduce_max", "reduce_min", "maximum", "minimum",
+        "abs", "identity", "reshape", "transpose", "squeeze", "expand_dims", "slice_by_index",
+        "slice_by_size", "concat", "stack", "split", "tile", "gather", "gather_along_axis",
+        "select", "flatten2d", "upsample_nearest_neighbor",
+    }
+)  # fmt: skip
+
+
 def _store(tensor: Any, mil: str) -> Any:
     """Bring a kernel result to the value's declared dtype (fp16 rounding happens here)."""
     if not isinstance(tensor, torch.Tensor):
@@ -52,6 +65,8 @@ def _store(tensor: Any, mil: str) -> Any:
     if mil == "fp16":
         # Round to fp16, keep fp32 storage: exactly the fp16 value, fast to compute on.
         return tensor.to(torch.float16).to(torch.float32)
+    if mil == "fp16-exact":
+        return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
     if mil == "fp32":
         return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
     want = _TORCH_OF_MIL.get(mil)
@@ -132,6 +147,8 @@ class ReferenceExecutor:
                 else:
                     args[key] = ("const", self._on_device(const_value(var.val, _mil_dtype(var))))
             outputs = [(v.name, _mil_dtype(v)) for v in op.outputs]
+            if op.op_type in VALUE_PRESERVING and all(self._is_fp16(v) for v in op.inputs.values()):
+                outputs = [(n, "fp16-exact" if m == "fp16" else m) for n, m in outputs]
             steps.append(_Step(op.op_type, op.name, kernel, args, outputs))
         # Free each intermediate after its last reader, so peak memory is the live set.
         last_use: dict[str, int] = {}
@@ -144,6 +161,12 @@ class ReferenceExecutor:
             if name not in keep and name not in self.constants:
                 steps[i].release.append(name)
         return steps
+
+    @staticmethod
+    def _is_fp16(var: Any) -> bool:
+        """True unless ``var`` (or one of a list of vars) is a float other than fp16."""
+        vars = var if isinstance(var, list | tuple) else [var]
+        return all(_mil_dtype(v) not in ("fp32", "fp64") for v in vars)
 
     def _materialise(self, op: Any) -> None:
         try:
