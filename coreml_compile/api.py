@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ class CompileReport:
     mil_ops: dict[str, int] = field(default_factory=dict)
     weight_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    # One record per pass run: time, nodes and weight bytes before and after.
+    passes: list[Any] = field(default_factory=list)
 
     @property
     def total_seconds(self) -> float:
@@ -180,6 +182,8 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     minimum_deployment_target: str = targets.DEFAULT,
     name: str = "main",
     progress: Callable[[str], None] | None = None,
+    optimize: str | int | Sequence[str] = "O2",
+    skip_passes: Sequence[str] = (),
     backend: str | None = None,
     compute_units: str | None = None,
     device: str | None = None,
@@ -189,13 +193,18 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     ``model`` is an ``nn.Module`` (traced on ``example_inputs``, a tensor or a tuple of
     them) or a ``torch.export.ExportedProgram``. ``precision`` is "fp16" (default) or
     "fp32"; ``minimum_deployment_target`` a name like "iOS16" or "macOS13".
+    ``optimize`` is an -O level ("O0", "O1", "O2" = default, or 0/1/2) or an explicit
+    list of pass names; ``skip_passes`` leaves some out (see coreml_compile.passes).
     ``progress`` is called with each stage's name as it starts. ``backend``,
     ``compute_units`` and ``device`` choose where calling the result runs (see
     :func:`load`).
     """
+    from coreml_compile.passes import pipeline, run_pipeline
     from coreml_compile.runtime.devices import choose
 
-    choose(backend, compute_units, device)  # fail before compiling, not after
+    # Bad options fail before any work is done.
+    choose(backend, compute_units, device)
+    pass_names = pipeline(optimize, skip_passes)
     import torch
 
     from coreml_compile.compiler.frontends import torch_export
@@ -210,6 +219,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         ep = clock.stage("export", torch_export.export, model, _as_tuple(example_inputs))
     graph = clock.stage("to_ir", torch_export.to_ir, ep, name)
     clock.stage("verify", graph.verify)
+    report.passes = clock.stage("optimise", run_pipeline, graph, pass_names)
     report.ir_ops = graph.op_counts()
     report.weight_bytes = graph.weight_bytes()
     program = clock.stage(

@@ -122,6 +122,30 @@ def cli() -> None:
     show_default=True,
     help="Minimum deployment target: the oldest OS the package must run on.",
 )
+@click.option(
+    "-O",
+    "level",
+    type=click.Choice(["0", "1", "2"]),
+    default="2",
+    show_default=True,
+    help="Optimisation level: 0 none, 1 clean-up (constant folding, dead code, no-ops, "
+    "transposes, CSE), 2 clean-up and fusion (batch norm, bias, pad, activations).",
+)
+@click.option(
+    "--skip-pass",
+    "skip_passes",
+    multiple=True,
+    metavar="NAME",
+    help="Leave a pass out of the pipeline (repeatable); --list-passes names them.",
+)
+@click.option(
+    "--list-passes",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, _param, value: _list_passes(ctx) if value else None,
+    help="Print each -O level's pipeline and exit.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @handle_errors
 def compile_command(
@@ -130,6 +154,8 @@ def compile_command(
     input_shapes: tuple[str, ...],
     precision: str,
     target: str,
+    level: str,
+    skip_passes: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Compile the model in FILE[:NAME] into a Core ML package."""
@@ -152,6 +178,8 @@ def compile_command(
         inputs,
         precision=precision,
         minimum_deployment_target=target,
+        optimize=int(level),
+        skip_passes=skip_passes,
         progress=lambda stage: say(f"{stage}..."),
     )
     say("save...")
@@ -164,12 +192,28 @@ def compile_command(
     report = compiled.report
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stages.items())
     top = ", ".join(f"{k} {v}" for k, v in list(report.mil_ops.items())[:6])
+    if report.passes:
+        from coreml_compile.passes import format_records
+
+        click.echo(f"passes (-O{level}):\n{format_records(report.passes)}")
     click.echo(
         f"wrote {out_path}  ({_human_bytes(package_size(out_path))}, {precision}, {target})\n"
         f"  ops:  {sum(report.ir_ops.values())} IR nodes -> {report.mil_op_count} Core ML ops "
         f"({top})\n"
         f"  time: {elapsed:.2f}s total ({stages})"
     )
+
+
+def _list_passes(ctx: click.Context) -> None:
+    from coreml_compile.passes import PIPELINES, all_passes
+
+    for level, names in PIPELINES.items():
+        click.echo(f"-{level}: {' '.join(names) or '(no passes)'}")
+    click.echo("passes:")
+    for name, fn in sorted(all_passes().items()):
+        doc = (fn.__module__ and __import__(fn.__module__, fromlist=["_"]).__doc__) or ""
+        click.echo(f"  {name:<34}{doc.strip().splitlines()[0] if doc else ''}")
+    ctx.exit()
 
 
 def _read_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -1,0 +1,76 @@
+"""Small helpers the passes share: reading constants, single users, forwarding values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coreml_compile.compiler.ir import Graph, Node, Value
+
+
+def const(value: Value | None) -> np.ndarray | None:
+    """The array of a constant value, else None."""
+    return None if value is None or value.data is None else value.data
+
+
+def is_const_equal(value: Value | None, number: float) -> bool:
+    """True if ``value`` is a constant whose every element equals ``number``."""
+    data = const(value)
+    return data is not None and data.size > 0 and bool(np.all(data == number))
+
+
+def only_user(graph: Graph, value: Value) -> Node | None:
+    """The one node that reads ``value``, if there is exactly one and it is not an output."""
+    if value in graph.outputs or len(set(map(id, value.users))) != 1:
+        return None
+    return value.users[0]
+
+
+def producer(value: Value | None, *ops: str) -> Node | None:
+    """The node that produces ``value``, if it is one of ``ops``."""
+    if value is None or value.producer is None:
+        return None
+    return value.producer if value.producer.op in ops else None
+
+
+def forward(graph: Graph, old: Value, new: Value) -> bool:
+    """Make every reader of ``old`` read ``new`` instead, and drop ``old``'s node if dead.
+
+    A graph output keeps its name: ``new`` takes it over, which is only possible when
+    ``new`` is an internal value (not an input, a constant or another output). Returns
+    False, changing nothing, when it is not.
+    """
+    if old is new or new.type != old.type:
+        return False
+    if old in graph.outputs and (new.producer is None or new in graph.outputs):
+        return False
+    was_output = old in graph.outputs
+    graph.replace_all_uses(old, new)
+    drop_dead(graph, old.producer)
+    if was_output:
+        # The output keeps its user-facing name (the old value is gone with its node).
+        old_name = old.name
+        old.name = f"{old_name}__removed"
+        new.name = old_name
+    return True
+
+
+def drop_dead(graph: Graph, node: Node | None) -> None:
+    """Remove ``node`` if nothing reads its outputs, then the producers that leaves dead.
+
+    Fusing ``conv → batch_norm`` leaves the old conv unread; removing it at once keeps
+    each pass's node and weight counts true, instead of waiting for dead-code removal.
+    """
+    work = [node]
+    while work:
+        node = work.pop()
+        if node is None or node not in graph.nodes:
+            continue
+        if any(o.users or o in graph.outputs for o in node.outputs):
+            continue
+        inputs = list(node.present_inputs())
+        graph.remove_node(node)
+        work.extend(v.producer for v in inputs if v.producer is not None)
+
+
+def new_constant(graph: Graph, base: str, data: np.ndarray) -> Value:
+    return graph.add_constant(base, np.ascontiguousarray(data))
