@@ -12,7 +12,7 @@ from typing import Any
 from coreml_compile import __version__
 from coreml_compile.compiler import targets
 from coreml_compile.compiler.ir import Graph
-from coreml_compile.errors import InputSpecError
+from coreml_compile.errors import CoreMLCompileError, InputSpecError
 
 
 @dataclass
@@ -51,10 +51,14 @@ class _Stopwatch:
 
 
 def mil_op_counts(program: Any) -> dict[str, int]:
-    """Op types of a MIL program's main function, constants left out (as coremltools counts)."""
+    """Op types of a MIL program's main function, as coremltools counts them.
+
+    Constants are left out, and so are compressed weights (``constexpr_*``): Core ML
+    decompresses those once at load time; they compute nothing per prediction.
+    """
     counts: dict[str, int] = {}
     for op in program.functions["main"].operations:
-        if op.op_type != "const":
+        if op.op_type != "const" and not op.op_type.startswith("constexpr_"):
             counts[op.op_type] = counts.get(op.op_type, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -184,6 +188,10 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     progress: Callable[[str], None] | None = None,
     optimize: str | int | Sequence[str] = "O2",
     skip_passes: Sequence[str] = (),
+    quantize: str | None = None,
+    prune: str | float | None = None,
+    compress_min_elements: int = 2048,
+    compress_skip_first_last: bool = False,
     backend: str | None = None,
     compute_units: str | None = None,
     device: str | None = None,
@@ -195,16 +203,31 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     "fp32"; ``minimum_deployment_target`` a name like "iOS16" or "macOS13".
     ``optimize`` is an -O level ("O0", "O1", "O2" = default, or 0/1/2) or an explicit
     list of pass names; ``skip_passes`` leaves some out (see coreml_compile.passes).
+    ``quantize`` ("int8", "int8-per-channel", "...-asym", "palette1/2/4/6/8") and
+    ``prune`` (0.5, "2:4") compress weights of at least ``compress_min_elements``
+    elements (skipping the first and last layer if ``compress_skip_first_last``); they
+    need a target of iOS16 or later.
     ``progress`` is called with each stage's name as it starts. ``backend``,
     ``compute_units`` and ``device`` choose where calling the result runs (see
     :func:`load`).
     """
-    from coreml_compile.passes import pipeline, run_pipeline
+    from coreml_compile.passes import CompressionOptions, pipeline, run_pipeline
     from coreml_compile.runtime.devices import choose
 
     # Bad options fail before any work is done.
     choose(backend, compute_units, device)
-    pass_names = pipeline(optimize, skip_passes)
+    compression = CompressionOptions(
+        quantize=quantize,
+        prune=None if prune is None else str(prune),
+        min_weight_elements=compress_min_elements,
+        skip_first_last=compress_skip_first_last,
+    )
+    if (quantize or prune) and targets.generation(minimum_deployment_target) < 16:
+        raise CoreMLCompileError(
+            "compressed weights need a deployment target of iOS16/macOS13 or later, "
+            f"not {minimum_deployment_target}"
+        )
+    pass_names = pipeline(optimize, skip_passes, compression)
     import torch
 
     from coreml_compile.compiler.frontends import torch_export
@@ -219,7 +242,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         ep = clock.stage("export", torch_export.export, model, _as_tuple(example_inputs))
     graph = clock.stage("to_ir", torch_export.to_ir, ep, name)
     clock.stage("verify", graph.verify)
-    report.passes = clock.stage("optimise", run_pipeline, graph, pass_names)
+    report.passes = clock.stage("optimise", run_pipeline, graph, pass_names, options=compression)
     report.ir_ops = graph.op_counts()
     report.weight_bytes = graph.weight_bytes()
     program = clock.stage(

@@ -139,6 +139,32 @@ def cli() -> None:
     help="Leave a pass out of the pipeline (repeatable); --list-passes names them.",
 )
 @click.option(
+    "--quantize",
+    type=click.Choice(
+        ["int8", "int8-asym", "int8-per-channel", "int8-per-channel-asym"]
+        + [f"palette{b}" for b in (1, 2, 4, 6, 8)]
+    ),
+    help="Compress weights: int8 (one scale per tensor, or per output channel; -asym adds "
+    "a zero point) or n-bit k-means palettes. Needs --target iOS16 or later.",
+)
+@click.option(
+    "--prune",
+    metavar="SPARSITY|N:M",
+    help="Zero the smallest weights: a fraction (0.5) or n of every m (2:4); stored sparse.",
+)
+@click.option(
+    "--compress-min-size",
+    type=int,
+    default=2048,
+    show_default=True,
+    help="Only compress weights with at least this many elements.",
+)
+@click.option(
+    "--compress-skip-first-last",
+    is_flag=True,
+    help="Leave the first and last layer's weights uncompressed (often the most sensitive).",
+)
+@click.option(
     "--list-passes",
     is_flag=True,
     is_eager=True,
@@ -156,6 +182,10 @@ def compile_command(
     target: str,
     level: str,
     skip_passes: tuple[str, ...],
+    quantize: str | None,
+    prune: str | None,
+    compress_min_size: int,
+    compress_skip_first_last: bool,
     quiet: bool,
 ) -> None:
     """Compile the model in FILE[:NAME] into a Core ML package."""
@@ -180,6 +210,10 @@ def compile_command(
         minimum_deployment_target=target,
         optimize=int(level),
         skip_passes=skip_passes,
+        quantize=quantize,
+        prune=prune,
+        compress_min_elements=compress_min_size,
+        compress_skip_first_last=compress_skip_first_last,
         progress=lambda stage: say(f"{stage}..."),
     )
     say("save...")

@@ -242,7 +242,10 @@ def _lower_node(c: LowerContext, node: Node, output_names: dict[int, str]) -> No
         out.type.dtype
     )
     c.name = f"{out.name}_{c.precision}" if needs_cast else out.name
-    args = [c.get(v) for v in node.inputs]
+    if record.lowers_from_data:
+        args = [None if v is None else v.data for v in node.inputs]
+    else:
+        args = [c.get(v) for v in node.inputs]
     if any(spec.startswith("*") for spec in record.inputs):
         fixed = len([s for s in record.inputs if not s.startswith("*")])
         args = [args[: len(args) - fixed], *args[len(args) - fixed :]]

@@ -22,16 +22,39 @@ from dataclasses import dataclass
 
 from coreml_compile.compiler.ir import Graph
 
-PassFunction = Callable[[Graph], bool]
+PassFunction = Callable[..., bool]
 
 _PASSES: dict[str, PassFunction] = {}
+_TAKES_OPTIONS: set[str] = set()
 
 
-def register_pass(name: str) -> Callable[[PassFunction], PassFunction]:
+@dataclass
+class CompressionOptions:
+    """What the weight-compression passes do and to which weights.
+
+    ``quantize``: "int8" (per tensor), "int8-per-channel", with "-asym" for asymmetric
+    (uint8 with a zero point), or "palette1/2/4/6/8" (k-means look-up tables).
+    ``prune``: a sparsity ("0.5") or an n:m pattern ("2:4").
+    Weights are those of ``op_types`` with at least ``min_weight_elements`` elements,
+    less the first and last such layer when ``skip_first_last``.
+    """
+
+    quantize: str | None = None
+    prune: str | None = None
+    min_weight_elements: int = 2048
+    op_types: tuple[str, ...] = ("conv", "conv_transpose", "linear", "matmul", "embedding")
+    skip_first_last: bool = False
+
+
+def register_pass(name: str, takes_options: bool = False) -> Callable[[PassFunction], PassFunction]:
+    """Register ``fn(graph) -> changed`` (or ``fn(graph, options)`` if ``takes_options``)."""
+
     def register(fn: PassFunction) -> PassFunction:
         if name in _PASSES:
             raise ValueError(f"pass {name!r} is registered twice")
         _PASSES[name] = fn
+        if takes_options:
+            _TAKES_OPTIONS.add(name)
         return fn
 
     return register
@@ -48,6 +71,9 @@ _MODULES = (
     "fold_pad",
     "fold_reshape_into_reduction",
     "recompose_activations",
+    "prune_weights",
+    "quantize_weights",
+    "palettize_weights",
 )
 
 CLEANUP = [
@@ -66,6 +92,7 @@ FUSION = [
 ]
 
 # -O levels. Clean-up runs again after fusion: fusing exposes new no-ops and dead values.
+# Compression passes are added by the compile options, not by the level.
 PIPELINES: dict[str, list[str]] = {
     "O0": [],
     "O1": CLEANUP,
@@ -87,10 +114,30 @@ def get_pass(name: str) -> PassFunction:
     return passes[name]
 
 
+def compression_passes(options: CompressionOptions) -> list[str]:
+    """The compression passes ``options`` asks for, in the order they must run."""
+    from coreml_compile.errors import CoreMLCompileError
+
+    names = []
+    if options.prune:
+        names.append("prune_weights")
+    if options.quantize:
+        if options.prune:
+            raise CoreMLCompileError(
+                "combining pruning with quantisation or palettisation is not supported yet"
+            )
+        palette = options.quantize.startswith("palette")
+        names.append("palettize_weights" if palette else "quantize_weights")
+    return names
+
+
 def pipeline(
-    level: str | int | Sequence[str] = DEFAULT_LEVEL, skip: Sequence[str] = ()
+    level: str | int | Sequence[str] = DEFAULT_LEVEL,
+    skip: Sequence[str] = (),
+    compression: CompressionOptions | None = None,
 ) -> list[str]:
-    """The pass names of an -O level (``"O2"``, ``2``) or of an explicit list, less ``skip``."""
+    """The pass names of an -O level (``"O2"``, ``2``) or of an explicit list, less ``skip``,
+    then the compression passes ``compression`` asks for."""
     if isinstance(level, int) or (isinstance(level, str) and level.lstrip("Oo").isdigit()):
         key = f"O{str(level).lstrip('Oo')}"
         if key not in PIPELINES:
@@ -98,6 +145,8 @@ def pipeline(
         names = list(PIPELINES[key])
     else:
         names = list(level)
+    if compression is not None:
+        names += compression_passes(compression)
     for name in [*names, *skip]:
         get_pass(name)  # unknown names fail here, before any work
     return [n for n in names if n not in set(skip)]
@@ -114,14 +163,20 @@ class PassRecord:
     changed: bool
 
 
-def run_pipeline(graph: Graph, names: Sequence[str], verify: bool = False) -> list[PassRecord]:
+def run_pipeline(
+    graph: Graph,
+    names: Sequence[str],
+    verify: bool = False,
+    options: CompressionOptions | None = None,
+) -> list[PassRecord]:
     """Run passes in order on ``graph`` (in place); one record per pass run."""
     records = []
+    options = options or CompressionOptions()
     for name in names:
         fn = get_pass(name)
         nodes, weights = len(graph.nodes), graph.weight_bytes()
         start = time.perf_counter()
-        changed = bool(fn(graph))
+        changed = bool(fn(graph, options) if name in _TAKES_OPTIONS else fn(graph))
         seconds = time.perf_counter() - start
         if verify:
             graph.verify()

@@ -34,7 +34,7 @@ def fold_constants(graph: Graph) -> bool:
         if not inputs and (node.op != "aten" or _RANDOM.search(node.attrs["target"])):
             # Factories (zeros, arange, full) fold; random ones must run each time.
             continue
-        if node.op == "dropout" and node.attrs.get("train"):
+        if not get_record(node.op).foldable or (node.op == "dropout" and node.attrs.get("train")):
             continue
         sizes = sum(v.data.size for v in inputs)
         if any(o.type.numel() > max(_SMALL, sizes) for o in node.outputs):

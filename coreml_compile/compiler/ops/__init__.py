@@ -45,7 +45,11 @@ class Op:
     num_outputs: ClassVar[int] = 1
     # The Core ML generation (iOS release) that first runs this op.
     min_target: ClassVar[int] = 15
-    # Set on records that must keep a fixed set of outputs even if unused (none yet).
+    # False for ops whose point is to stay unevaluated (compressed weights).
+    foldable: ClassVar[bool] = True
+    # True if ``lower`` takes its (constant) inputs as numpy arrays, not MIL values:
+    # compressed weights are built from raw arrays and must not also be stored as consts.
+    lowers_from_data: ClassVar[bool] = False
     kernel: ClassVar[Any]
     lower: ClassVar[Any] = None
     check: ClassVar[Any] = None
@@ -150,6 +154,7 @@ def unsupported_reason(node: Node, generation: int) -> str | None:
 # Importing the family modules registers their records.
 from coreml_compile.compiler.ops import (  # noqa: E402,F401
     activation,
+    compression,
     elementwise,
     fallback,
     linalg,

@@ -34,7 +34,8 @@ class Linear(Op):
     def lower(c, x, weight, bias):
         # MIL's linear takes inputs of rank 1 to 3; beyond that a matmul with the
         # transposed weight computes the same thing.
-        if x.rank <= 3 and weight.val is not None:
+        constant = weight.val is not None or weight.op.op_type.startswith("constexpr_")
+        if x.rank <= 3 and constant:
             return c.mb.linear(x=x, weight=weight, bias=bias, name=c.name)
         wt = c.mb.transpose(x=weight, perm=[1, 0], name=c.name + "_wt")
         if bias is None:

@@ -1,0 +1,124 @@
+"""Compressed weights: ops that rebuild a dense weight from its compressed constants.
+
+The passes in passes/quantize_weights.py, palettize_weights.py and prune_weights.py
+write these; lowering turns them into Core ML's ``constexpr_*`` ops, which Core ML
+decompresses at load time, so the package stores only the compressed form. They are
+never constant-folded (that would undo the compression).
+
+Core ML has them from iOS16; iOS18 changed the palette and sparse ops' inputs (unpacked
+sub-byte tensors instead of packed bytes), so those lowerings follow the target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from coreml_compile.compiler.ops import Op
+
+
+def pack_bits(values: np.ndarray, nbits: int) -> np.ndarray:
+    """Pack unsigned ``nbits``-bit values LSB-first into bytes, as Core ML's iOS16 ops read them."""
+    flat = values.reshape(-1).astype(np.uint16)
+    bits = ((flat[:, None] >> np.arange(nbits, dtype=np.uint16)) & 1).astype(np.uint8)
+    return np.packbits(bits.reshape(-1), bitorder="little")
+
+
+def _float_of(c, like_dtype: str) -> type:
+    return np.float16 if c.mil_dtype(like_dtype) == "fp16" else np.float32
+
+
+class Dequantize(Op):
+    """scale * (data - zero_point): int8/uint8 data, one scale (and zero point) per tensor
+    or per slice along ``axis``."""
+
+    name = "dequantize"
+    inputs = ("data", "scale", "zero_point")
+    attrs = {"axis": 0}
+    min_target = 16
+    foldable = False
+    lowers_from_data = True
+
+    def kernel(data, scale, zero_point, *, axis):
+        shape = [1] * data.dim()
+        if scale.dim() == 1:
+            shape[axis] = -1
+        deq = (data.to(torch.float32) - zero_point.to(torch.float32).reshape(shape)) * scale.to(
+            torch.float32
+        ).reshape(shape)
+        return deq.to(scale.dtype)
+
+    def lower(c, data, scale, zero_point, *, axis):
+        fdtype = _float_of(c, c.node.output.type.dtype)
+        return c.mb.constexpr_affine_dequantize(
+            quantized_data=data,
+            zero_point=zero_point,
+            scale=scale.astype(fdtype),
+            axis=axis,
+            name=c.name,
+        )
+
+
+class LutToDense(Op):
+    """lut[indices]: a palettised weight (``indices`` uint8 in [0, 2**nbits))."""
+
+    name = "lut_to_dense"
+    inputs = ("indices", "lut")
+    attrs = {"nbits": 8}
+    min_target = 16
+    foldable = False
+    lowers_from_data = True
+
+    def kernel(indices, lut, *, nbits):
+        return lut[indices.to(torch.int64)]
+
+    def lower(c, indices, lut, *, nbits):
+        idx = indices
+        table = lut.astype(_float_of(c, c.node.output.type.dtype))
+        if c.generation >= 18:
+            from coremltools.converters.mil.mil import types
+
+            sub_byte = getattr(types, f"np_uint{nbits}_dtype", np.uint8)
+            lut18 = table.reshape((1,) * idx.ndim + (table.size, 1))
+            return c.mb.constexpr_lut_to_dense(indices=idx.astype(sub_byte), lut=lut18, name=c.name)
+        return c.mb.constexpr_lut_to_dense(
+            indices=pack_bits(idx, nbits),
+            lut=table,
+            shape=np.array(idx.shape, np.uint32),
+            name=c.name,
+        )
+
+    def check(node, generation):
+        if node.attrs["nbits"] not in (1, 2, 4, 6, 8):
+            return f"{node.attrs['nbits']}-bit palettes are not a Core ML format"
+        return None
+
+
+class SparseToDense(Op):
+    """A dense tensor with ``values`` where ``mask`` is set and zeros elsewhere."""
+
+    name = "sparse_to_dense"
+    inputs = ("values", "mask")
+    min_target = 16
+    foldable = False
+    lowers_from_data = True
+
+    def kernel(values, mask):
+        dense = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+        return dense.masked_scatter(mask.to(torch.bool), values)
+
+    def lower(c, values, mask):
+        nonzero = values.astype(_float_of(c, c.node.output.type.dtype))
+        bits = mask.astype(bool)
+        if c.generation >= 18:
+            from coremltools.converters.mil.mil import types
+
+            return c.mb.constexpr_sparse_to_dense(
+                nonzero_data=nonzero, mask=bits.astype(types.np_uint1_dtype), name=c.name
+            )
+        return c.mb.constexpr_sparse_to_dense(
+            nonzero_data=nonzero,
+            mask=pack_bits(bits.astype(np.uint8), 1),
+            shape=np.array(bits.shape, np.uint32),
+            name=c.name,
+        )

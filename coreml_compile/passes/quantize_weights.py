@@ -1,0 +1,66 @@
+"""Store weights as 8-bit integers with a scale (and zero point).
+
+    const %w: f32[64,3,7,7]
+    %y = conv(%x, %w)
+        ⇒   const %w_data: i8[64,3,7,7]   const %w_scale: f32[64]   const %w_zero_point: i8[64]
+            %w = dequantize(%w_data, %w_scale, %w_zero_point) axis=0
+            %y = conv(%x, %w)
+
+Modes: "int8" (one scale per tensor) and "int8-per-channel" (one per output channel),
+symmetric (int8, zero point 0) or with "-asym" asymmetric (uint8 with a zero point, for
+weights not centred on zero). Lowered to Core ML's constexpr_affine_dequantize (iOS16+).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coreml_compile.compiler.ir import Graph
+from coreml_compile.errors import CoreMLCompileError
+from coreml_compile.passes import register_pass
+from coreml_compile.passes._weights import channel_axis, replace_weight, select_weights
+
+MODES = ("int8", "int8-asym", "int8-per-channel", "int8-per-channel-asym")
+
+
+def quantize(w: np.ndarray, per_channel: bool, symmetric: bool, axis: int = 0):
+    """(data, scale, zero_point) with w ≈ scale * (data - zero_point)."""
+    w64 = w.astype(np.float64)
+    reduce = tuple(i for i in range(w.ndim) if i != axis) if per_channel else None
+    if symmetric:
+        peak = np.abs(w64).max(axis=reduce, keepdims=True)
+        scale = np.where(peak > 0, peak / 127.0, 1.0)
+        data = np.clip(np.round(w64 / scale), -127, 127).astype(np.int8)
+        zero = np.zeros_like(scale, dtype=np.int8)
+    else:
+        low = np.minimum(w64.min(axis=reduce, keepdims=True), 0.0)
+        high = np.maximum(w64.max(axis=reduce, keepdims=True), 0.0)
+        scale = np.where(high > low, (high - low) / 255.0, 1.0)
+        zero = np.clip(np.round(-low / scale), 0, 255)
+        data = np.clip(np.round(w64 / scale) + zero, 0, 255).astype(np.uint8)
+        zero = zero.astype(np.uint8)
+    if per_channel:
+        return data, scale.reshape(-1).astype(w.dtype), zero.reshape(-1)
+    return data, np.array(scale.item(), dtype=w.dtype), np.array(zero.item(), dtype=data.dtype)
+
+
+@register_pass("quantize_weights", takes_options=True)
+def quantize_weights(graph: Graph, options) -> bool:
+    if options.quantize not in MODES:
+        raise CoreMLCompileError(
+            f"unknown quantisation {options.quantize!r}; choose one of {', '.join(MODES)}"
+        )
+    per_channel = "per-channel" in options.quantize
+    symmetric = not options.quantize.endswith("-asym")
+    weights = select_weights(graph, options)
+    for w in weights:
+        axis = channel_axis(w) if per_channel else 0
+        data, scale, zero = quantize(w.data, per_channel, symmetric, axis)
+        replace_weight(
+            graph,
+            w,
+            "dequantize",
+            {"data": data, "scale": scale, "zero_point": zero},
+            {"axis": axis},
+        )
+    return bool(weights)
