@@ -3,8 +3,9 @@
 For each model both tools start from the same torch.export program and end with a saved
 package; each measurement runs in a fresh subprocess so peak RSS is its own. Prints
 seconds, peak RSS (MiB), package size (MB) and Core ML op count, and our/coremltools ratios.
-Then times the reference executor against torch eager (ResNet-50, batch 1) and the
-time to load a package.
+Then ResNet-50's package size and output cosine per compression mode, and the time of
+the -O2 pipeline; then the reference executor against torch eager (ResNet-50, batch 1)
+and the time to load a package.
 
     python benchmarks/compare_coremltools.py                 # resnet50 vgg16 mobilenetv2
     python benchmarks/compare_coremltools.py --models resnet50 --skip-runtime
@@ -175,6 +176,49 @@ def runtime(repeats: int = 20) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def compression(name: str = "resnet50") -> None:
+    """Package size and output cosine (vs fp32 torch) per compression mode, and -O2 time."""
+    import numpy as np
+    import torch
+
+    import coreml_compile
+    from coreml_compile.compiler.frontends.torch_export import trace
+    from coreml_compile.passes import pipeline, run_pipeline
+
+    model, inputs = _load(name)
+    with torch.no_grad():
+        reference = model(*inputs).numpy().ravel().astype(np.float64)
+    graph = trace(model, inputs)
+    start = time.perf_counter()
+    run_pipeline(graph, pipeline("O2"))
+    o2_s = time.perf_counter() - start
+    workdir = Path(tempfile.mkdtemp(prefix="cc-bench-"))
+    modes = {
+        "fp16": {},
+        "int8": {"quantize": "int8"},
+        "int8-per-channel": {"quantize": "int8-per-channel"},
+        "palette4": {"quantize": "palette4"},
+        "palette6": {"quantize": "palette6"},
+        "prune 0.5": {"prune": "0.5"},
+        "prune 2:4": {"prune": "2:4"},
+    }
+    try:
+        print(f"\n{name}: compression (sizes relative to fp16; cosine against fp32 torch)")
+        print(f"  -O2 pipeline: {o2_s * 1000:.0f} ms")
+        base = None
+        for label, options in modes.items():
+            path = workdir / f"{label.replace(' ', '_').replace(':', '-')}.mlpackage"
+            compiled = coreml_compile.compile(model, inputs, **options)
+            compiled.save(path)
+            size = _package_bytes(path)
+            base = base or size
+            out = compiled(*inputs).numpy().ravel().astype(np.float64)
+            cosine = out @ reference / (np.linalg.norm(out) * np.linalg.norm(reference))
+            print(f"  {label:<18}{size / 1e6:8.1f} MB  {size / base:6.3f}x   cosine {cosine:.4f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _, _, tool, name, out = sys.argv
@@ -185,10 +229,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--skip-runtime", action="store_true")
     parser.add_argument("--runtime-only", action="store_true")
+    parser.add_argument("--skip-compression", action="store_true")
     parser.add_argument("--repeats", type=int, default=20, help="runs timed per executor")
     args = parser.parse_args()
     if not args.runtime_only:
         compare(args.models)
+        if not args.skip_compression:
+            compression()
     if not args.skip_runtime:
         runtime(args.repeats)
 
