@@ -114,6 +114,10 @@ def get_pass(name: str) -> PassFunction:
     return passes[name]
 
 
+# The weight-compression passes, in the order they would run.
+COMPRESSION = ["prune_weights", "quantize_weights", "palettize_weights"]
+
+
 def compression_passes(options: CompressionOptions) -> list[str]:
     """The compression passes ``options`` asks for, in the order they must run."""
     from coreml_compile.errors import CoreMLCompileError
