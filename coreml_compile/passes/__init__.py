@@ -71,6 +71,7 @@ _MODULES = (
     "fold_pad",
     "fold_reshape_into_reduction",
     "recompose_activations",
+    "recompose_layer_norm",
     "prune_weights",
     "quantize_weights",
     "palettize_weights",
@@ -89,6 +90,7 @@ FUSION = [
     "fold_pad",
     "fold_reshape_into_reduction",
     "recompose_activations",
+    "recompose_layer_norm",
 ]
 
 # -O levels. Clean-up runs again after fusion: fusing exposes new no-ops and dead values.

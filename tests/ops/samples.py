@@ -84,6 +84,7 @@ def _samples() -> list[Sample]:
     add("log", "plain", torch.log, rand(3, 4, low=0.1, high=4))
     add("neg", "plain", torch.neg, rand(3, 4))
     add("abs", "plain", torch.abs, rand(3, 4))
+    add("erf", "plain", torch.erf, rand(3, 4) * 2)
     add("clamp", "both", lambda a: torch.clamp(a, -0.5, 0.25), rand(3, 4))
     add("clamp", "min", lambda a: torch.clamp(a, min=0.1), rand(3, 4))
     add("clamp", "max", lambda a: torch.clamp(a, max=0.1), rand(3, 4))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 from torch import nn
 
@@ -102,3 +105,63 @@ def test_recompose_activations():
 
     _, after, _ = apply(softmax_by_hand, (torch.randn(4, 5),), "recompose_activations")
     assert after == {"softmax": 1}
+
+
+GELU_FORMS = {
+    "erf_left": lambda a: 0.5 * a * (1.0 + torch.erf(a / math.sqrt(2.0))),
+    "erf_grouped": lambda a: a * (1.0 + torch.erf(a * (1 / math.sqrt(2.0)))) / 2,
+    "tanh_pow": lambda a: (
+        0.5 * a * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (a + 0.044715 * torch.pow(a, 3.0))))
+    ),
+    "tanh_cubed": lambda a: (
+        a * 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (a + 0.044715 * (a * a * a))))
+    ),
+}
+
+
+@pytest.mark.parametrize("form", list(GELU_FORMS))
+def test_recompose_gelu(form):
+    _, after, graph = apply(GELU_FORMS[form], (torch.randn(4, 8) * 3,), "recompose_activations")
+    assert after == {"gelu": 1}
+    expected = "none" if form.startswith("erf") else "tanh"
+    assert graph.nodes[0].attrs["approximate"] == expected
+
+
+def test_almost_gelu_is_left_alone():
+    _, after, _ = apply(
+        lambda a: 0.6 * a * (1.0 + torch.erf(a / math.sqrt(2.0))),
+        (torch.randn(4, 8),),
+        "recompose_activations",
+    )
+    assert "gelu" not in after
+
+
+def test_recompose_layer_norm():
+    gamma, beta = torch.randn(8), torch.randn(8)
+
+    def by_hand(a):
+        u = a.mean(-1, keepdim=True)
+        d = a - u
+        v = (d * d).mean(-1, keepdim=True)
+        return d / torch.sqrt(v + 1e-5) * gamma + beta
+
+    _, after, graph = apply(by_hand, (torch.randn(2, 3, 8),), "recompose_layer_norm")
+    assert after == {"layer_norm": 1}
+    attrs = graph.nodes[0].attrs
+    assert attrs["normalized_shape"] == [8] and attrs["eps"] == pytest.approx(1e-5, rel=1e-6)
+
+    def rsqrt_no_affine(a):
+        d = a - a.mean((-2, -1), keepdim=True)
+        return d * torch.rsqrt(d.pow(2).mean((-2, -1), keepdim=True) + 1e-6)
+
+    _, after, _ = apply(rsqrt_no_affine, (torch.randn(2, 3, 8),), "recompose_layer_norm")
+    assert after == {"layer_norm": 1}
+
+
+def test_normalising_over_a_leading_dim_is_not_a_layer_norm():
+    def over_dim1(a):
+        d = a - a.mean(1, keepdim=True)
+        return d / torch.sqrt(d.pow(2).mean(1, keepdim=True) + 1e-5)
+
+    _, after, _ = apply(over_dim1, (torch.randn(2, 3, 8),), "recompose_layer_norm")
+    assert "layer_norm" not in after

@@ -48,6 +48,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::log.default": M("log"),
     "aten::neg.default": M("neg"),
     "aten::abs.default": M("abs"),
+    "aten::erf.default": M("erf"),
     "aten::clamp.default": M("clamp"),
     "aten::clamp_min.default": M("clamp"),
     "aten::clamp_max.default": M("clamp"),

@@ -109,6 +109,7 @@ unary("exp", torch.exp, lambda c, x: c.mb.exp(x=x, name=c.name))
 unary("log", torch.log, lambda c, x: c.mb.log(x=x, name=c.name))
 unary("neg", torch.neg, lambda c, x: c.mb.mul(x=x, y=c.scalar(-1, like=x), name=c.name))
 unary("abs", torch.abs, lambda c, x: c.mb.abs(x=x, name=c.name))
+unary("erf", torch.erf, lambda c, x: c.mb.erf(x=x, name=c.name))
 
 
 class Clamp(Op):
