@@ -67,6 +67,7 @@ _MODULES = (
     "eliminate_common_subexpressions",
     "eliminate_dead_code",
     "fold_batch_norm",
+    "batch_norm_to_scale",
     "fuse_bias",
     "fold_pad",
     "fold_reshape_into_reduction",
@@ -86,6 +87,7 @@ CLEANUP = [
 ]
 FUSION = [
     "fold_batch_norm",
+    "batch_norm_to_scale",
     "fuse_bias",
     "fold_pad",
     "fold_reshape_into_reduction",

@@ -1,10 +1,11 @@
-"""Fold zero padding into the convolution that reads it.
+"""Fold constant padding into the convolution or pooling that reads it.
 
     %p = pad(%x) pad=[1,1,2,2] mode=constant value=0
     %y = conv(%p, %w) padding=[0,0]        ⇒   %y = conv(%x, %w) padding=[2,1]
 
-Only symmetric padding of the spatial dims is folded (the IR's conv padding is
-symmetric), and the pad must have no other reader.
+Zero padding folds into conv and into avg_pool2d that counts padding in its average;
+-inf padding folds into max_pool2d. Only symmetric padding of the spatial dims is folded
+(the IR's padding attributes are symmetric), and the pad must have no other reader.
 """
 
 from __future__ import annotations
@@ -15,19 +16,30 @@ from coreml_compile.passes import register_pass
 from coreml_compile.passes._rewrite import forward, only_user
 
 
+def _folds(node, value: float) -> bool:
+    """Whether padding with ``value`` means the same as ``node``'s own padding."""
+    if node.op == "conv":
+        return value == 0.0 and not isinstance(node.attrs["padding"], str)
+    if node.op == "avg_pool2d":
+        return value == 0.0 and node.attrs["count_include_pad"] and not node.attrs["ceil_mode"]
+    if node.op == "max_pool2d":
+        return value == float("-inf") and not node.attrs["ceil_mode"]
+    return False
+
+
 @register_pass("fold_pad")
 def fold_pad(graph: Graph) -> bool:
     changed = False
-    for conv in [n for n in graph.nodes if n.op == "conv"]:
+    for conv in [n for n in graph.nodes if n.op in ("conv", "avg_pool2d", "max_pool2d")]:
         padded = conv.inputs[0]
         pad = padded.producer
         if pad is None or pad.op != "pad" or only_user(graph, padded) is not conv:
             continue
-        if pad.attrs["mode"] != "constant" or (pad.attrs["value"] or 0.0) != 0.0:
+        if pad.attrs["mode"] != "constant" or not _folds(conv, pad.attrs["value"] or 0.0):
             continue
-        spatial = conv.inputs[1].type.rank - 2
+        spatial = 2 if conv.op != "conv" else conv.inputs[1].type.rank - 2
         pads = list(pad.attrs["pad"])
-        if len(pads) > 2 * spatial or isinstance(conv.attrs["padding"], str):
+        if len(pads) > 2 * spatial:
             continue
         pairs = [(pads[i], pads[i + 1]) for i in range(0, len(pads), 2)][::-1]
         pairs = [(0, 0)] * (spatial - len(pairs)) + pairs
@@ -35,8 +47,13 @@ def fold_pad(graph: Graph) -> bool:
             continue
         old = as_tuple(conv.attrs["padding"], spatial)
         attrs = dict(conv.attrs, padding=[o + p for o, (p, _) in zip(old, pairs, strict=True)])
+        if conv.op != "conv" and any(
+            2 * p > k
+            for p, k in zip(attrs["padding"], as_tuple(attrs["kernel_size"], 2), strict=True)
+        ):
+            continue  # torch and Core ML pools take at most half the window as padding
         fused = graph.add_node(
-            "conv",
+            conv.op,
             [pad.inputs[0], *conv.inputs[1:]],
             attrs,
             [conv.output.type],

@@ -165,3 +165,26 @@ def test_normalising_over_a_leading_dim_is_not_a_layer_norm():
 
     _, after, _ = apply(over_dim1, (torch.randn(2, 3, 8),), "recompose_layer_norm")
     assert "layer_norm" not in after
+
+
+def test_fold_pad_into_pools():
+    x = torch.randn(1, 3, 8, 8)
+    avg = nn.AvgPool2d(3, 1, 0, count_include_pad=True)
+    _, after, graph = apply(lambda a: avg(nn.functional.pad(a, (1, 1, 1, 1))), (x,), "fold_pad")
+    assert after == {"avg_pool2d": 1} and graph.nodes[0].attrs["padding"] == [1, 1]
+    mx = nn.MaxPool2d(3, 2)
+    padded = lambda a: mx(nn.functional.pad(a, (1, 1, 1, 1), value=float("-inf")))  # noqa: E731
+    _, after, _ = apply(padded, (x,), "fold_pad")
+    assert after == {"max_pool2d": 1}
+    # Zero padding before a max pool changes the result where all inputs are negative.
+    _, after, _ = apply(lambda a: mx(nn.functional.pad(a, (1, 1, 1, 1))), (x,), "fold_pad")
+    assert after == {"pad": 1, "max_pool2d": 1}
+
+
+def test_rank2_batch_norm_becomes_scale_and_shift():
+    bn = _bn(6, nn.BatchNorm1d).eval()
+    _, after, _ = apply(bn, (torch.randn(4, 6),), "batch_norm_to_scale")
+    assert after == {"mul": 1, "add": 1}
+    bn2 = _bn(3).eval()  # rank 4: Core ML's batch_norm is one op, kept
+    _, after, _ = apply(bn2, (torch.randn(1, 3, 4, 4),), "batch_norm_to_scale")
+    assert after == {"batch_norm": 1}
