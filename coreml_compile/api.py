@@ -192,6 +192,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     prune: str | float | None = None,
     compress_min_elements: int = 2048,
     compress_skip_first_last: bool = False,
+    compress_op_types: Sequence[str] | None = None,
     backend: str | None = None,
     compute_units: str | None = None,
     device: str | None = None,
@@ -206,7 +207,8 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     ``quantize`` ("int8", "int8-per-channel", "...-asym", "palette1/2/4/6/8") and
     ``prune`` (0.5, "2:4") compress weights of at least ``compress_min_elements``
     elements (skipping the first and last layer if ``compress_skip_first_last``); they
-    need a target of iOS16 or later.
+    need a target of iOS16 or later; ``compress_op_types`` limits them to some op types
+    (default: conv, conv_transpose, linear, matmul, embedding).
     ``progress`` is called with each stage's name as it starts. ``backend``,
     ``compute_units`` and ``device`` choose where calling the result runs (see
     :func:`load`).
@@ -222,6 +224,8 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         min_weight_elements=compress_min_elements,
         skip_first_last=compress_skip_first_last,
     )
+    if compress_op_types is not None:
+        compression.op_types = tuple(compress_op_types)
     if (quantize or prune) and targets.generation(minimum_deployment_target) < 16:
         raise CoreMLCompileError(
             "compressed weights need a deployment target of iOS16/macOS13 or later, "

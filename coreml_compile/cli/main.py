@@ -142,10 +142,12 @@ def cli() -> None:
     "--quantize",
     type=click.Choice(
         ["int8", "int8-asym", "int8-per-channel", "int8-per-channel-asym"]
+        + ["int8-per-block", "int8-per-block-asym"]
         + [f"palette{b}" for b in (1, 2, 4, 6, 8)]
     ),
-    help="Compress weights: int8 (one scale per tensor, or per output channel; -asym adds "
-    "a zero point) or n-bit k-means palettes. Needs --target iOS16 or later.",
+    help="Compress weights: int8 (one scale per tensor, per output channel, or per block "
+    "of 32 input channels (iOS18); -asym adds a zero point) or n-bit k-means palettes. "
+    "Needs --target iOS16 or later.",
 )
 @click.option(
     "--prune",
@@ -158,6 +160,12 @@ def cli() -> None:
     default=2048,
     show_default=True,
     help="Only compress weights with at least this many elements.",
+)
+@click.option(
+    "--compress-ops",
+    metavar="OP,OP",
+    help="Only compress the weights of these ops (default: conv,conv_transpose,linear,"
+    "matmul,embedding).",
 )
 @click.option(
     "--compress-skip-first-last",
@@ -186,6 +194,7 @@ def compile_command(
     prune: str | None,
     compress_min_size: int,
     compress_skip_first_last: bool,
+    compress_ops: str | None,
     quiet: bool,
 ) -> None:
     """Compile the model in FILE[:NAME] into a Core ML package."""
@@ -214,6 +223,7 @@ def compile_command(
         prune=prune,
         compress_min_elements=compress_min_size,
         compress_skip_first_last=compress_skip_first_last,
+        compress_op_types=compress_ops.split(",") if compress_ops else None,
         progress=lambda stage: say(f"{stage}..."),
     )
     say("save...")

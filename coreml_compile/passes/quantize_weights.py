@@ -6,9 +6,11 @@
             %w = dequantize(%w_data, %w_scale, %w_zero_point) axis=0
             %y = conv(%x, %w)
 
-Modes: "int8" (one scale per tensor) and "int8-per-channel" (one per output channel),
+Modes: "int8" (one scale per tensor), "int8-per-channel" (one per output channel) and
+"int8-per-block" (one per output channel and block of 32 input channels: iOS18),
 symmetric (int8, zero point 0) or with "-asym" asymmetric (uint8 with a zero point, for
-weights not centred on zero). Lowered to Core ML's constexpr_affine_dequantize (iOS16+).
+weights not centred on zero). Lowered to Core ML's constexpr_affine_dequantize (iOS16+)
+or, per block, constexpr_blockwise_shift_scale (iOS18+).
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from coreml_compile.errors import CoreMLCompileError
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._weights import channel_axis, replace_weight, select_weights
 
-MODES = ("int8", "int8-asym", "int8-per-channel", "int8-per-channel-asym")
+MODES = (
+    "int8",
+    "int8-asym",
+    "int8-per-channel",
+    "int8-per-channel-asym",
+    "int8-per-block",
+    "int8-per-block-asym",
+)
+BLOCK = 32
 
 
 def quantize(w: np.ndarray, per_channel: bool, symmetric: bool, axis: int = 0):
@@ -44,6 +54,23 @@ def quantize(w: np.ndarray, per_channel: bool, symmetric: bool, axis: int = 0):
     return data, np.array(scale.item(), dtype=w.dtype), np.array(zero.item(), dtype=data.dtype)
 
 
+def quantize_blocks(w: np.ndarray, symmetric: bool, block: int = BLOCK):
+    """Per output channel and block of ``block`` input channels (dim 1), where it divides;
+    scale and zero point have ``w``'s rank."""
+    if w.ndim < 2:
+        w2 = w.reshape(1, -1)
+        data, scale, zero = quantize_blocks(w2, symmetric, block)
+        return data.reshape(w.shape), scale.reshape(1), zero.reshape(1)
+    inputs = w.shape[1]
+    size = block if inputs % block == 0 else inputs
+    # (out, blocks, size, rest...) so each block is one slice of axes 2..
+    grouped = w.reshape(w.shape[0], inputs // size, size, *w.shape[2:])
+    rows = grouped.reshape(w.shape[0] * (inputs // size), -1)
+    data, scale, zero = quantize(rows, per_channel=True, symmetric=symmetric, axis=0)
+    shape = (w.shape[0], inputs // size) + (1,) * (w.ndim - 2)
+    return data.reshape(w.shape), scale.reshape(shape), zero.reshape(shape)
+
+
 @register_pass("quantize_weights", takes_options=True)
 def quantize_weights(graph: Graph, options) -> bool:
     if options.quantize not in MODES:
@@ -53,6 +80,12 @@ def quantize_weights(graph: Graph, options) -> bool:
     per_channel = "per-channel" in options.quantize
     symmetric = not options.quantize.endswith("-asym")
     weights = select_weights(graph, options)
+    if "per-block" in options.quantize:
+        for w in weights:
+            data, scale, zero = quantize_blocks(w.data, symmetric)
+            parts = {"data": data, "scale": scale, "zero_point": zero}
+            replace_weight(graph, w, "dequantize", parts, {"axis": 0})
+        return bool(weights)
     for w in weights:
         axis = channel_axis(w) if per_channel else 0
         data, scale, zero = quantize(w.data, per_channel, symmetric, axis)

@@ -71,6 +71,41 @@ def test_package_decodes_to_what_the_ir_computes(option, value, op, target):
     assert_close(package, ir, "fp32", f"{value} {target}: package vs IR")
 
 
+@pytest.mark.parametrize("mode", ["int8-per-block", "int8-per-block-asym"])
+def test_per_block_int8_on_ios18(mode):
+    compiled = coreml_compile.compile(
+        _model(),
+        (X,),
+        precision="fp32",
+        minimum_deployment_target="iOS18",
+        compress_min_elements=64,
+        quantize=mode,
+    )
+    ops = {op.op_type for op in compiled.program.functions["main"].operations}
+    assert "constexpr_blockwise_shift_scale" in ops
+    assert_close(compiled(X), run_graph(compiled.graph, [X])[0], "fp32", f"{mode} package vs IR")
+    with torch.no_grad():
+        reference = _model()(X)
+    assert (
+        torch.nn.functional.cosine_similarity(compiled(X).flatten(), reference.flatten(), 0) > 0.999
+    )
+
+
+def test_per_block_int8_needs_ios18():
+    with pytest.raises(
+        CoreMLCompileError, match="per-block quantised weights need deployment target iOS18"
+    ):
+        coreml_compile.compile(_model(), (X,), quantize="int8-per-block", compress_min_elements=64)
+
+
+def test_only_chosen_op_types_are_compressed():
+    compiled = coreml_compile.compile(
+        _model(), (X,), quantize="int8", compress_min_elements=64, compress_op_types=["linear"]
+    )
+    dequantized = {n.output.users[0].op for n in compiled.graph.nodes if n.op == "dequantize"}
+    assert dequantized == {"linear"}
+
+
 def test_skip_first_last_and_min_size():
     compiled = coreml_compile.compile(
         _model(), (X,), quantize="int8", compress_min_elements=64, compress_skip_first_last=True

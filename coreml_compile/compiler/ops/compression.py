@@ -29,8 +29,9 @@ def _float_of(c, like_dtype: str) -> type:
 
 
 class Dequantize(Op):
-    """scale * (data - zero_point): int8/uint8 data, one scale (and zero point) per tensor
-    or per slice along ``axis``."""
+    """scale * (data - zero_point): int8/uint8 data, one scale (and zero point) per tensor,
+    per slice along ``axis`` (scale 1-d), or per block (scale of data's rank, each dim
+    dividing data's: iOS18's blockwise form)."""
 
     name = "dequantize"
     inputs = ("data", "scale", "zero_point")
@@ -40,6 +41,8 @@ class Dequantize(Op):
     lowers_from_data = True
 
     def kernel(data, scale, zero_point, *, axis):
+        if scale.dim() == data.dim() and data.dim() > 1:
+            return _blockwise(data, scale, zero_point)
         shape = [1] * data.dim()
         if scale.dim() == 1:
             shape[axis] = -1
@@ -50,6 +53,10 @@ class Dequantize(Op):
 
     def lower(c, data, scale, zero_point, *, axis):
         fdtype = _float_of(c, c.node.output.type.dtype)
+        if scale.ndim == data.ndim and data.ndim > 1:
+            return c.mb.constexpr_blockwise_shift_scale(
+                data=data, scale=scale.astype(fdtype), offset=zero_point, name=c.name
+            )
         return c.mb.constexpr_affine_dequantize(
             quantized_data=data,
             zero_point=zero_point,
@@ -57,6 +64,22 @@ class Dequantize(Op):
             axis=axis,
             name=c.name,
         )
+
+    def check(node, generation):
+        data, scale = node.inputs[0].type, node.inputs[1].type
+        if scale.rank == data.rank and data.rank > 1 and generation < 18:
+            return "per-block quantised weights need deployment target iOS18 or later"
+        return None
+
+
+def _blockwise(data, scale, zero_point):
+    """Expand per-block scale and zero point over their blocks, then dequantize."""
+    for dim in range(data.dim()):
+        block = data.shape[dim] // scale.shape[dim]
+        scale = scale.repeat_interleave(block, dim)
+        zero_point = zero_point.repeat_interleave(block, dim)
+    deq = (data.to(torch.float32) - zero_point.to(torch.float32)) * scale.to(torch.float32)
+    return deq.to(scale.dtype)
 
 
 class LutToDense(Op):
