@@ -226,9 +226,15 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     )
     if compress_op_types is not None:
         compression.op_types = tuple(compress_op_types)
-    if (quantize or prune) and targets.generation(minimum_deployment_target) < 16:
+    generation = targets.generation(minimum_deployment_target)
+    if (quantize or prune) and generation < 16:
         raise CoreMLCompileError(
             "compressed weights need a deployment target of iOS16/macOS13 or later, "
+            f"not {minimum_deployment_target}"
+        )
+    if quantize and "per-block" in quantize and generation < 18:
+        raise CoreMLCompileError(
+            f"{quantize} needs a deployment target of iOS18/macOS15 or later, "
             f"not {minimum_deployment_target}"
         )
     pass_names = pipeline(optimize, skip_passes, compression)

@@ -28,14 +28,23 @@ class IRVerificationError(CoreMLCompileError):
 
 
 class UnsupportedOpError(CoreMLCompileError):
-    """An op has no Core ML lowering, or Core ML cannot run it for the chosen target."""
+    """An op has no Core ML lowering, or Core ML cannot run it for the chosen target.
 
-    def __init__(self, reasons: list[str]):
-        self.reasons = reasons
-        shown = "; ".join(reasons[:5]) + (
-            f"; and {len(reasons) - 5} more" if len(reasons) > 5 else ""
-        )
-        super().__init__(f"Core ML cannot run {len(reasons)} op(s): {shown}")
+    ``problems`` pairs each node's name with the reason; the message groups nodes that
+    share a reason, so one cause reads as one clause however many nodes it hits.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        self.reasons = [f"{node}: {reason}" for node, reason in problems]
+        grouped: dict[str, list[str]] = {}
+        for node, reason in problems:
+            grouped.setdefault(reason, []).append(node)
+        clauses = []
+        for reason, nodes in grouped.items():
+            more = f" and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+            clauses.append(f"{reason} ({', '.join(nodes[:3])}{more})")
+        super().__init__(f"Core ML cannot run {len(problems)} op(s): {'; '.join(clauses)}")
 
 
 class LoweringError(CoreMLCompileError):

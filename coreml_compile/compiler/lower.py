@@ -169,13 +169,13 @@ def _io_dtype(ir_dtype: str) -> str:
 
 def check_supported(graph: Graph, generation: int) -> None:
     """Raise UnsupportedOpError listing every node Core ML cannot run."""
-    reasons = []
+    problems = []
     for node in graph.nodes:
         reason = unsupported_reason(node, generation)
         if reason:
-            reasons.append(f"{node.name}: {reason}")
-    if reasons:
-        raise UnsupportedOpError(reasons)
+            problems.append((node.name, reason))
+    if problems:
+        raise UnsupportedOpError(problems)
 
 
 def build_program(

@@ -93,7 +93,7 @@ def test_per_block_int8_on_ios18(mode):
 
 def test_per_block_int8_needs_ios18():
     with pytest.raises(
-        CoreMLCompileError, match="per-block quantised weights need deployment target iOS18"
+        CoreMLCompileError, match="int8-per-block needs a deployment target of iOS18"
     ):
         coreml_compile.compile(_model(), (X,), quantize="int8-per-block", compress_min_elements=64)
 

@@ -18,6 +18,7 @@ import contextlib
 import io
 import logging
 import operator
+import warnings
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,13 @@ def _mutates_a_view_or_input(ep: torch.export.ExportedProgram) -> bool:
 
 def decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """Decompose only the overloads that have no mapping (and functionalise if needed)."""
+    # torch's own deprecation notices about its internals are not the user's to act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return _decompose_unmapped(ep)
+
+
+def _decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     if _mutates_a_view_or_input(ep):
         # Writes through views need real functionalisation; an empty table gives it.
         ep = ep.run_decompositions({})
