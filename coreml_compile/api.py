@@ -193,6 +193,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     compress_min_elements: int = 2048,
     compress_skip_first_last: bool = False,
     compress_op_types: Sequence[str] | None = None,
+    ane_layout: bool = False,
     backend: str | None = None,
     compute_units: str | None = None,
     device: str | None = None,
@@ -208,7 +209,9 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     ``prune`` (0.5, "2:4") compress weights of at least ``compress_min_elements``
     elements (skipping the first and last layer if ``compress_skip_first_last``); they
     need a target of iOS16 or later; ``compress_op_types`` limits them to some op types
-    (default: conv, conv_transpose, linear, matmul, embedding).
+    (default: conv, conv_transpose, linear, matmul, embedding). ``ane_layout`` runs linear
+    layers on sequence data as 1x1 convolutions in the Neural Engine's (B, C, 1, S) layout
+    (inputs and outputs keep theirs).
     ``progress`` is called with each stage's name as it starts. ``backend``,
     ``compute_units`` and ``device`` choose where calling the result runs (see
     :func:`load`).
@@ -237,7 +240,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
             f"{quantize} needs a deployment target of iOS18/macOS15 or later, "
             f"not {minimum_deployment_target}"
         )
-    pass_names = pipeline(optimize, skip_passes, compression)
+    pass_names = pipeline(optimize, skip_passes, compression, ane_layout)
     import torch
 
     from coreml_compile.compiler.frontends import torch_export

@@ -173,6 +173,12 @@ def cli() -> None:
     help="Leave the first and last layer's weights uncompressed (often the most sensitive).",
 )
 @click.option(
+    "--ane-layout",
+    is_flag=True,
+    help="Run linear layers on (batch, sequence, channels) data as 1x1 convolutions in the "
+    "Neural Engine's (B, C, 1, S) layout; inputs and outputs keep their layout.",
+)
+@click.option(
     "--list-passes",
     is_flag=True,
     is_eager=True,
@@ -195,6 +201,7 @@ def compile_command(
     compress_min_size: int,
     compress_skip_first_last: bool,
     compress_ops: str | None,
+    ane_layout: bool,
     quiet: bool,
 ) -> None:
     """Compile the model in FILE[:NAME] into a Core ML package."""
@@ -224,6 +231,7 @@ def compile_command(
         compress_min_elements=compress_min_size,
         compress_skip_first_last=compress_skip_first_last,
         compress_op_types=compress_ops.split(",") if compress_ops else None,
+        ane_layout=ane_layout,
         progress=lambda stage: say(f"{stage}..."),
     )
     say("save...")
@@ -249,10 +257,12 @@ def compile_command(
 
 
 def _list_passes(ctx: click.Context) -> None:
-    from coreml_compile.passes import PIPELINES, all_passes
+    from coreml_compile.passes import ANE_LAYOUT, COMPRESSION, PIPELINES, all_passes
 
     for level, names in PIPELINES.items():
         click.echo(f"-{level}: {' '.join(names) or '(no passes)'}")
+    click.echo(f"--ane-layout adds: {' '.join(ANE_LAYOUT)}")
+    click.echo(f"--prune/--quantize add: {' '.join(COMPRESSION)} (as asked)")
     click.echo("passes:")
     for name, fn in sorted(all_passes().items()):
         doc = (fn.__module__ and __import__(fn.__module__, fromlist=["_"]).__doc__) or ""

@@ -73,6 +73,8 @@ _MODULES = (
     "fold_reshape_into_reduction",
     "recompose_activations",
     "recompose_layer_norm",
+    "ane_layout",
+    "sink_transposes",
     "prune_weights",
     "quantize_weights",
     "palettize_weights",
@@ -118,6 +120,15 @@ def get_pass(name: str) -> PassFunction:
     return passes[name]
 
 
+# Opt-in: rewrites the inner layout for the Neural Engine, then cleans up after itself.
+ANE_LAYOUT = [
+    "ane_layout",
+    "sink_transposes",
+    "cancel_transposes",
+    "remove_noops",
+    "eliminate_dead_code",
+]
+
 # The weight-compression passes, in the order they would run.
 COMPRESSION = ["prune_weights", "quantize_weights", "palettize_weights"]
 
@@ -143,6 +154,7 @@ def pipeline(
     level: str | int | Sequence[str] = DEFAULT_LEVEL,
     skip: Sequence[str] = (),
     compression: CompressionOptions | None = None,
+    ane_layout: bool = False,
 ) -> list[str]:
     """The pass names of an -O level (``"O2"``, ``2``) or of an explicit list, less ``skip``,
     then the compression passes ``compression`` asks for."""
@@ -153,6 +165,8 @@ def pipeline(
         names = list(PIPELINES[key])
     else:
         names = list(level)
+    if ane_layout:
+        names += ANE_LAYOUT
     if compression is not None:
         names += compression_passes(compression)
     for name in [*names, *skip]:

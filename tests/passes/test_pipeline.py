@@ -8,7 +8,14 @@ import torch
 import coreml_compile
 from coreml_compile.compiler.frontends.torch_export import trace
 from coreml_compile.compiler.interpreter import run_graph
-from coreml_compile.passes import COMPRESSION, PIPELINES, all_passes, pipeline, run_pipeline
+from coreml_compile.passes import (
+    ANE_LAYOUT,
+    COMPRESSION,
+    PIPELINES,
+    all_passes,
+    pipeline,
+    run_pipeline,
+)
 from tests.ops.samples import SAMPLES
 
 
@@ -23,7 +30,7 @@ def test_levels_and_skipping():
 
 def test_every_pass_is_in_a_pipeline():
     # Compression passes join a pipeline through the compile options, not a level.
-    assert set(all_passes()) == set(PIPELINES["O2"]) | set(COMPRESSION)
+    assert set(all_passes()) == set(PIPELINES["O2"]) | set(COMPRESSION) | set(ANE_LAYOUT)
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: f"{s.op}-{s.id}")
