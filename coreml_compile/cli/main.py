@@ -144,10 +144,11 @@ def cli() -> None:
         ["int8", "int8-asym", "int8-per-channel", "int8-per-channel-asym"]
         + ["int8-per-block", "int8-per-block-asym"]
         + [f"palette{b}" for b in (1, 2, 4, 6, 8)]
+        + [f"palette{b}-grouped" for b in (1, 2, 4, 6, 8)]
     ),
     help="Compress weights: int8 (one scale per tensor, per output channel, or per block "
-    "of 32 input channels (iOS18); -asym adds a zero point) or n-bit k-means palettes. "
-    "Needs --target iOS16 or later.",
+    "of 32 input channels (iOS18); -asym adds a zero point) or n-bit k-means palettes "
+    "(-grouped: one per 16 output channels, iOS18). Needs --target iOS16 or later.",
 )
 @click.option(
     "--prune",

@@ -5,8 +5,10 @@
             %w = lut_to_dense(%w_indices, %w_lut) nbits=n
 
 One table per tensor, found by 1-d k-means (Lloyd's iterations from quantile starts).
-Modes "palette1", "palette2", "palette4", "palette6", "palette8". Lowered to Core ML's
-constexpr_lut_to_dense, whose indices are bit-packed in the package (iOS16+).
+Modes "palette1", "palette2", "palette4", "palette6", "palette8"; "-grouped" (for
+example "palette4-grouped") gives each group of 16 output channels its own table
+(iOS18), which suits weights whose channels differ in scale. Lowered to Core ML's
+constexpr_lut_to_dense (iOS16+; bit-packed indices before iOS18).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from coreml_compile.passes import register_pass
 from coreml_compile.passes._weights import replace_weight, select_weights
 
 BITS = (1, 2, 4, 6, 8)
+GROUP = 16
 _ITERATIONS = 12
 
 
@@ -44,13 +47,22 @@ def kmeans_1d(values: np.ndarray, clusters: int) -> tuple[np.ndarray, np.ndarray
 @register_pass("palettize_weights", takes_options=True)
 def palettize_weights(graph: Graph, options) -> bool:
     mode = options.quantize or ""
-    bits = int(mode.removeprefix("palette")) if mode.removeprefix("palette").isdigit() else 0
+    grouped = mode.endswith("-grouped")
+    digits = mode.removeprefix("palette").removesuffix("-grouped")
+    bits = int(digits) if digits.isdigit() else 0
     if bits not in BITS:
         choices = ", ".join(f"palette{b}" for b in BITS)
         raise CoreMLCompileError(f"unknown palettisation {mode!r}; choose one of {choices}")
     weights = select_weights(graph, options)
     for w in weights:
-        table, indices = kmeans_1d(w.data, 2**bits)
+        channels = w.data.shape[0]
+        if grouped and w.data.ndim > 1 and channels % GROUP == 0 and channels > GROUP:
+            rows = w.data.reshape(channels // GROUP, -1)
+            found = [kmeans_1d(row, 2**bits) for row in rows]
+            table = np.stack([t for t, _ in found])
+            indices = np.concatenate([i for _, i in found]).reshape(w.data.shape)
+        else:
+            table, indices = kmeans_1d(w.data, 2**bits)
         replace_weight(
             graph,
             w,

@@ -14,6 +14,7 @@ from torch import nn
 
 import coreml_compile
 from coreml_compile.compiler.interpreter import run_graph
+from coreml_compile.compiler.ops import get_record
 from coreml_compile.errors import CoreMLCompileError
 from coreml_compile.passes.palettize_weights import kmeans_1d
 from coreml_compile.passes.prune_weights import magnitude_mask, parse
@@ -89,6 +90,35 @@ def test_per_block_int8_on_ios18(mode):
     assert (
         torch.nn.functional.cosine_similarity(compiled(X).flatten(), reference.flatten(), 0) > 0.999
     )
+
+
+@pytest.mark.parametrize("mode", ["palette2-grouped", "palette4-grouped"])
+def test_grouped_palettes_on_ios18(mode):
+    options = {"minimum_deployment_target": "iOS18", "compress_min_elements": 64}
+    grouped = coreml_compile.compile(_model(), (X,), precision="fp32", quantize=mode, **options)
+    tables = [n.inputs[1].type.shape for n in grouped.graph.nodes if n.op == "lut_to_dense"]
+    assert (2, 2 ** int(mode[7])) in tables  # the 32-channel conv: 2 groups of 16
+    assert_close(grouped(X), run_graph(grouped.graph, [X])[0], "fp32", f"{mode} package vs IR")
+
+
+def _decoded_weight(compiled) -> torch.Tensor:
+    (node,) = [n for n in compiled.graph.nodes if n.op == "lut_to_dense"]
+    inputs = [torch.from_numpy(v.data) for v in node.inputs]
+    return get_record("lut_to_dense").run(inputs, node.attrs)[0]
+
+
+def test_grouped_palettes_fit_channels_of_different_scales_better():
+    layer = nn.Linear(64, 32)
+    with torch.no_grad():  # two groups of 16 output channels, 100x apart in scale
+        layer.weight.copy_(torch.randn(32, 64) * torch.tensor([1.0] * 16 + [100.0] * 16)[:, None])
+    x = torch.randn(2, 64)
+    errors = {}
+    for mode in ("palette4", "palette4-grouped"):
+        compiled = coreml_compile.compile(
+            layer, (x,), quantize=mode, minimum_deployment_target="iOS18", compress_min_elements=64
+        )
+        errors[mode] = (_decoded_weight(compiled) - layer.weight.detach()).pow(2).mean().item()
+    assert errors["palette4-grouped"] < 0.5 * errors["palette4"]
 
 
 def test_per_block_int8_needs_ios18():

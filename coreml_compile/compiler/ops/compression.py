@@ -83,7 +83,11 @@ def _blockwise(data, scale, zero_point):
 
 
 class LutToDense(Op):
-    """lut[indices]: a palettised weight (``indices`` uint8 in [0, 2**nbits))."""
+    """lut[indices]: a palettised weight (``indices`` uint8 in [0, 2**nbits)).
+
+    ``lut`` is one table (2**nbits values) or one per group of output channels
+    ((groups, 2**nbits): rows i*C/groups to (i+1)*C/groups of axis 0 use table i; iOS18).
+    """
 
     name = "lut_to_dense"
     inputs = ("indices", "lut")
@@ -93,7 +97,13 @@ class LutToDense(Op):
     lowers_from_data = True
 
     def kernel(indices, lut, *, nbits):
-        return lut[indices.to(torch.int64)]
+        idx = indices.to(torch.int64)
+        if lut.dim() == 1:
+            return lut[idx]
+        groups = lut.shape[0]
+        rows = torch.arange(idx.shape[0], device=idx.device) // (idx.shape[0] // groups)
+        rows = rows.reshape([-1] + [1] * (idx.dim() - 1)).expand_as(idx)
+        return lut[rows, idx]
 
     def lower(c, indices, lut, *, nbits):
         idx = indices
@@ -102,7 +112,8 @@ class LutToDense(Op):
             from coremltools.converters.mil.mil import types
 
             sub_byte = getattr(types, f"np_uint{nbits}_dtype", np.uint8)
-            lut18 = table.reshape((1,) * idx.ndim + (table.size, 1))
+            groups = table.shape[0] if table.ndim == 2 else 1
+            lut18 = table.reshape((groups,) + (1,) * (idx.ndim - 1) + (2**nbits, 1))
             return c.mb.constexpr_lut_to_dense(indices=idx.astype(sub_byte), lut=lut18, name=c.name)
         return c.mb.constexpr_lut_to_dense(
             indices=pack_bits(idx, nbits),
@@ -114,6 +125,8 @@ class LutToDense(Op):
     def check(node, generation):
         if node.attrs["nbits"] not in (1, 2, 4, 6, 8):
             return f"{node.attrs['nbits']}-bit palettes are not a Core ML format"
+        if node.inputs[1].type.rank == 2 and generation < 18:
+            return "palettes per channel group need deployment target iOS18 or later"
         return None
 
 
