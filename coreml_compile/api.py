@@ -235,6 +235,11 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
             "compressed weights need a deployment target of iOS16/macOS13 or later, "
             f"not {minimum_deployment_target}"
         )
+    if quantize and prune and generation < 18:
+        raise CoreMLCompileError(
+            "pruning combined with quantisation or palettisation needs a deployment target "
+            f"of iOS18/macOS15 or later, not {minimum_deployment_target}"
+        )
     if quantize and ("per-block" in quantize or "grouped" in quantize) and generation < 18:
         raise CoreMLCompileError(
             f"{quantize} needs a deployment target of iOS18/macOS15 or later, "

@@ -135,16 +135,10 @@ COMPRESSION = ["prune_weights", "quantize_weights", "palettize_weights"]
 
 def compression_passes(options: CompressionOptions) -> list[str]:
     """The compression passes ``options`` asks for, in the order they must run."""
-    from coreml_compile.errors import CoreMLCompileError
-
     names = []
     if options.prune:
         names.append("prune_weights")
     if options.quantize:
-        if options.prune:
-            raise CoreMLCompileError(
-                "combining pruning with quantisation or palettisation is not supported yet"
-            )
         palette = options.quantize.startswith("palette")
         names.append("palettize_weights" if palette else "quantize_weights")
     return names

@@ -42,6 +42,34 @@ def select_weights(graph: Graph, options) -> list[Value]:
     return chosen
 
 
+def pruned_weights(graph: Graph, options) -> list:
+    """The sparse_to_dense nodes prune_weights left, whose kept values can be compressed
+    further (where the target allows: iOS18)."""
+    chosen = []
+    for node in graph.nodes:
+        if node.op != "sparse_to_dense" or not all(v.is_constant for v in node.inputs):
+            continue
+        if any(u.op in options.op_types for u in node.output.users):
+            chosen.append(node)
+    return chosen
+
+
+def replace_pruned(
+    graph: Graph, node: Node, op: str, parts: dict[str, np.ndarray], attrs: dict
+) -> None:
+    """Swap a pruned weight's sparse_to_dense node for a combined compressed one."""
+    inputs = [graph.add_constant(f"{node.name}_{key}", array) for key, array in parts.items()]
+    combined = graph.add_node(
+        op, inputs, attrs, [node.output.type], name=f"{node.name}_{op}", before=node
+    )
+    graph.replace_all_uses(node.output, combined.output)
+    old_inputs = list(node.present_inputs())
+    graph.remove_node(node)
+    for v in old_inputs:
+        if not v.users:
+            graph.constants.pop(v.name, None)
+
+
 def replace_weight(
     graph: Graph, weight: Value, op: str, parts: dict[str, np.ndarray], attrs: dict
 ) -> None:

@@ -18,7 +18,12 @@ import numpy as np
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.errors import CoreMLCompileError
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._weights import replace_weight, select_weights
+from coreml_compile.passes._weights import (
+    pruned_weights,
+    replace_pruned,
+    replace_weight,
+    select_weights,
+)
 
 BITS = (1, 2, 4, 6, 8)
 GROUP = 16
@@ -53,6 +58,12 @@ def palettize_weights(graph: Graph, options) -> bool:
     if bits not in BITS:
         choices = ", ".join(f"palette{b}" for b in BITS)
         raise CoreMLCompileError(f"unknown palettisation {mode!r}; choose one of {choices}")
+    pruned = pruned_weights(graph, options)
+    for node in pruned:
+        values, mask = (v.data for v in node.inputs)
+        table, indices = kmeans_1d(values, 2**bits)
+        parts = {"mask": mask, "indices": indices, "lut": table.astype(values.dtype)}
+        replace_pruned(graph, node, "sparse_lut_to_dense", parts, {"nbits": bits})
     weights = select_weights(graph, options)
     for w in weights:
         channels = w.data.shape[0]
@@ -70,4 +81,4 @@ def palettize_weights(graph: Graph, options) -> bool:
             {"indices": indices, "lut": table.astype(w.data.dtype)},
             {"nbits": bits},
         )
-    return bool(weights)
+    return bool(weights or pruned)

@@ -20,7 +20,13 @@ import numpy as np
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.errors import CoreMLCompileError
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._weights import channel_axis, replace_weight, select_weights
+from coreml_compile.passes._weights import (
+    channel_axis,
+    pruned_weights,
+    replace_pruned,
+    replace_weight,
+    select_weights,
+)
 
 MODES = (
     "int8",
@@ -79,13 +85,27 @@ def quantize_weights(graph: Graph, options) -> bool:
         )
     per_channel = "per-channel" in options.quantize
     symmetric = not options.quantize.endswith("-asym")
+    pruned = pruned_weights(graph, options)
+    for node in pruned:
+        # Quantise the pruned weight as a whole, then keep the entries the mask keeps.
+        values, mask = (v.data for v in node.inputs)
+        dense = np.zeros(mask.shape, dtype=values.dtype)
+        dense[mask] = values
+        if "per-block" in options.quantize:
+            data, scale, zero = quantize_blocks(dense, symmetric)
+            axis = 0
+        else:
+            axis = channel_axis(node.output) if per_channel else 0
+            data, scale, zero = quantize(dense, per_channel, symmetric, axis)
+        parts = {"mask": mask, "data": data[mask], "scale": scale, "zero_point": zero}
+        replace_pruned(graph, node, "sparse_dequantize", parts, {"axis": axis})
     weights = select_weights(graph, options)
     if "per-block" in options.quantize:
         for w in weights:
             data, scale, zero = quantize_blocks(w.data, symmetric)
             parts = {"data": data, "scale": scale, "zero_point": zero}
             replace_weight(graph, w, "dequantize", parts, {"axis": 0})
-        return bool(weights)
+        return bool(weights or pruned)
     for w in weights:
         axis = channel_axis(w) if per_channel else 0
         data, scale, zero = quantize(w.data, per_channel, symmetric, axis)

@@ -26,7 +26,14 @@ def test_every_record_has_a_sample():
     sampled = {s.op for s in SAMPLES}
     # "aten" is the fallback record (tests/compiler/test_torch_frontend.py); compressed
     # weights come only from passes (tests/passes/test_compression_passes.py).
-    elsewhere = {"aten", "dequantize", "lut_to_dense", "sparse_to_dense"}
+    elsewhere = {
+        "aten",
+        "dequantize",
+        "lut_to_dense",
+        "sparse_to_dense",
+        "sparse_dequantize",
+        "sparse_lut_to_dense",
+    }
     missing = set(all_records()) - sampled - elsewhere
     assert not missing, f"op records without samples in tests/ops/samples.py: {sorted(missing)}"
 

@@ -150,9 +150,39 @@ def test_compression_needs_ios16():
         coreml_compile.compile(_model(), (X,), quantize="int8", minimum_deployment_target="iOS15")
 
 
-def test_pruning_and_quantising_together_is_refused():
-    with pytest.raises(CoreMLCompileError, match="not supported yet"):
+def test_pruning_combined_with_compression_needs_ios18():
+    with pytest.raises(CoreMLCompileError, match="pruning combined with quantisation"):
         coreml_compile.compile(_model(), (X,), quantize="int8", prune=0.5)
+
+
+@pytest.mark.parametrize(
+    "quantize,op,mil_op",
+    [
+        ("int8-per-channel", "sparse_dequantize", "constexpr_sparse_blockwise_shift_scale"),
+        ("int8-per-block-asym", "sparse_dequantize", "constexpr_sparse_blockwise_shift_scale"),
+        ("palette4", "sparse_lut_to_dense", "constexpr_lut_to_sparse"),
+    ],
+)
+def test_pruning_combined_with_compression_on_ios18(quantize, op, mil_op):
+    compiled = coreml_compile.compile(
+        _model(),
+        (X,),
+        precision="fp32",
+        minimum_deployment_target="iOS18",
+        compress_min_elements=64,
+        prune="0.5",
+        quantize=quantize,
+    )
+    assert (
+        compiled.graph.op_counts()[op] == 4 and "sparse_to_dense" not in compiled.graph.op_counts()
+    )
+    ops = {o.op_type for o in compiled.program.functions["main"].operations}
+    assert mil_op in ops and "constexpr_sparse_to_dense" in ops
+    assert_close(compiled(X), run_graph(compiled.graph, [X])[0], "fp32", f"prune+{quantize}")
+    # Pruned entries stay exactly zero after quantisation.
+    node = next(n for n in compiled.graph.nodes if n.op == op)
+    dense = get_record(op).run([torch.from_numpy(v.data) for v in node.inputs], node.attrs)[0]
+    assert (dense == 0).float().mean().item() >= 0.5
 
 
 def test_weight_bytes_shrink_in_the_report():

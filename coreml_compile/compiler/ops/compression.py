@@ -158,3 +158,78 @@ class SparseToDense(Op):
             shape=np.array(bits.shape, np.uint32),
             name=c.name,
         )
+
+
+def _sub_byte(nbits: int):
+    from coreml_compile.compiler.lower import import_coremltools
+
+    import_coremltools()
+    from coremltools.converters.mil.mil import types
+
+    return getattr(types, f"np_uint{nbits}_dtype", np.uint8), types.np_uint1_dtype
+
+
+def _scatter(mask, values):
+    dense = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+    return dense.masked_scatter(mask.to(torch.bool), values)
+
+
+class SparseDequantize(Op):
+    """A pruned and int8-quantised weight: the kept entries are int8 with scale and zero
+    point (per tensor, channel or block, shaped like ``Dequantize``'s), zeros elsewhere.
+    Lowered to constexpr_sparse_blockwise_shift_scale + constexpr_sparse_to_dense (iOS18)."""
+
+    name = "sparse_dequantize"
+    inputs = ("mask", "data", "scale", "zero_point")
+    attrs = {"axis": 0}
+    min_target = 18
+    foldable = False
+    lowers_from_data = True
+
+    def kernel(mask, data, scale, zero_point, *, axis):
+        dense = Dequantize.kernel(_scatter(mask, data), scale, zero_point, axis=axis)
+        return torch.where(mask.to(torch.bool), dense, torch.zeros((), dtype=dense.dtype))
+
+    def lower(c, mask, data, scale, zero_point, *, axis):
+        _, uint1 = _sub_byte(1)
+        fdtype = _float_of(c, c.node.output.type.dtype)
+        rank = mask.ndim
+        shape = [1] * rank
+        if scale.ndim == 1 and scale.size > 1:
+            shape[axis] = -1
+        full = scale.reshape(shape) if scale.ndim != rank else scale
+        offset = zero_point.reshape(full.shape)
+        out_mask, nonzero = c.mb.constexpr_sparse_blockwise_shift_scale(
+            data_mask=mask.astype(uint1),
+            nonzero_data=data,
+            scale=full.astype(fdtype),
+            offset=offset,
+            name=c.name + "_sparse",
+        )
+        return c.mb.constexpr_sparse_to_dense(nonzero_data=nonzero, mask=out_mask, name=c.name)
+
+
+class SparseLutToDense(Op):
+    """A pruned and palettised weight: the kept entries are palette indices, zeros
+    elsewhere. Lowered to constexpr_lut_to_sparse + constexpr_sparse_to_dense (iOS18)."""
+
+    name = "sparse_lut_to_dense"
+    inputs = ("mask", "indices", "lut")
+    attrs = {"nbits": 8}
+    min_target = 18
+    foldable = False
+    lowers_from_data = True
+
+    def kernel(mask, indices, lut, *, nbits):
+        return _scatter(mask, lut[indices.to(torch.int64)])
+
+    def lower(c, mask, indices, lut, *, nbits):
+        sub_byte, uint1 = _sub_byte(nbits)
+        table = lut.astype(_float_of(c, c.node.output.type.dtype))
+        out_mask, nonzero = c.mb.constexpr_lut_to_sparse(
+            indices_mask=mask.astype(uint1),
+            indices_nonzero_data=indices.astype(sub_byte),
+            lut=table.reshape((1,) * mask.ndim + (2**nbits, 1)),
+            name=c.name + "_sparse",
+        )
+        return c.mb.constexpr_sparse_to_dense(nonzero_data=nonzero, mask=out_mask, name=c.name)
