@@ -75,6 +75,7 @@ _MODULES = (
     "recompose_layer_norm",
     "ane_layout",
     "sink_transposes",
+    "split_softmax",
     "prune_weights",
     "quantize_weights",
     "palettize_weights",
@@ -125,6 +126,7 @@ ANE_LAYOUT = [
     "ane_layout",
     "sink_transposes",
     "cancel_transposes",
+    "split_softmax",
     "remove_noops",
     "eliminate_dead_code",
 ]

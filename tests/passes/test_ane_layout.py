@@ -41,3 +41,32 @@ def test_ane_layout_package_matches_torch():
     assert compiled.report.mil_ops["conv"] == 3
     with torch.no_grad():
         assert_close(compiled(x), model(x), "fp32", "ane layout")
+
+
+def _attention_scores(q, k):
+    return torch.softmax(q @ k.transpose(-1, -2) / 4.0, -1)
+
+
+def test_large_attention_softmax_is_split_per_head():
+    q, k = torch.randn(1, 4, 64, 16), torch.randn(1, 4, 64, 16)
+    before, after, _ = apply(_attention_scores, (q, k), *ANE_LAYOUT)
+    assert before["softmax"] == 1
+    assert after["softmax"] == 4 and after["slice"] == 4 and after["cat"] == 1
+
+
+def test_small_softmax_is_kept_whole():
+    q, k = torch.randn(1, 4, 8, 16), torch.randn(1, 4, 8, 16)
+    _, after, _ = apply(_attention_scores, (q, k), *ANE_LAYOUT)
+    assert after["softmax"] == 1 and "cat" not in after
+
+
+def test_split_softmax_package_matches_torch():
+    q, k = torch.randn(1, 4, 64, 16), torch.randn(1, 4, 64, 16)
+
+    class Scores(nn.Module):
+        def forward(self, a, b):
+            return _attention_scores(a, b)
+
+    compiled = coreml_compile.compile(Scores(), (q, k), ane_layout=True, precision="fp32")
+    assert compiled.report.mil_ops["softmax"] == 4
+    assert_close(compiled(q, k), _attention_scores(q, k), "fp32", "split softmax")
