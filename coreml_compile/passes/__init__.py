@@ -16,6 +16,7 @@ Rules every pass follows:
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,27 +61,6 @@ def register_pass(name: str, takes_options: bool = False) -> Callable[[PassFunct
     return register
 
 
-_MODULES = (
-    "fold_constants",
-    "remove_noops",
-    "cancel_transposes",
-    "eliminate_common_subexpressions",
-    "eliminate_dead_code",
-    "fold_batch_norm",
-    "batch_norm_to_scale",
-    "fuse_bias",
-    "fold_pad",
-    "fold_reshape_into_reduction",
-    "recompose_activations",
-    "recompose_layer_norm",
-    "ane_layout",
-    "sink_transposes",
-    "split_softmax",
-    "prune_weights",
-    "quantize_weights",
-    "palettize_weights",
-)
-
 CLEANUP = [
     "fold_constants",
     "remove_noops",
@@ -109,8 +89,10 @@ DEFAULT_LEVEL = "O2"
 
 
 def all_passes() -> dict[str, PassFunction]:
-    for module in _MODULES:
-        importlib.import_module(f"coreml_compile.passes.{module}")
+    # One pass per module, named like it: importing the modules registers them all.
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
     return dict(_PASSES)
 
 

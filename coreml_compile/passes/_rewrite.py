@@ -54,6 +54,26 @@ def forward(graph: Graph, old: Value, new: Value) -> bool:
     return True
 
 
+def replace_with_node(
+    graph: Graph,
+    old: Value,
+    op: str,
+    inputs: list[Value | None],
+    attrs: dict,
+    name: str | None = None,
+    before: Node | None = None,
+) -> bool:
+    """Compute ``old`` with a new ``op`` node instead (placed before ``old``'s producer,
+    or ``before``); readers move to it and what is left dead goes. If ``old`` cannot be
+    forwarded (see :func:`forward`), the new node is removed again and False returned."""
+    anchor = before or old.producer
+    node = graph.add_node(op, inputs, attrs, [old.type], name=name or anchor.name, before=anchor)
+    if forward(graph, old, node.output):
+        return True
+    graph.remove_node(node)
+    return False
+
+
 def drop_dead(graph: Graph, node: Node | None) -> None:
     """Remove ``node`` if nothing reads its outputs, then the producers that leaves dead.
 

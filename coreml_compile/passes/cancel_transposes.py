@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from coreml_compile.compiler.ir import Graph, Node
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import forward, only_user
+from coreml_compile.passes._rewrite import forward, only_user, replace_with_node
 
 _RESHAPES = ("reshape", "flatten", "squeeze", "unsqueeze")
 
@@ -47,21 +47,11 @@ def cancel_transposes(graph: Graph) -> bool:
             if composed == list(range(len(composed))):
                 changed |= forward(graph, out, x)
             else:
-                merged = graph.add_node(
-                    "permute", [x], {"dims": composed}, [out.type], name=out.name, before=node
-                )
-                changed |= forward(graph, out, merged.output)
+                changed |= replace_with_node(graph, out, "permute", [x], {"dims": composed})
         elif node.op in _RESHAPES and inner.op in _RESHAPES and out.type.is_static:
             if x.type == out.type:
                 changed |= forward(graph, out, x)
             else:
-                merged = graph.add_node(
-                    "reshape",
-                    [x],
-                    {"shape": list(out.type.shape)},
-                    [out.type],
-                    name=out.name,
-                    before=node,
-                )
-                changed |= forward(graph, out, merged.output)
+                attrs = {"shape": list(out.type.shape)}
+                changed |= replace_with_node(graph, out, "reshape", [x], attrs)
     return changed

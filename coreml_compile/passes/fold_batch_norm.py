@@ -15,7 +15,7 @@ import numpy as np
 
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import const, forward, new_constant, only_user
+from coreml_compile.passes._rewrite import const, new_constant, only_user, replace_with_node
 
 
 @register_pass("fold_batch_norm")
@@ -50,16 +50,6 @@ def fold_batch_norm(graph: Graph) -> bool:
         new_b = (old_bias - m) * scale + b0
         w_value = new_constant(graph, f"{layer.name}_weight_bn", new_w)
         b_value = new_constant(graph, f"{layer.name}_bias_bn", new_b.astype(w.dtype))
-        fused = graph.add_node(
-            layer.op,
-            [layer.inputs[0], w_value, b_value],
-            layer.attrs,
-            [bn.output.type],
-            name=layer.name,
-            before=bn,
-        )
-        if forward(graph, bn.output, fused.output):
-            changed = True
-        else:
-            graph.remove_node(fused)
+        inputs = [layer.inputs[0], w_value, b_value]
+        changed |= replace_with_node(graph, bn.output, layer.op, inputs, layer.attrs, layer.name)
     return changed

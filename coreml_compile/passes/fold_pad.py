@@ -13,7 +13,7 @@ from __future__ import annotations
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.compiler.ops._helpers import as_tuple
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import forward, only_user
+from coreml_compile.passes._rewrite import only_user, replace_with_node
 
 
 def _folds(node, value: float) -> bool:
@@ -52,16 +52,6 @@ def fold_pad(graph: Graph) -> bool:
             for p, k in zip(attrs["padding"], as_tuple(attrs["kernel_size"], 2), strict=True)
         ):
             continue  # torch and Core ML pools take at most half the window as padding
-        fused = graph.add_node(
-            conv.op,
-            [pad.inputs[0], *conv.inputs[1:]],
-            attrs,
-            [conv.output.type],
-            name=conv.name,
-            before=conv,
-        )
-        if forward(graph, conv.output, fused.output):
-            changed = True
-        else:
-            graph.remove_node(fused)
+        inputs = [pad.inputs[0], *conv.inputs[1:]]
+        changed |= replace_with_node(graph, conv.output, conv.op, inputs, attrs)
     return changed

@@ -12,7 +12,7 @@ from __future__ import annotations
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.compiler.ops._helpers import as_tuple, normalize_axes
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import forward, only_user
+from coreml_compile.passes._rewrite import only_user, replace_with_node
 
 _REDUCTIONS = ("mean", "sum", "amax", "amin")
 
@@ -35,16 +35,6 @@ def fold_reshape_into_reduction(graph: Graph) -> bool:
         dropped = tuple(d for i, d in enumerate(x.type.shape) if i not in dims)
         if tuple(node.output.type.shape) != dropped:
             continue
-        fused = graph.add_node(
-            op,
-            [x],
-            {"dim": dims, "keepdim": False},
-            [node.output.type],
-            name=red.name,
-            before=node,
-        )
-        if forward(graph, node.output, fused.output):
-            changed = True
-        else:
-            graph.remove_node(fused)
+        attrs = {"dim": dims, "keepdim": False}
+        changed |= replace_with_node(graph, node.output, op, [x], attrs, red.name)
     return changed

@@ -15,7 +15,7 @@ import numpy as np
 
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import const, forward, new_constant, only_user
+from coreml_compile.passes._rewrite import const, new_constant, only_user, replace_with_node
 
 
 def _channel_vector(c: np.ndarray, out: Value, layer: Node) -> np.ndarray | None:
@@ -37,13 +37,7 @@ def _matmul_to_linear(graph: Graph, node: Node) -> bool:
     if data is None or data.ndim != 2 or x.type.rank < 1:
         return False
     weight = new_constant(graph, f"{node.name}_weight_t", np.ascontiguousarray(data.T))
-    linear = graph.add_node(
-        "linear", [x, weight, None], {}, [node.output.type], name=node.name, before=node
-    )
-    if forward(graph, node.output, linear.output):
-        return True
-    graph.remove_node(linear)
-    return False
+    return replace_with_node(graph, node.output, "linear", [x, weight, None], {})
 
 
 @register_pass("fuse_bias")
@@ -70,17 +64,9 @@ def fuse_bias(graph: Graph) -> bool:
             old = const(bias).astype(np.float64) if bias is not None else 0.0
             dtype = const(weight).dtype
             b_value = new_constant(graph, f"{layer.name}_bias", (old + vector).astype(dtype))
-            fused = graph.add_node(
-                layer.op,
-                [layer.inputs[0], weight, b_value],
-                layer.attrs,
-                [add.output.type],
-                name=layer.name,
-                before=add,
+            inputs = [layer.inputs[0], weight, b_value]
+            changed |= replace_with_node(
+                graph, add.output, layer.op, inputs, layer.attrs, layer.name
             )
-            if forward(graph, add.output, fused.output):
-                changed = True
-            else:
-                graph.remove_node(fused)
             break
     return changed

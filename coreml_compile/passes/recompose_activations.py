@@ -19,17 +19,13 @@ import math
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._algebra import _scalar, close, product
-from coreml_compile.passes._rewrite import forward, only_user
+from coreml_compile.passes._rewrite import only_user, replace_with_node
 
 _GATED = {"sigmoid": "silu", "hardsigmoid": "hardswish"}
 
 
 def _replace(graph: Graph, node: Node, op: str, x, attrs: dict) -> bool:
-    new = graph.add_node(op, [x], attrs, [node.output.type], name=node.name, before=node)
-    if forward(graph, node.output, new.output):
-        return True
-    graph.remove_node(new)
-    return False
+    return replace_with_node(graph, node.output, op, [x], attrs)
 
 
 def _one_plus(graph: Graph, value: Value, op: str) -> Value | None:

@@ -15,7 +15,7 @@ from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.ops._helpers import normalize_axes
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._algebra import _scalar, close
-from coreml_compile.passes._rewrite import const, forward, only_user
+from coreml_compile.passes._rewrite import const, only_user, replace_with_node
 
 
 def _trailing_mean(value: Value) -> tuple[Value, list[int]] | None:
@@ -103,17 +103,6 @@ def recompose_layer_norm(graph: Graph) -> bool:
         gamma, beta, last = _affine(graph, node.output, shape)
         if last.type != x.type:
             continue
-        before = last.producer
-        fused = graph.add_node(
-            "layer_norm",
-            [x, gamma, beta],
-            {"normalized_shape": list(shape), "eps": eps},
-            [last.type],
-            name=before.name,
-            before=before,
-        )
-        if forward(graph, last, fused.output):
-            changed = True
-        else:
-            graph.remove_node(fused)
+        attrs = {"normalized_shape": list(shape), "eps": eps}
+        changed |= replace_with_node(graph, last, "layer_norm", [x, gamma, beta], attrs)
     return changed

@@ -11,6 +11,7 @@ import coreml_compile
 from coreml_compile.compiler.frontends.torch_export import trace
 from coreml_compile.compiler.interpreter import run_graph
 from coreml_compile.errors import InputSpecError, TraceError, UnsupportedOpError
+from tests.ops.samples import Fn
 
 
 class TwoInTwoOut(nn.Module):
@@ -40,15 +41,6 @@ def test_tuple_outputs_and_output_that_is_an_input():
     g = trace(Fn(lambda a: (a, a * 2)), (torch.randn(2),))
     assert [v.name for v in g.outputs] == ["output_0", "output_1"]
     g.verify()
-
-
-class Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
 
 
 def test_in_place_ops_rebind_later_readers():

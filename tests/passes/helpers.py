@@ -8,15 +8,7 @@ from torch import nn
 from coreml_compile.compiler.frontends.torch_export import trace
 from coreml_compile.compiler.interpreter import run_graph
 from coreml_compile.passes import run_pipeline
-
-
-class Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
+from tests.ops.samples import Fn
 
 
 def apply(module: nn.Module, inputs: tuple, *passes: str):

@@ -14,36 +14,25 @@ class _Binary(Op):
     inputs = ("x", "y")
 
 
-class Add(_Binary):
-    """x + alpha * y"""
-
-    name = "add"
-    attrs = {"alpha": 1}
+def _with_alpha(name: str, torch_fn, sign: str) -> type[Op]:
+    """add/sub: ``x {sign} alpha * y``, as torch.add and torch.sub take it."""
 
     def kernel(x, y, *, alpha):
-        return torch.add(x, y, alpha=alpha) if alpha != 1 else torch.add(x, y)
+        return torch_fn(x, y, alpha=alpha) if alpha != 1 else torch_fn(x, y)
 
     def lower(c, x, y, *, alpha):
         x, y = c.promote(x, y)
         if alpha != 1:
             y = c.mb.mul(x=y, y=c.scalar(alpha, like=y), name=c.name + "_alpha")
-        return c.mb.add(x=x, y=y, name=c.name)
+        return getattr(c.mb, name)(x=x, y=y, name=c.name)
+
+    doc = f"x {sign} alpha * y"
+    attrs = {"__doc__": doc, "name": name, "attrs": {"alpha": 1}, "kernel": kernel, "lower": lower}
+    return type(name.title(), (_Binary,), attrs)
 
 
-class Sub(_Binary):
-    """x - alpha * y"""
-
-    name = "sub"
-    attrs = {"alpha": 1}
-
-    def kernel(x, y, *, alpha):
-        return torch.sub(x, y, alpha=alpha) if alpha != 1 else torch.sub(x, y)
-
-    def lower(c, x, y, *, alpha):
-        x, y = c.promote(x, y)
-        if alpha != 1:
-            y = c.mb.mul(x=y, y=c.scalar(alpha, like=y), name=c.name + "_alpha")
-        return c.mb.sub(x=x, y=y, name=c.name)
+_with_alpha("add", torch.add, "+")
+_with_alpha("sub", torch.sub, "-")
 
 
 class Mul(_Binary):
