@@ -201,6 +201,11 @@ def compression(name: str = "resnet50") -> None:
         "palette6": {"quantize": "palette6"},
         "prune 0.5": {"prune": "0.5"},
         "prune 2:4": {"prune": "2:4"},
+        "prune 0.5 + palette4 (iOS18)": {
+            "prune": "0.5",
+            "quantize": "palette4",
+            "minimum_deployment_target": "iOS18",
+        },
     }
     try:
         print(f"\n{name}: compression (sizes relative to fp16; cosine against fp32 torch)")
