@@ -1,0 +1,133 @@
+"""Partitioning: which nodes go to Core ML, grouped into as few partitions as possible.
+
+Every node is asked the one support question (``compiler.ops.unsupported_reason``);
+the partitioner knows nothing about individual ops. Nodes are grouped by kind (Core ML
+or fallback) and by how many kind changes lie on the longest path that reaches them:
+
+    level(n) = max over producers p of level(p) + (kind(p) != kind(n))
+
+Nodes of one kind and one level form one partition. Partitions built this way can be
+contracted without creating a cycle (a path that leaves a partition and comes back would
+change kind twice, so its end would sit two levels higher), and ordering them by level
+is a valid execution order. A Core ML partition smaller than ``min_coreml_nodes`` that is
+not the whole model costs more in hand-offs than it saves; it is run as fallback instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coreml_compile.compiler.ir import Graph, Node, Value
+from coreml_compile.compiler.ops import unsupported_reason
+
+COREML = "coreml"
+FALLBACK = "fallback"
+
+
+@dataclass
+class Partition:
+    index: int
+    kind: str
+    nodes: list[Node]
+    # Values the partition reads from outside it (graph inputs or earlier partitions);
+    # constants are not listed: each partition carries the constants it reads.
+    inputs: list[Value] = field(default_factory=list)
+    # Values later partitions or the graph's outputs read.
+    outputs: list[Value] = field(default_factory=list)
+    # For fallback partitions: why each node could not go to Core ML.
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    partitions: list[Partition]
+
+    @property
+    def coreml_share(self) -> float:
+        total = sum(len(p.nodes) for p in self.partitions)
+        on_core_ml = sum(len(p.nodes) for p in self.partitions if p.kind == COREML)
+        return on_core_ml / total if total else 1.0
+
+
+def _levels(graph: Graph, kind: dict[int, str]) -> dict[int, int]:
+    level: dict[int, int] = {}
+    for node in graph.nodes:  # the IR keeps nodes in topological order
+        best = 0
+        for v in node.present_inputs():
+            p = v.producer
+            if p is not None:
+                best = max(best, level[id(p)] + (kind[id(p)] != kind[id(node)]))
+        level[id(node)] = best
+    return level
+
+
+def _groups(graph: Graph, kind: dict[int, str]) -> list[tuple[int, str, list[Node]]]:
+    level = _levels(graph, kind)
+    grouped: dict[tuple[int, str], list[Node]] = {}
+    for node in graph.nodes:
+        grouped.setdefault((level[id(node)], kind[id(node)]), []).append(node)
+    # Core ML first among groups of one level: they are independent, and Core ML's
+    # results are then ready for the fallback groups of the next level.
+    order = sorted(grouped, key=lambda key: (key[0], key[1] != COREML))
+    return [(lvl, k, grouped[(lvl, k)]) for lvl, k in order]
+
+
+def partition(graph: Graph, generation: int, min_coreml_nodes: int = 1) -> Plan:
+    """Split ``graph`` into Core ML and fallback partitions for a target generation."""
+    reasons = {id(n): unsupported_reason(n, generation) for n in graph.nodes}
+    kind = {id(n): FALLBACK if reasons[id(n)] else COREML for n in graph.nodes}
+    while True:
+        groups = _groups(graph, kind)
+        tiny = [
+            nodes
+            for _lvl, k, nodes in groups
+            if k == COREML and len(nodes) < min_coreml_nodes and len(groups) > 1
+        ]
+        if not tiny:
+            break
+        for nodes in tiny:
+            for node in nodes:
+                kind[id(node)] = FALLBACK
+                reasons[id(node)] = (
+                    f"{node.op}: in a Core ML partition of {len(nodes)} node(s), "
+                    f"below the minimum of {min_coreml_nodes}"
+                )
+    partitions = [
+        Partition(i, k, nodes, reasons={n.name: reasons[id(n)] for n in nodes if reasons[id(n)]})
+        for i, (_lvl, k, nodes) in enumerate(groups)
+    ]
+    _connect(graph, partitions)
+    return Plan(partitions)
+
+
+def _connect(graph: Graph, partitions: list[Partition]) -> None:
+    """Fill in each partition's inputs and outputs."""
+    owner = {id(n): p.index for p in partitions for n in p.nodes}
+    graph_outputs = {id(v) for v in graph.outputs}
+    for p in partitions:
+        seen: set[int] = set()
+        for node in p.nodes:
+            for v in node.present_inputs():
+                if v.is_constant or id(v) in seen:
+                    continue
+                if v.producer is None or owner[id(v.producer)] != p.index:
+                    seen.add(id(v))
+                    p.inputs.append(v)
+        for node in p.nodes:
+            for v in node.outputs:
+                read_outside = any(owner[id(u)] != p.index for u in v.users)
+                if read_outside or id(v) in graph_outputs:
+                    p.outputs.append(v)
+
+
+def check_acyclic(graph: Graph, plan: Plan) -> bool:
+    """True if contracting each partition to one vertex leaves a DAG (networkx)."""
+    import networkx as nx
+
+    owner = {n.name: p.index for p in plan.partitions for n in p.nodes}
+    contracted = nx.DiGraph()
+    contracted.add_nodes_from(p.index for p in plan.partitions)
+    for a, b in graph.to_networkx().edges:
+        if owner[a] != owner[b]:
+            contracted.add_edge(owner[a], owner[b])
+    return nx.is_directed_acyclic_graph(contracted)
