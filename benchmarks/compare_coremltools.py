@@ -4,8 +4,8 @@ For each model both tools start from the same torch.export program and end with 
 package; each measurement runs in a fresh subprocess so peak RSS is its own. Prints
 seconds, peak RSS (MiB), package size (MB) and Core ML op count, and our/coremltools ratios.
 Then ResNet-50's package size and output cosine per compression mode, and the time of
-the -O2 pipeline; then the reference executor against torch eager (ResNet-50, batch 1)
-and the time to load a package.
+the -O2 pipeline; the time to partition a 1,000-node graph; then the reference executor
+against torch eager (ResNet-50, batch 1) and the time to load a package.
 
     python benchmarks/compare_coremltools.py                 # resnet50 vgg16 mobilenetv2
     python benchmarks/compare_coremltools.py --models resnet50 --skip-runtime
@@ -224,6 +224,29 @@ def compression(name: str = "resnet50") -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def partitioning(nodes: int = 1000) -> None:
+    """Time partitioning a graph of ``nodes`` nodes with an unsupported op every 50."""
+    import torch
+
+    from coreml_compile.compiler.frontends.torch_export import trace
+    from coreml_compile.runtime.partition import partition
+
+    class Chain(torch.nn.Module):
+        def forward(self, x):
+            for i in range(nodes // 2):
+                x = torch.relu(x) * 1.5 if i % 25 else torch.linalg.inv(x) + 1
+            return x
+
+    graph = trace(Chain(), (torch.eye(4) * 2,))
+    start = time.perf_counter()
+    plan = partition(graph, 16)
+    seconds = time.perf_counter() - start
+    print(
+        f"\npartitioning {len(graph.nodes)} nodes into {len(plan.partitions)} partitions: "
+        f"{seconds * 1000:.0f} ms"
+    )
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _, _, tool, name, out = sys.argv
@@ -241,6 +264,7 @@ def main() -> None:
         compare(args.models)
         if not args.skip_compression:
             compression()
+        partitioning()
     if not args.skip_runtime:
         runtime(args.repeats)
 
