@@ -24,7 +24,7 @@ import numpy as np
 
 from coreml_compile.compiler import dtypes, targets
 from coreml_compile.compiler.ir import Graph, Node, Value
-from coreml_compile.compiler.ops import get_record, unsupported_reason
+from coreml_compile.compiler.ops import get_record, group_variadic, unsupported_reason
 from coreml_compile.errors import LoweringError, UnsupportedOpError
 
 PRECISIONS = ("fp16", "fp32")
@@ -246,9 +246,7 @@ def _lower_node(c: LowerContext, node: Node, output_names: dict[int, str]) -> No
         args = [None if v is None else v.data for v in node.inputs]
     else:
         args = [c.get(v) for v in node.inputs]
-    if any(spec.startswith("*") for spec in record.inputs):
-        fixed = len([s for s in record.inputs if not s.startswith("*")])
-        args = [args[: len(args) - fixed], *args[len(args) - fixed :]]
+    args = group_variadic(record, args)
     try:
         result = record.lower(c, *args, **node.attrs)
     except UnsupportedOpError:

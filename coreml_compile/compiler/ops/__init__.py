@@ -80,7 +80,7 @@ class Op:
     @classmethod
     def run(cls, inputs: Sequence[Any], attrs: dict[str, Any]) -> tuple[Any, ...]:
         """Run the reference kernel; always returns a tuple of outputs."""
-        args = _group_variadic(cls, list(inputs))
+        args = group_variadic(cls, list(inputs))
         out = cls.kernel(*args, **attrs)
         return tuple(out) if isinstance(out, tuple | list) else (out,)
 
@@ -105,7 +105,7 @@ class Op:
         return [TensorType(dtypes.from_torch(o.dtype), tuple(o.shape)) for o in outs]
 
 
-def _group_variadic(record: type[Op], inputs: list[Any]) -> list[Any]:
+def group_variadic(record: type[Op], inputs: list[Any]) -> list[Any]:
     """Turn the flat input list back into the kernel's arguments (a list for ``*name``)."""
     if any(n.startswith("*") for n in record.inputs):
         fixed = [n for n in record.inputs if not n.startswith("*")]
