@@ -113,6 +113,7 @@ def _samples() -> list[Sample]:
     add("matmul", "bmm", torch.bmm, rand(2, 3, 4), rand(2, 4, 5))
     add("linear", "bias", nn.Linear(6, 4), rand(3, 6))
     add("linear", "no_bias_rank4", nn.Linear(6, 4, bias=False), rand(2, 2, 3, 6))
+    add("linear", "weight_is_an_input", lambda a, w: F.linear(a, w), rand(3, 6), rand(4, 6))
     w = rand(4, 5)
     b = rand(5)
     add("addmm", "plain", lambda a: torch.addmm(b, a, w), rand(3, 4))

@@ -34,7 +34,10 @@ class Linear(Op):
     def lower(c, x, weight, bias):
         # MIL's linear takes inputs of rank 1 to 3; beyond that a matmul with the
         # transposed weight computes the same thing.
-        constant = weight.val is not None or weight.op.op_type.startswith("constexpr_")
+        # Compressed weights (constexpr_* ops) are constants to Core ML too; a weight that
+        # is a model input has no producing op.
+        producer = weight.op.op_type if weight.op is not None else ""
+        constant = weight.val is not None or producer.startswith("constexpr_")
         if x.rank <= 3 and constant:
             return c.mb.linear(x=x, weight=weight, bias=bias, name=c.name)
         wt = c.mb.transpose(x=weight, perm=[1, 0], name=c.name + "_wt")
