@@ -31,7 +31,13 @@ def _passthrough(node: Node) -> Value | None:
         return x
     if op == "transpose" and a["dim0"] % x.type.rank == a["dim1"] % x.type.rank:
         return x
-    if op in ("slice", "pad", "clamp", "cat"):
+    if op == "slice" and a["step"] == 1:
+        return x
+    if op == "pad" and not any(a["pad"]):
+        return x
+    if op == "clamp" and a["min"] is None and a["max"] is None:
+        return x
+    if op == "cat" and len(node.inputs) == 1:
         return x
     if op in ("add", "sub") and is_const_equal(node.inputs[1], 0) and a["alpha"] in (0, 1):
         return x
@@ -54,19 +60,6 @@ def _passthrough(node: Node) -> Value | None:
     return None
 
 
-def _noop_check(node: Node) -> bool:
-    """Ops above whose no-op-ness also depends on their attributes' effect on values."""
-    if node.op == "clamp":
-        return node.attrs["min"] is None and node.attrs["max"] is None
-    if node.op == "pad":
-        return not any(node.attrs["pad"])
-    if node.op == "slice":
-        return node.attrs["step"] == 1
-    if node.op == "cat":
-        return len(node.inputs) == 1
-    return True
-
-
 @register_pass("remove_noops")
 def remove_noops(graph: Graph) -> bool:
     changed = False
@@ -75,7 +68,7 @@ def remove_noops(graph: Graph) -> bool:
             continue
         source = _passthrough(node)
         out = node.outputs[0]
-        if source is None or source.type != out.type or not _noop_check(node):
+        if source is None or source.type != out.type:
             continue
         changed |= forward(graph, out, source)
     return changed

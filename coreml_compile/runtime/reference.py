@@ -78,7 +78,7 @@ def _store(tensor: Any, mil: str) -> Any:
     return tensor
 
 
-def const_value(val: Any, mil: str) -> Any:
+def const_value(val: Any) -> Any:
     """A MIL constant as the kernels want it: tensors for arrays, Python values for params."""
     if isinstance(val, np.ndarray) and val.ndim > 0:
         array = np.ascontiguousarray(val)
@@ -124,7 +124,7 @@ class ReferenceExecutor:
         for op in self.function.operations:
             if op.op_type == "const":
                 out = op.outputs[0]
-                self.constants[out.name] = self._on_device(const_value(out.val, _mil_dtype(out)))
+                self.constants[out.name] = self._on_device(const_value(out.val))
                 continue
             if op.op_type.startswith("constexpr_"):
                 # Compressed weights (quantised, palettised, sparse) are constants: they
@@ -145,7 +145,7 @@ class ReferenceExecutor:
                 elif var.op is None or var.op.op_type != "const" or var.val is None:
                     args[key] = ("var", var.name)
                 else:
-                    args[key] = ("const", self._on_device(const_value(var.val, _mil_dtype(var))))
+                    args[key] = ("const", self._on_device(const_value(var.val)))
             outputs = [(v.name, _mil_dtype(v)) for v in op.outputs]
             if op.op_type in VALUE_PRESERVING and all(self._is_fp16(v) for v in op.inputs.values()):
                 outputs = [(n, "fp16-exact" if m == "fp16" else m) for n, m in outputs]
@@ -177,9 +177,7 @@ class ReferenceExecutor:
             ) from exc
         values = values if isinstance(values, tuple | list) else (values,)
         for out, val in zip(op.outputs, values, strict=True):
-            self.constants[out.name] = self._on_device(
-                const_value(np.asarray(val), _mil_dtype(out))
-            )
+            self.constants[out.name] = self._on_device(const_value(np.asarray(val)))
 
     def _on_device(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor) and self.device.type != "cpu":

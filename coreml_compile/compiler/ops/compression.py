@@ -28,6 +28,22 @@ def _float_of(c, like_dtype: str) -> type:
     return np.float16 if c.mil_dtype(like_dtype) == "fp16" else np.float32
 
 
+def _sub_byte(nbits: int):
+    """The numpy dtypes coremltools uses for uint<nbits> and uint1 constants (iOS18)."""
+    from coreml_compile.compiler.lower import import_coremltools
+
+    import_coremltools()
+    from coremltools.converters.mil.mil import types
+
+    return getattr(types, f"np_uint{nbits}_dtype", np.uint8), types.np_uint1_dtype
+
+
+def _scatter(mask, values):
+    """A dense tensor with ``values`` where ``mask`` is set, zeros elsewhere."""
+    dense = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+    return dense.masked_scatter(mask.to(torch.bool), values)
+
+
 class Dequantize(Op):
     """scale * (data - zero_point): int8/uint8 data, one scale (and zero point) per tensor,
     per slice along ``axis`` (scale 1-d), or per block (scale of data's rank, each dim
@@ -109,9 +125,7 @@ class LutToDense(Op):
         idx = indices
         table = lut.astype(_float_of(c, c.node.output.type.dtype))
         if c.generation >= 18:
-            from coremltools.converters.mil.mil import types
-
-            sub_byte = getattr(types, f"np_uint{nbits}_dtype", np.uint8)
+            sub_byte, _ = _sub_byte(nbits)
             groups = table.shape[0] if table.ndim == 2 else 1
             lut18 = table.reshape((groups,) + (1,) * (idx.ndim - 1) + (2**nbits, 1))
             return c.mb.constexpr_lut_to_dense(indices=idx.astype(sub_byte), lut=lut18, name=c.name)
@@ -140,17 +154,15 @@ class SparseToDense(Op):
     lowers_from_data = True
 
     def kernel(values, mask):
-        dense = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
-        return dense.masked_scatter(mask.to(torch.bool), values)
+        return _scatter(mask, values)
 
     def lower(c, values, mask):
         nonzero = values.astype(_float_of(c, c.node.output.type.dtype))
         bits = mask.astype(bool)
         if c.generation >= 18:
-            from coremltools.converters.mil.mil import types
-
+            _, uint1 = _sub_byte(1)
             return c.mb.constexpr_sparse_to_dense(
-                nonzero_data=nonzero, mask=bits.astype(types.np_uint1_dtype), name=c.name
+                nonzero_data=nonzero, mask=bits.astype(uint1), name=c.name
             )
         return c.mb.constexpr_sparse_to_dense(
             nonzero_data=nonzero,
@@ -158,20 +170,6 @@ class SparseToDense(Op):
             shape=np.array(bits.shape, np.uint32),
             name=c.name,
         )
-
-
-def _sub_byte(nbits: int):
-    from coreml_compile.compiler.lower import import_coremltools
-
-    import_coremltools()
-    from coremltools.converters.mil.mil import types
-
-    return getattr(types, f"np_uint{nbits}_dtype", np.uint8), types.np_uint1_dtype
-
-
-def _scatter(mask, values):
-    dense = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
-    return dense.masked_scatter(mask.to(torch.bool), values)
 
 
 class SparseDequantize(Op):
