@@ -268,7 +268,7 @@ def _list_passes(ctx: click.Context) -> None:
     click.echo(f"--prune/--quantize add: {' '.join(COMPRESSION)} (as asked)")
     click.echo("passes:")
     for name, fn in sorted(all_passes().items()):
-        doc = (fn.__module__ and __import__(fn.__module__, fromlist=["_"]).__doc__) or ""
+        doc = sys.modules[fn.__module__].__doc__ or ""
         click.echo(f"  {name:<34}{doc.strip().splitlines()[0] if doc else ''}")
     ctx.exit()
 

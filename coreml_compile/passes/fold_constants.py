@@ -14,7 +14,8 @@ import re
 import numpy as np
 import torch
 
-from coreml_compile.compiler.ir import Graph
+from coreml_compile.compiler import dtypes
+from coreml_compile.compiler.ir import Graph, TensorType
 from coreml_compile.compiler.ops import get_record
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._rewrite import forward
@@ -34,25 +35,24 @@ def fold_constants(graph: Graph) -> bool:
         if not inputs and (node.op != "aten" or _RANDOM.search(node.attrs["target"])):
             # Factories (zeros, arange, full) fold; random ones must run each time.
             continue
-        if not get_record(node.op).foldable or (node.op == "dropout" and node.attrs.get("train")):
+        record = get_record(node.op)
+        if not record.foldable or (node.op == "dropout" and node.attrs.get("train")):
             continue
         sizes = sum(v.data.size for v in inputs)
         if any(o.type.numel() > max(_SMALL, sizes) for o in node.outputs):
             continue
-        record = get_record(node.op)
+        # Graph outputs stay produced by a node (they keep the user's names).
+        wanted = [o for o in node.outputs if o.users and o not in graph.outputs]
+        if not wanted:
+            continue
+        # Inputs are copied: constants share memory with the user's model.
         tensors = [None if v is None else torch.from_numpy(np.array(v.data)) for v in node.inputs]
         with torch.no_grad():
             results = record.run(tensors, node.attrs)
         for out, result in zip(node.outputs, results, strict=False):
-            if not out.users and out not in graph.outputs:
+            got = TensorType(dtypes.from_torch(result.dtype), tuple(result.shape))
+            if out not in wanted or got != out.type:
                 continue
             folded = graph.add_constant(f"{out.name}_folded", result.numpy())
-            if folded.type != out.type:
-                del graph.constants[folded.name]
-                continue
-            if out in graph.outputs:
-                # An output must stay produced by a node (it keeps the user's name).
-                del graph.constants[folded.name]
-                continue
             changed |= forward(graph, out, folded)
     return changed
