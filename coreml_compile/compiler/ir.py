@@ -135,6 +135,11 @@ class Graph:
         self._names.add(name)
         return name
 
+    def rename(self, value: Value, name: str) -> None:
+        """Give ``value`` the name ``name``, or a fresh variant of it if another value has it."""
+        self._names.discard(value.name)
+        value.name = self.fresh_name(name)
+
     def add_input(self, name: str, type: TensorType) -> Value:
         value = Value(self.fresh_name(name), type)
         self.inputs.append(value)

@@ -48,9 +48,9 @@ def forward(graph: Graph, old: Value, new: Value) -> bool:
     drop_dead(graph, old.producer)
     if was_output:
         # The output keeps its user-facing name (the old value is gone with its node).
-        old_name = old.name
-        old.name = f"{old_name}__removed"
-        new.name = old_name
+        name = old.name
+        graph.rename(old, f"{name}__removed")
+        graph.rename(new, name)
     return True
 
 

@@ -96,3 +96,15 @@ def test_trace_is_deterministic():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
     x = torch.randn(1, 3, 8, 8)
     assert str(trace(model, (x,))) == str(trace(model, (x,)))
+
+
+def test_rename_never_duplicates_a_name():
+    g = _small_graph()
+    mul, relu, _ = g.nodes
+    g.rename(relu.output, "mul")  # taken by the mul's output: a fresh variant instead
+    assert relu.output.name == "mul_1" and mul.output.name == "mul"
+    g.rename(relu.output, "activated")
+    assert relu.output.name == "activated"
+    g.rename(mul.output, "mul_1")  # freed by the rename above
+    assert mul.output.name == "mul_1"
+    g.verify()

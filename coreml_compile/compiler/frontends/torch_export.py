@@ -259,10 +259,8 @@ class _Translator:
         """Give an output the user-facing name; an identity node where renaming can't."""
         g = self.graph
         if value.producer is not None and value not in g.outputs and value.name != name:
-            g._names.discard(value.name)
-            g._names.discard(name)
             old = value.name
-            value.name = g.fresh_name(name)
+            g.rename(value, name)
             if value.producer.name == old:
                 value.producer.name = value.name
             return value
