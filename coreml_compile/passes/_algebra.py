@@ -13,7 +13,7 @@ from coreml_compile.compiler.ir import Graph, Value
 from coreml_compile.passes._rewrite import const
 
 
-def _scalar(value: Value | None) -> float | None:
+def scalar_value(value: Value | None) -> float | None:
     data = const(value)
     if data is None or data.size != 1:
         return None
@@ -31,14 +31,14 @@ def product(graph: Graph, value: Value, root: bool = True) -> tuple[float, list[
     if node.op == "div":
         if node.attrs["rounding_mode"] is not None:
             return 1.0, [value]
-        d = _scalar(node.inputs[1])
+        d = scalar_value(node.inputs[1])
         if d is None or d == 0:
             return 1.0, [value]
         inner = product(graph, node.inputs[0], root=False)
         return inner[0] / d, inner[1]
     scalar, factors = 1.0, []
     for operand in node.inputs:
-        s = _scalar(operand)
+        s = scalar_value(operand)
         if s is not None:
             scalar *= s
             continue

@@ -18,7 +18,7 @@ import math
 
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._algebra import _scalar, close, product
+from coreml_compile.passes._algebra import scalar_value, close, product
 from coreml_compile.passes._rewrite import only_user, replace_with_node
 
 _GATED = {"sigmoid": "silu", "hardsigmoid": "hardswish"}
@@ -36,7 +36,7 @@ def _one_plus(graph: Graph, value: Value, op: str) -> Value | None:
     for term, other in (add.inputs, add.inputs[::-1]):
         inner = term.producer
         if (
-            close(_scalar(other), 1.0)
+            close(scalar_value(other), 1.0)
             and inner is not None
             and inner.op == op
             and only_user(graph, term) is add
@@ -52,7 +52,7 @@ def _is_cube_of(value: Value, x: Value) -> bool:
         node is not None
         and node.op == "pow"
         and node.inputs[0] is x
-        and close(_scalar(node.inputs[1]), 3.0)
+        and close(scalar_value(node.inputs[1]), 3.0)
     )
 
 

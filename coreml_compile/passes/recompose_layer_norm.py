@@ -14,7 +14,7 @@ from __future__ import annotations
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.ops._helpers import normalize_axes
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._algebra import _scalar, close
+from coreml_compile.passes._algebra import scalar_value, close
 from coreml_compile.passes._rewrite import const, only_user, replace_with_node
 
 
@@ -34,7 +34,7 @@ def _squared(value: Value, d: Value) -> bool:
     if node is None:
         return False
     if node.op == "pow":
-        return node.inputs[0] is d and close(_scalar(node.inputs[1]), 2.0)
+        return node.inputs[0] is d and close(scalar_value(node.inputs[1]), 2.0)
     return node.op == "mul" and node.inputs[0] is d and node.inputs[1] is d
 
 
@@ -66,7 +66,7 @@ def _match_core(node: Node) -> tuple[Value, list[int], float] | None:
     if add is None or add.op != "add":
         return None
     for v, e in (add.inputs, add.inputs[::-1]):
-        eps = _scalar(e)
+        eps = scalar_value(e)
         var = _trailing_mean(v)
         if eps is not None and var is not None and var[1] == mean[1] and _squared(var[0], d):
             return x, mean[1], eps
