@@ -18,7 +18,7 @@ import math
 
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._algebra import scalar_value, close, product
+from coreml_compile.passes._algebra import close, product, scalar_value
 from coreml_compile.passes._rewrite import only_user, replace_with_node
 
 _GATED = {"sigmoid": "silu", "hardsigmoid": "hardswish"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.ops._helpers import normalize_axes
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._algebra import scalar_value, close
+from coreml_compile.passes._algebra import close, scalar_value
 from coreml_compile.passes._rewrite import const, only_user, replace_with_node
 
 
