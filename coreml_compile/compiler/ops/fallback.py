@@ -22,20 +22,21 @@ def resolve_overload(target: str) -> Any:
     return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
 
 
-_TORCH_OBJECT_KINDS = ("dtype", "layout", "memory_format", "device")
+# Keys that are not Python identifiers, so no keyword argument's dict can look like one.
+_TORCH_OBJECT_KINDS = ("torch.dtype", "torch.layout", "torch.memory_format", "torch.device")
 
 
 def encode_torch_object(obj: Any) -> dict[str, str]:
-    """A dtype, layout, memory format or device as JSON: ``{"dtype": "float32"}``..."""
+    """A dtype, layout, memory format or device as JSON: ``{"torch.dtype": "float32"}``..."""
     if isinstance(obj, torch.device):
-        return {"device": str(obj)}
+        return {"torch.device": str(obj)}
     kind = {torch.dtype: "dtype", torch.layout: "layout", torch.memory_format: "memory_format"}
-    return {kind[type(obj)]: str(obj).removeprefix("torch.")}
+    return {f"torch.{kind[type(obj)]}": str(obj).removeprefix("torch.")}
 
 
 def _decode_torch_object(template: dict[str, str]) -> Any:
     ((kind, name),) = template.items()
-    return torch.device(name) if kind == "device" else getattr(torch, name)
+    return torch.device(name) if kind == "torch.device" else getattr(torch, name)
 
 
 def _rebuild(template: Any, tensors: list[Any]) -> Any:
@@ -56,4 +57,5 @@ class Aten(Op):
     attrs = {"target": "", "args": [], "kwargs": {}}
 
     def kernel(tensors, *, target, args, kwargs):
-        return resolve_overload(target)(*_rebuild(args, tensors), **_rebuild(kwargs, tensors))
+        kwargs = {key: _rebuild(value, tensors) for key, value in kwargs.items()}
+        return resolve_overload(target)(*_rebuild(args, tensors), **kwargs)
