@@ -214,6 +214,47 @@ class Graph:
             if v.is_constant and not v.users and v not in self.outputs:
                 self.constants.pop(v.name, None)
 
+    def extract(
+        self, nodes: Sequence[Node], inputs: Sequence[Value], outputs: Sequence[Value], name: str
+    ) -> Graph:
+        """A new graph of copies of ``nodes`` computing ``outputs`` from ``inputs``.
+
+        Values and nodes keep their names, so a partition's boundary tensors are found by
+        name in both graphs; constants the nodes read come along (their arrays are shared,
+        not copied).
+        """
+        sub = Graph(name)
+        copies: dict[int, Value] = {}
+
+        def copy(v: Value) -> Value:
+            c = Value(v.name, v.type, v.data)
+            sub._names.add(v.name)
+            copies[id(v)] = c
+            return c
+
+        for v in inputs:
+            sub.inputs.append(copy(v))
+        for node in nodes:
+            ins: list[Value | None] = []
+            for v in node.inputs:
+                if v is not None and id(v) not in copies:
+                    if not v.is_constant:
+                        raise IRVerificationError(
+                            f"cannot extract {node.name}: it reads {v.name}, which is "
+                            "neither an input of the new graph nor computed in it"
+                        )
+                    sub.constants[v.name] = copy(v)
+                ins.append(None if v is None else copies[id(v)])
+            new = Node(node.op, node.name, ins, node.attrs, [copy(o) for o in node.outputs])
+            sub._names.add(node.name)
+            for v in new.present_inputs():
+                v.users.append(new)
+            for out in new.outputs:
+                out.producer = new
+            sub.nodes.append(new)
+        sub.outputs = [copies[id(v)] for v in outputs]
+        return sub
+
     # -- analysis ---------------------------------------------------------------------
 
     def values(self) -> Iterator[Value]:
