@@ -138,7 +138,7 @@ class LowerContext:
             raise LoweringError(f"constant {value.name} does not fit in int32")
         if mil == "fp16" and data.size and np.isfinite(data).all():
             largest = float(np.abs(data).max())
-            if largest > np.finfo(np.float16).max:
+            if largest > float(np.finfo(np.float16).max):
                 self.warnings.append(
                     f"constant {value.name} holds {largest:g}, beyond fp16's range: it is inf "
                     "in the fp16 program (compile with precision fp32 to keep it)"
@@ -178,13 +178,13 @@ def check_supported(graph: Graph, generation: int) -> None:
         raise UnsupportedOpError(problems)
 
 
-def build_program(
+def build_function(
     graph: Graph,
     precision: str = "fp16",
     target: str | int = targets.DEFAULT,
     warnings: list[str] | None = None,
 ) -> Any:
-    """Lower ``graph`` to a MIL Program; every node must be supported for ``target``.
+    """Lower ``graph`` to one MIL Function; every node must be supported for ``target``.
 
     Warnings (constants beyond fp16's range...) are appended to ``warnings`` if given.
     """
@@ -194,7 +194,7 @@ def build_program(
     check_supported(graph, generation)
     ct = import_coremltools()
     from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.mil import Function, Program, types
+    from coremltools.converters.mil.mil import Function, types
 
     placeholders = {
         v.name: mb.placeholder(
@@ -226,10 +226,38 @@ def build_program(
                 var = mb.identity(x=var, name=v.name)
             outs.append(var)
         function.set_outputs(outs)
-    program = Program()
-    program.add_function("main", function)
     if warnings is not None:
         warnings.extend(c.warnings)
+    return function
+
+
+def build_program(
+    graph: Graph,
+    precision: str = "fp16",
+    target: str | int = targets.DEFAULT,
+    warnings: list[str] | None = None,
+) -> Any:
+    """Lower ``graph`` to a MIL Program whose one function is "main" (see build_function)."""
+    return single_function_program(build_function(graph, precision, target, warnings))
+
+
+def single_function_program(function: Any) -> Any:
+    from coremltools.converters.mil.mil import Program
+
+    program = Program()
+    program.add_function("main", function)
+    return program
+
+
+def build_multifunction_program(functions: dict[str, Any], default: str) -> Any:
+    """One MIL Program holding several functions (Core ML runs them from iOS18/macOS15)."""
+    from coremltools.converters.mil.mil import Program
+
+    program = Program()
+    for name, function in functions.items():
+        program.add_function(name, function)
+    program.default_function_name = default
+    program.export_as_multifunction = True
     return program
 
 
