@@ -9,8 +9,9 @@ or fallback) and by how many kind changes lie on the longest path that reaches t
 Nodes of one kind and one level form one partition. Partitions built this way can be
 contracted without creating a cycle (a path that leaves a partition and comes back would
 change kind twice, so its end would sit two levels higher), and ordering them by level
-is a valid execution order. A Core ML partition smaller than ``min_coreml_nodes`` that is
-not the whole model costs more in hand-offs than it saves; it is run as fallback instead.
+is a valid execution order. Whether a small Core ML partition between fallbacks is
+worth its two hand-offs is the strategy's call (``runtime/strategy.py``); one that is not
+is run as fallback instead, and the groups are formed again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.ops import unsupported_reason
+from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
 COREML = "coreml"
 FALLBACK = "fallback"
@@ -36,6 +38,12 @@ class Partition:
     outputs: list[Value] = field(default_factory=list)
     # For fallback partitions: why each node could not go to Core ML.
     reasons: dict[str, str] = field(default_factory=dict)
+    # For Core ML partitions: why the strategy kept it there (empty if it is the model).
+    decision: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"partition_{self.index}"
 
 
 @dataclass
@@ -63,39 +71,58 @@ def _levels(graph: Graph, kind: dict[int, str]) -> dict[int, int]:
 
 def _groups(graph: Graph, kind: dict[int, str]) -> list[tuple[int, str, list[Node]]]:
     level = _levels(graph, kind)
+    position = {id(n): i for i, n in enumerate(graph.nodes)}
     grouped: dict[tuple[int, str], list[Node]] = {}
     for node in graph.nodes:
         grouped.setdefault((level[id(node)], kind[id(node)]), []).append(node)
     # Core ML first among groups of one level: they are independent, and Core ML's
     # results are then ready for the fallback groups of the next level.
     order = sorted(grouped, key=lambda key: (key[0], key[1] != COREML))
-    return [(lvl, k, grouped[(lvl, k)]) for lvl, k in order]
+    groups: list[tuple[int, str, list[Node]]] = []
+    for lvl, k in order:
+        # Neighbours in an execution order can always run as one partition: one
+        # hand-off fewer (a fallback at level 0 and one at level 1, say).
+        if groups and groups[-1][1] == k:
+            groups[-1][2].extend(grouped[(lvl, k)])
+        else:
+            groups.append((lvl, k, list(grouped[(lvl, k)])))
+    for _lvl, _k, nodes in groups:
+        nodes.sort(key=lambda n: position[id(n)])
+    return groups
 
 
-def partition(graph: Graph, generation: int, min_coreml_nodes: int = 1) -> Plan:
+def partition(
+    graph: Graph, generation: int, strategy: HybridExecutionStrategy | None = None
+) -> Plan:
     """Split ``graph`` into Core ML and fallback partitions for a target generation."""
+    strategy = strategy or HybridExecutionStrategy()
     reasons = {id(n): unsupported_reason(n, generation) for n in graph.nodes}
     kind = {id(n): FALLBACK if reasons[id(n)] else COREML for n in graph.nodes}
     while True:
         groups = _groups(graph, kind)
-        tiny = [
-            nodes
-            for _lvl, k, nodes in groups
-            if k == COREML and len(nodes) < min_coreml_nodes and len(groups) > 1
-        ]
-        if not tiny:
+        if len(groups) == 1:
             break
-        for nodes in tiny:
+        demoted = False
+        for _lvl, k, nodes in groups:
+            if k != COREML:
+                continue
+            decision = strategy.keep_on_coreml(nodes)
+            if decision.where == COREML:
+                continue
+            demoted = True
             for node in nodes:
                 kind[id(node)] = FALLBACK
-                reasons[id(node)] = (
-                    f"{node.op}: in a Core ML partition of {len(nodes)} node(s), "
-                    f"below the minimum of {min_coreml_nodes}"
-                )
+                reasons[id(node)] = f"{node.op}: {decision.reason}"
+        if not demoted:
+            break
     partitions = [
         Partition(i, k, nodes, reasons={n.name: reasons[id(n)] for n in nodes if reasons[id(n)]})
         for i, (_lvl, k, nodes) in enumerate(groups)
     ]
+    if len(partitions) > 1:
+        for p in partitions:
+            if p.kind == COREML:
+                p.decision = strategy.keep_on_coreml(p.nodes).reason
     _connect(graph, partitions)
     return Plan(partitions)
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from coreml_compile.compiler.frontends.torch_export import trace
 from coreml_compile.runtime.partition import COREML, FALLBACK, check_acyclic, partition
+from coreml_compile.runtime.strategy import HybridExecutionStrategy
 from tests.ops.samples import Fn
 
 
@@ -29,10 +30,12 @@ CASES = {
 }
 
 
-def _plan(fn, **kwargs):
-    x = torch.randn(3, 3) + 3 * torch.eye(3)
+def _plan(fn, x=None, min_coreml_nodes=1, **kwargs):
+    # Placement is under test here, not the strategy: keep even one-node partitions.
+    x = torch.randn(3, 3) + 3 * torch.eye(3) if x is None else x
     graph = trace(Fn(fn), (x,))
-    return graph, partition(graph, 16, **kwargs)
+    strategy = HybridExecutionStrategy(min_coreml_nodes=min_coreml_nodes, **kwargs)
+    return graph, partition(graph, 16, strategy)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -71,6 +74,33 @@ def test_tiny_core_ml_partition_between_fallbacks_runs_as_fallback():
     assert [p.kind for p in plan.partitions] == [FALLBACK]
     (reason,) = [r for r in plan.partitions[0].reasons.values() if "relu" in r]
     assert "below the minimum of 2" in reason
+
+
+def test_strategy_keeps_convolutions_and_large_matmuls_on_core_ml():
+    conv = nn.Conv2d(3, 3, 1).eval()
+    big = torch.randn(3, 256)
+
+    def with_conv(a):
+        return inv(conv(inv(a)[None, None].expand(1, 3, 3, 3))[0, 0])
+
+    def with_matmul(a):
+        return inv((inv(a).repeat(1, 86)[:, :256] @ big.T)[:, :3] @ big[:, :3].T)
+
+    _, plan = _plan(with_conv, min_coreml_nodes=50)
+    (kept,) = [p for p in plan.partitions if p.kind == COREML]
+    assert kept.decision == "holds a convolution"
+    _, plan = _plan(with_matmul, min_coreml_nodes=50, large_matmul_macs=256 * 3 * 3)
+    assert [p.kind for p in plan.partitions].count(COREML) >= 1
+    assert any("multiply-accumulates" in p.decision for p in plan.partitions)
+    _, plan = _plan(with_matmul, min_coreml_nodes=50)  # too small to be worth it
+    assert [p.kind for p in plan.partitions] == [FALLBACK]
+
+
+def test_battery_mode_keeps_every_supported_node_on_core_ml():
+    fn = lambda a: inv(torch.relu(inv(a)))  # noqa: E731
+    _, plan = _plan(fn, min_coreml_nodes=10, battery=True)
+    assert [p.kind for p in plan.partitions] == [FALLBACK, COREML, FALLBACK]
+    assert "battery" in plan.partitions[1].decision
 
 
 def test_disconnected_supported_nodes_share_a_partition():

@@ -10,7 +10,9 @@ A record is a subclass of :class:`Op` and holds everything about its op:
   dtype inference, so a record states its semantics once;
 - ``lower(c, *inputs, **attrs)``: the MIL lowering (``c`` is the
   :class:`~coreml_compile.compiler.lower.LowerContext`; ``None`` if Core ML has none),
-- ``min_target`` and ``check(node, generation)``: when Core ML can run it.
+- ``min_target`` and ``check(node, generation)``: when Core ML can run it,
+- ``accelerated`` and ``macs(node)``: for convolutions and matrix products, the work the
+  hybrid execution strategy weighs.
 
 Records register themselves when their module is imported; the family modules are
 imported at the bottom of this file. Adding an op means adding a record here, a line in a
@@ -53,6 +55,11 @@ class Op:
     kernel: ClassVar[Any]
     lower: ClassVar[Any] = None
     check: ClassVar[Any] = None
+    # "convolution" or "matmul" for the ops accelerators are built for, with
+    # ``macs(node)`` counting a node's multiply-accumulates: the hybrid execution
+    # strategy keeps such work on Core ML.
+    accelerated: ClassVar[str | None] = None
+    macs: ClassVar[Any] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -103,6 +110,12 @@ class Op:
                 )
         outs = cls.run(metas, attrs)
         return [TensorType(dtypes.from_torch(o.dtype), tuple(o.shape)) for o in outs]
+
+
+def macs(node: Node) -> int:
+    """Multiply-accumulates one run of ``node`` does (0 for ops that are not products)."""
+    record = get_record(node.op)
+    return int(record.macs(node)) if record.macs is not None else 0
 
 
 def group_variadic(record: type[Op], inputs: list[Any]) -> list[Any]:

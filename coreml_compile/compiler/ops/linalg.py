@@ -14,6 +14,10 @@ class Matmul(Op):
 
     name = "matmul"
     inputs = ("x", "y")
+    accelerated = "matmul"
+
+    def macs(node):
+        return node.output.type.numel() * node.inputs[0].type.shape[-1]
 
     def kernel(x, y):
         return torch.matmul(x, y)
@@ -27,6 +31,10 @@ class Linear(Op):
 
     name = "linear"
     inputs = ("x", "weight", "bias?")
+    accelerated = "matmul"
+
+    def macs(node):
+        return node.output.type.numel() * node.inputs[1].type.shape[-1]
 
     def kernel(x, weight, bias):
         return F.linear(x, weight, bias)
@@ -53,6 +61,10 @@ class Addmm(Op):
     name = "addmm"
     inputs = ("bias", "x", "y")
     attrs = {"beta": 1, "alpha": 1}
+    accelerated = "matmul"
+
+    def macs(node):
+        return node.output.type.numel() * node.inputs[1].type.shape[-1]
 
     def kernel(bias, x, y, *, beta, alpha):
         return torch.addmm(bias, x, y, beta=beta, alpha=alpha)
@@ -91,6 +103,11 @@ class Conv(Op):
     name = "conv"
     inputs = ("x", "weight", "bias?")
     attrs = {"stride": [1], "padding": [0], "dilation": [1], "groups": 1}
+    accelerated = "convolution"
+
+    def macs(node):
+        weight = node.inputs[1].type
+        return node.output.type.numel() * weight.numel() // weight.shape[0]
 
     def kernel(x, weight, bias, *, stride, padding, dilation, groups):
         n = weight.dim() - 2
@@ -126,6 +143,11 @@ class ConvTranspose(Op):
     name = "conv_transpose"
     inputs = ("x", "weight", "bias?")
     attrs = {"stride": [1], "padding": [0], "output_padding": [0], "groups": 1, "dilation": [1]}
+    accelerated = "convolution"
+
+    def macs(node):
+        weight = node.inputs[1].type  # (in, out/groups, *kernel)
+        return node.inputs[0].type.numel() * weight.numel() // weight.shape[0]
 
     def kernel(x, weight, bias, *, stride, padding, output_padding, groups, dilation):
         n = weight.dim() - 2

@@ -1,0 +1,142 @@
+"""HybridExecutionStrategy: the policy that decides where each partition runs.
+
+The partitioner asks it about each Core ML partition wedged between fallbacks (keep it
+on Core ML, or run it on the fallback executor to save two hand-offs?), and the plan
+runner asks it which torch device runs each fallback partition. Every answer comes with
+a one-line reason, which the compile report and ``coreml-compile run`` show.
+
+The rules, in order:
+
+- ``battery=True`` prefers Core ML (the Neural Engine draws the least power): every
+  supported node stays on Core ML however small its partition, Core ML is asked for
+  CPU and Neural Engine, and fallback partitions run on the CPU rather than waking the
+  GPU for them.
+- A Core ML partition with a convolution, or with matrix products of at least
+  ``large_matmul_macs`` multiply-accumulates, stays on Core ML: that is the work the
+  Neural Engine and GPU are built for.
+- Any other Core ML partition of fewer than ``min_coreml_nodes`` nodes that is not the
+  whole model runs on the fallback executor: handing tensors to Core ML and back costs
+  more than the few element-wise ops it would run.
+- Fallback partitions run on ``fallback``: "cpu", "mps", "cuda", or "auto" (default),
+  which takes the GPU (mps, then cuda) when there is one, unless the partition moves
+  less than ``gpu_min_bytes`` (copying it to the GPU costs more than running it on the
+  CPU) or more than ``gpu_memory_limit_mb`` (keep large working sets out of GPU memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from coreml_compile.compiler.ir import Graph, Node
+from coreml_compile.compiler.ops import get_record, macs
+from coreml_compile.errors import CoreMLCompileError, DeviceNotAvailable
+
+FALLBACK_DEVICES = ("auto", "mps", "cuda", "cpu")
+STRATEGIES = ("auto", "battery")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one partition runs, and why."""
+
+    where: str  # "coreml", or the torch device of a fallback partition
+    reason: str
+
+
+@dataclass(frozen=True)
+class HybridExecutionStrategy:
+    """Where partitions run; see the module docstring for the rules."""
+
+    fallback: str = "auto"
+    min_coreml_nodes: int = 3
+    large_matmul_macs: int = 1 << 20
+    battery: bool = False
+    gpu_memory_limit_mb: float | None = None
+    gpu_min_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.fallback not in FALLBACK_DEVICES:
+            raise CoreMLCompileError(
+                f"unknown fallback device {self.fallback!r}; choose one of "
+                f"{', '.join(FALLBACK_DEVICES)}"
+            )
+        if self.min_coreml_nodes < 1:
+            raise CoreMLCompileError("min_coreml_nodes must be at least 1")
+
+    @classmethod
+    def named(cls, name: str, **overrides: object) -> HybridExecutionStrategy:
+        """A preset ("auto" or "battery") with some fields overridden."""
+        if name not in STRATEGIES:
+            raise CoreMLCompileError(
+                f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        base = cls(battery=name == "battery")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(base, **given)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        return "battery" if self.battery else "auto"
+
+    # -- compile time: which supported nodes go to Core ML ----------------------------
+
+    def keep_on_coreml(self, nodes: Sequence[Node]) -> Decision:
+        """Whether a Core ML partition that is not the whole model stays on Core ML."""
+        if self.battery:
+            return Decision("coreml", "battery mode keeps supported work on Core ML")
+        kinds = {get_record(n.op).accelerated for n in nodes}
+        if "convolution" in kinds:
+            return Decision("coreml", "holds a convolution")
+        work = sum(macs(n) for n in nodes if get_record(n.op).accelerated == "matmul")
+        if work >= self.large_matmul_macs:
+            return Decision("coreml", f"matrix products of {work:,} multiply-accumulates")
+        if len(nodes) >= self.min_coreml_nodes:
+            return Decision("coreml", f"{len(nodes)} nodes")
+        return Decision(
+            "fallback",
+            f"a Core ML partition of {len(nodes)} node(s) without convolutions or large "
+            f"matrix products, below the minimum of {self.min_coreml_nodes}",
+        )
+
+    # -- load time: which torch device runs each fallback partition -------------------
+
+    def compute_units(self, requested: str | None) -> str | None:
+        """Core ML compute units: battery mode asks for the Neural Engine if none given."""
+        if requested is None and self.battery:
+            return "cpu_and_ne"
+        return requested
+
+    def fallback_device(self, graph: Graph) -> Decision:
+        from coreml_compile.runtime.devices import torch_device_available
+
+        if self.fallback in ("mps", "cuda"):
+            if not torch_device_available(self.fallback):
+                raise DeviceNotAvailable(
+                    f"fallback device {self.fallback!r} is not available on this machine"
+                )
+            return Decision(self.fallback, "asked for")
+        if self.fallback == "cpu":
+            return Decision("cpu", "asked for")
+        if self.battery:
+            return Decision("cpu", "battery mode does not wake the GPU for fallback work")
+        gpu = next((d for d in ("mps", "cuda") if torch_device_available(d)), None)
+        if gpu is None:
+            return Decision("cpu", "no mps or cuda device here")
+        moved = _bytes_moved(graph)
+        if moved < self.gpu_min_bytes:
+            return Decision("cpu", f"moves {moved:,} bytes: cheaper on the CPU than a copy")
+        if self.gpu_memory_limit_mb is not None and moved > self.gpu_memory_limit_mb * 2**20:
+            return Decision("cpu", f"needs {moved / 2**20:.0f} MiB, over the GPU memory limit")
+        return Decision(gpu, f"GPU present; moves {moved:,} bytes")
+
+
+def _bytes_moved(graph: Graph) -> int:
+    """Bytes of a partition's inputs, weights and outputs: what a GPU would hold."""
+    from coreml_compile.compiler import dtypes
+
+    def size(v) -> int:  # type: ignore[no-untyped-def]
+        return v.type.numel() * dtypes.NUMPY[v.type.dtype].itemsize if v.type.is_static else 0
+
+    values = [*graph.inputs, *graph.constants.values(), *graph.outputs]
+    return sum(size(v) for v in values)
