@@ -5,7 +5,8 @@ package; each measurement runs in a fresh subprocess so peak RSS is its own. Pri
 seconds, peak RSS (MiB), package size (MB) and Core ML op count, and our/coremltools ratios.
 Then ResNet-50's package size and output cosine per compression mode, and the time of
 the -O2 pipeline; the time to partition a 1,000-node graph; then the reference executor
-against torch eager (ResNet-50, batch 1) and the time to load a package.
+against torch eager (ResNet-50, batch 1), the time to load a package, and the cost of
+a fallback op in the middle of ResNet-18 (partitioned package vs plain, same backend).
 
     python benchmarks/compare_coremltools.py                 # resnet50 vgg16 mobilenetv2
     python benchmarks/compare_coremltools.py --models resnet50 --skip-runtime
@@ -224,6 +225,54 @@ def compression(name: str = "resnet50") -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def fallback_overhead(repeats: int = 20) -> None:
+    """ResNet-18 with one fallback op in the middle vs without it, same backend.
+
+    Both packages are saved, loaded and run on the reference executor (Core ML where it
+    exists would be the backend on a Mac), in interleaved rounds.
+    """
+    import torch
+
+    import coreml_compile
+
+    sys.path.insert(0, str(ROOT / "models"))
+    import resnet
+
+    (x,) = resnet.example_inputs()
+    workdir = Path(tempfile.mkdtemp(prefix="cc-bench-"))
+    try:
+        runners = {}
+        for label, model in (
+            ("ResNet-18", resnet.resnet18()),
+            ("ResNet-18 + fallback op", resnet.resnet18_with_fallback()),
+        ):
+            path = workdir / f"{label.replace(' ', '_')}.mlpackage"
+            coreml_compile.compile(model, (x,)).save(path)
+            runners[label] = coreml_compile.load(path, backend="reference")
+        partitions = len(runners["ResNet-18 + fallback op"].plan.steps)
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for fn in runners.values():
+            fn(x)  # warm-up
+        for _ in range(repeats):
+            for name, fn in runners.items():
+                start = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - start)
+        base = statistics.median(times["ResNet-18"])
+        hybrid = statistics.median(times["ResNet-18 + fallback op"])
+        print(
+            f"\nPartition overhead, ResNet-18 fp16 batch 1, reference backend, median of "
+            f"{repeats} interleaved runs, torch threads {torch.get_num_threads()}"
+        )
+        print(f"  {'ResNet-18':<34}{base * 1000:8.1f} ms")
+        print(
+            f"  {f'+ one fallback op ({partitions} partitions)':<34}{hybrid * 1000:8.1f} ms  "
+            f"({hybrid / base:.3f}x)"
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def partitioning(nodes: int = 1000) -> None:
     """Time partitioning a graph of ``nodes`` nodes with an unsupported op every 50."""
     import torch
@@ -267,6 +316,7 @@ def main() -> None:
         partitioning()
     if not args.skip_runtime:
         runtime(args.repeats)
+        fallback_overhead(args.repeats)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coreml_compile import __version__
 from coreml_compile.compiler import targets
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.errors import CoreMLCompileError, InputSpecError
+
+if TYPE_CHECKING:
+    from coreml_compile.runtime.plan import HybridPlan
+    from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
 
 @dataclass
@@ -26,6 +31,11 @@ class CompileReport:
     warnings: list[str] = field(default_factory=list)
     # One record per pass run: time, nodes and weight bytes before and after.
     passes: list[Any] = field(default_factory=list)
+    # Partitioned models: share of IR nodes on Core ML, one line per partition, and
+    # for each node that fell back, why. A model Core ML runs whole has one partition.
+    coreml_share: float = 1.0
+    partitions: list[str] = field(default_factory=list)
+    fallback_reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_seconds(self) -> float:
@@ -50,16 +60,18 @@ class _Stopwatch:
         return result
 
 
-def mil_op_counts(program: Any) -> dict[str, int]:
-    """Op types of a MIL program's main function, as coremltools counts them.
+def mil_op_counts(*programs: Any) -> dict[str, int]:
+    """Op types of MIL programs (all their functions), as coremltools counts them.
 
     Constants are left out, and so are compressed weights (``constexpr_*``): Core ML
     decompresses those once at load time; they compute nothing per prediction.
     """
     counts: dict[str, int] = {}
-    for op in program.functions["main"].operations:
-        if op.op_type != "const" and not op.op_type.startswith("constexpr_"):
-            counts[op.op_type] = counts.get(op.op_type, 0) + 1
+    for program in programs:
+        for function in program.functions.values():
+            for op in function.operations:
+                if op.op_type != "const" and not op.op_type.startswith("constexpr_"):
+                    counts[op.op_type] = counts.get(op.op_type, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -68,6 +80,10 @@ class CompiledModel:
 
     ``save(path)`` writes the ``.mlpackage``; ``predict({name: array})`` and
     ``model(*tensors)`` run it (on the reference executor off Apple systems).
+
+    A partitioned model (ops Core ML cannot run) also has ``plan``: its partitions in
+    order; ``program``/``mlmodel`` are then the package's root model, and
+    ``placements()`` says where each partition runs on this machine.
     """
 
     def __init__(
@@ -83,8 +99,12 @@ class CompiledModel:
         backend: str | None = None,
         compute_units: str | None = None,
         device: str | None = None,
+        plan: HybridPlan | None = None,
+        nested: dict[str, tuple[Any, Any]] | None = None,
+        strategy: HybridExecutionStrategy | None = None,
     ):
         from coreml_compile.runtime.devices import choose
+        from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
         self.graph = graph
         self.mlmodel = mlmodel
@@ -93,19 +113,43 @@ class CompiledModel:
         self.target = target
         self.report = report or CompileReport()
         self.path = path
+        self.plan = plan
+        # Step name -> (MIL program, MLModel) of Core ML partitions in nested packages.
+        self._nested = nested or {}
+        self.strategy = strategy or HybridExecutionStrategy()
         # Resolved now, so asking for a missing backend fails at load, not at first call.
         self.choice = choose(backend, compute_units, device)
         self._executor: Any = None
+        if plan is not None:
+            self._runner()  # a missing fallback device also fails now
 
     # -- interface --------------------------------------------------------------------
 
     @property
     def input_names(self) -> list[str]:
+        if self.plan is not None:
+            return list(self.plan.inputs)
         return [i.name for i in self.mlmodel._spec.description.input]
 
     @property
     def output_names(self) -> list[str]:
+        if self.plan is not None:
+            return list(self.plan.outputs)
         return [o.name for o in self.mlmodel._spec.description.output]
+
+    def input_specs(self) -> dict[str, tuple[list[int], bool]]:
+        """Each input's shape and whether it takes floats (else integers)."""
+        if self.plan is not None:
+            from coreml_compile.compiler import dtypes
+
+            return {
+                n: (list(t.shape), dtypes.is_float(t.dtype)) for n, t in self.plan.inputs.items()
+            }
+        specs = {}
+        for spec in self.mlmodel._spec.description.input:
+            array_type = spec.type.multiArrayType
+            specs[spec.name] = (list(array_type.shape), array_type.dataType != array_type.INT32)
+        return specs
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the package to ``path`` (built beside it, then renamed into place)."""
@@ -115,6 +159,11 @@ class CompiledModel:
         def write(tmp: Path) -> None:
             with quiet_coremltools():
                 self.mlmodel.save(str(tmp))
+            if self.plan is not None:
+                from coreml_compile.runtime.plan import write_items
+
+                models = {name: model for name, (_program, model) in self._nested.items()}
+                write_items(tmp, self.plan, models)
 
         self.path = write_atomically(path, write)
         return self.path
@@ -123,13 +172,31 @@ class CompiledModel:
 
     @property
     def backend(self) -> str:
-        """Where this model runs: "coreml:<compute units>" or "reference:<torch device>"."""
+        """Where the Core ML program runs: "coreml:<compute units>" or "reference:<device>".
+
+        Fallback partitions of a partitioned model run on torch: see ``placements()``.
+        """
         c = self.choice
         return f"coreml:{c.compute_units}" if c.backend == "coreml" else f"reference:{c.device}"
 
+    def placements(self) -> list[Any]:
+        """Where each partition runs here and why (empty for a model Core ML runs whole)."""
+        return self._runner().placements if self.plan is not None else []
+
     def _runner(self) -> Any:
         if self._executor is None:
-            if self.choice.backend == "coreml":
+            if self.plan is not None:
+                from coreml_compile.runtime.plan_executor import PlanExecutor
+
+                programs, models = {}, {}
+                for step in self.plan.steps:
+                    if step.kind == "coreml":
+                        program, model = self._nested.get(step.name, (self.program, self.mlmodel))
+                        programs[step.name], models[step.name] = program, model
+                self._executor = PlanExecutor(
+                    self.plan, programs, models, self.choice, self.strategy
+                )
+            elif self.choice.backend == "coreml":
                 from coreml_compile.runtime.coreml_executor import CoreMLExecutor
 
                 self._executor = CoreMLExecutor(self.mlmodel, self.choice.compute_units)
@@ -161,10 +228,11 @@ class CompiledModel:
 
     def __repr__(self) -> str:
         ops = self.report.mil_op_count
+        parts = f", partitions={len(self.plan.steps)}" if self.plan is not None else ""
         return (
             f"CompiledModel(inputs={self.input_names}, outputs={self.output_names}, "
             f"precision={self.precision}, target={self.target}, backend={self.backend}, "
-            f"mil_ops={ops})"
+            f"mil_ops={ops}{parts})"
         )
 
 
@@ -197,6 +265,10 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     backend: str | None = None,
     compute_units: str | None = None,
     device: str | None = None,
+    allow_fallback: bool = True,
+    strategy: str | HybridExecutionStrategy = "auto",
+    fallback: str | None = None,
+    min_coreml_nodes: int | None = None,
 ) -> CompiledModel:
     """Compile a PyTorch model into a Core ML ML Program.
 
@@ -212,6 +284,13 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     (default: conv, conv_transpose, linear, matmul, embedding). ``ane_layout`` runs linear
     layers on sequence data as 1x1 convolutions in the Neural Engine's (B, C, 1, S) layout
     (inputs and outputs keep theirs).
+    Ops Core ML cannot run (no lowering, float64, rank > 5, too old a target...) make
+    the model partitioned: the supported parts go to Core ML and the rest runs on torch
+    ("fallback"), all in one package; ``report`` says what fell back and why.
+    ``allow_fallback=False`` makes such ops an UnsupportedOpError listing each one.
+    ``strategy`` ("auto", "battery" or a HybridExecutionStrategy) decides which small
+    Core ML partitions are worth their hand-offs and where fallbacks run; ``fallback``
+    ("auto", "mps", "cuda", "cpu") and ``min_coreml_nodes`` override its settings.
     ``progress`` is called with each stage's name as it starts. ``backend``,
     ``compute_units`` and ``device`` choose where calling the result runs (see
     :func:`load`).
@@ -221,6 +300,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
 
     # Bad options fail before any work is done.
     choose(backend, compute_units, device)
+    policy = _strategy(strategy, fallback, min_coreml_nodes)
     compression = CompressionOptions(
         quantize=quantize,
         prune=None if prune is None else str(prune),
@@ -249,9 +329,9 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     import torch
 
     from coreml_compile.compiler.frontends import torch_export
-    from coreml_compile.compiler.lower import build_program, to_mlmodel
+    from coreml_compile.compiler.lower import build_program, check_supported, to_mlmodel
+    from coreml_compile.runtime.partition import COREML, partition
 
-    targets.generation(minimum_deployment_target)  # reject unknown targets before tracing
     report = CompileReport()
     clock = _Stopwatch(report, progress)
     if isinstance(model, torch.export.ExportedProgram):
@@ -263,15 +343,23 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     report.passes = clock.stage("optimise", run_pipeline, graph, pass_names, options=compression)
     report.ir_ops = graph.op_counts()
     report.weight_bytes = graph.weight_bytes()
-    program = clock.stage(
-        "lower", build_program, graph, precision, minimum_deployment_target, report.warnings
-    )
-    report.mil_ops = mil_op_counts(program)
     metadata = {
         "coreml_compile.version": __version__,
         "coreml_compile.precision": precision,
         "coreml_compile.target": minimum_deployment_target,
     }
+    if not allow_fallback:
+        check_supported(graph, generation)  # lists every op Core ML cannot run
+    plan = clock.stage("partition", partition, graph, generation, policy)
+    if len(plan.partitions) > 1 or any(p.kind != COREML for p in plan.partitions):
+        return _compile_partitioned(
+            graph, plan, clock, metadata, policy, precision, minimum_deployment_target,
+            backend=backend, compute_units=compute_units, device=device,
+        )  # fmt: skip
+    program = clock.stage(
+        "lower", build_program, graph, precision, minimum_deployment_target, report.warnings
+    )
+    report.mil_ops = mil_op_counts(program)
     mlmodel = clock.stage("serialise", to_mlmodel, program, minimum_deployment_target, metadata)
     return CompiledModel(
         graph,
@@ -283,6 +371,69 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         backend=backend,
         compute_units=compute_units,
         device=device,
+        strategy=policy,
+    )
+
+
+def _strategy(
+    strategy: str | HybridExecutionStrategy, fallback: str | None, min_coreml_nodes: int | None
+) -> HybridExecutionStrategy:
+    from coreml_compile.runtime.strategy import HybridExecutionStrategy
+
+    overrides = {"fallback": fallback, "min_coreml_nodes": min_coreml_nodes}
+    if isinstance(strategy, HybridExecutionStrategy):
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(strategy, **given)  # type: ignore[arg-type]
+    return HybridExecutionStrategy.named(strategy, **overrides)
+
+
+def _compile_partitioned(
+    graph: Graph,
+    plan: Any,
+    clock: _Stopwatch,
+    metadata: dict[str, str],
+    policy: HybridExecutionStrategy,
+    precision: str,
+    target: str,
+    **run_options: Any,
+) -> CompiledModel:
+    from coreml_compile.compiler.lower_plan import lower_plan
+
+    report = clock.report
+    lowered = clock.stage(
+        "lower",
+        lower_plan,
+        graph,
+        plan,
+        precision,
+        target,
+        metadata,
+        dataclasses.asdict(policy),
+        report.warnings,
+    )
+    hybrid = lowered.plan
+    report.mil_ops = mil_op_counts(
+        *([lowered.root_program] if hybrid.steps_on_coreml else []),
+        *lowered.nested_programs.values(),
+    )
+    report.coreml_share = hybrid.coreml_share
+    report.partitions = hybrid.summary()
+    report.fallback_reasons = hybrid.fallback_reasons()
+    nested = {
+        name: (program, lowered.nested_models[name])
+        for name, program in lowered.nested_programs.items()
+    }
+    return CompiledModel(
+        graph,
+        lowered.root_model,
+        lowered.root_program,
+        precision=precision,
+        target=target,
+        report=report,
+        plan=hybrid,
+        nested=nested,
+        strategy=policy,
+        **run_options,
     )
 
 
@@ -292,6 +443,8 @@ def load(
     backend: str | None = None,
     compute_units: str | None = None,
     device: str | None = None,
+    fallback: str | None = None,
+    strategy: str | None = None,
 ) -> CompiledModel:
     """Load a saved ``.mlpackage`` (ours or any ML Program) to run it.
 
@@ -300,7 +453,17 @@ def load(
     "cpu_and_ne", "cpu_and_gpu", "cpu_only") applies to Core ML, ``device`` ("cpu",
     "cuda", "mps") to the reference executor. Asking for what this machine lacks raises
     DeviceNotAvailable; :func:`coreml_compile.devices` lists what it has.
+    A partitioned package runs its fallback partitions on torch as it was compiled to;
+    ``fallback`` ("auto", "mps", "cuda", "cpu") and ``strategy`` ("auto", "battery")
+    override that here.
     """
     from coreml_compile.runtime.package import load_package
 
-    return load_package(path, backend=backend, compute_units=compute_units, device=device)
+    return load_package(
+        path,
+        backend=backend,
+        compute_units=compute_units,
+        device=device,
+        fallback=fallback,
+        strategy=strategy,
+    )

@@ -1,11 +1,13 @@
 """ResNet-18/34/50/101/152 (He et al. 2015; stride on the 3x3 conv, "v1.5"), seeded weights.
 
 Model file: ``model()`` is ResNet-50; ``resnet18`` ... ``resnet152`` name the others
-(``coreml-compile models/resnet.py:resnet18``).
+(``coreml-compile models/resnet.py:resnet18``). ``resnet18_with_fallback`` has one op
+Core ML cannot run in the middle, and compiles to a partitioned package.
 """
 
 from __future__ import annotations
 
+import torch
 from seeded import image_batch, randomize
 from torch import Tensor, nn
 
@@ -106,6 +108,31 @@ def resnet101() -> ResNet:
 
 def resnet152() -> ResNet:
     return randomize(ResNet(Bottleneck, [3, 8, 36, 3]), seed=152)
+
+
+class _WithFallback(nn.Module):
+    """A ResNet with one op Core ML has no lowering for between layer2 and layer3.
+
+    The op is a cumulative sum over the batch dimension, which for batch 1 leaves the
+    values as they are: the model computes what the plain ResNet does, so the cost of
+    partitioning (hand-offs, a torch step) can be measured against it.
+    """
+
+    def __init__(self, net: ResNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        x = torch.cumsum(n.layer2(n.layer1(x)), dim=0)
+        x = n.layer4(n.layer3(x))
+        return n.fc(n.avgpool(x).flatten(1))
+
+
+def resnet18_with_fallback() -> nn.Module:
+    """ResNet-18 with one op Core ML cannot run in the middle (a partitioned package)."""
+    return _WithFallback(resnet18())
 
 
 model = resnet50

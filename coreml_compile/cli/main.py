@@ -189,6 +189,33 @@ def cli() -> None:
     callback=lambda ctx, _param, value: _list_passes(ctx) if value else None,
     help="Print each -O level's pipeline and exit.",
 )
+@click.option(
+    "--no-fallback",
+    is_flag=True,
+    help="Fail, listing every op Core ML cannot run, instead of running those ops on torch.",
+)
+@click.option(
+    "--fallback",
+    type=click.Choice(["auto", "mps", "cuda", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="Torch device for ops Core ML cannot run; auto takes a GPU (mps, cuda) for "
+    "partitions big enough to be worth the copy, else the CPU. run/verify can override.",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "battery"]),
+    default="auto",
+    show_default=True,
+    help="battery keeps all supported work on Core ML (Neural Engine) and fallbacks on "
+    "the CPU; auto also moves small Core ML partitions between fallbacks to torch.",
+)
+@click.option(
+    "--min-coreml-nodes",
+    type=click.IntRange(min=1),
+    help="Smallest Core ML partition worth its hand-offs, unless it holds a convolution or "
+    "a large matmul.  [default: 3]",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @handle_errors
 def compile_command(
@@ -205,6 +232,10 @@ def compile_command(
     compress_skip_first_last: bool,
     compress_ops: str | None,
     ane_layout: bool,
+    no_fallback: bool,
+    fallback: str,
+    strategy: str,
+    min_coreml_nodes: int | None,
     quiet: bool,
 ) -> None:
     """Compile the model in FILE[:NAME] into a Core ML package."""
@@ -235,6 +266,10 @@ def compile_command(
         compress_skip_first_last=compress_skip_first_last,
         compress_op_types=compress_ops.split(",") if compress_ops else None,
         ane_layout=ane_layout,
+        allow_fallback=not no_fallback,
+        strategy=strategy,
+        fallback=fallback,
+        min_coreml_nodes=min_coreml_nodes,
         progress=lambda stage: say(f"{stage}..."),
     )
     say("save...")
@@ -257,6 +292,29 @@ def compile_command(
         f"({top})\n"
         f"  time: {elapsed:.2f}s total ({stages})"
     )
+    if compiled.plan is not None:
+        _print_partitions(compiled)
+
+
+def _print_partitions(compiled: Any) -> None:
+    """What runs where and why: partitions, fallback reasons, this machine's placements."""
+    report = compiled.report
+    click.echo(
+        f"  partitions: {len(report.partitions)}, {report.coreml_share:.1%} of IR nodes on Core ML"
+    )
+    for line in report.partitions:
+        click.echo(f"    {line}")
+    by_reason: dict[str, list[str]] = {}
+    for node, reason in report.fallback_reasons.items():
+        by_reason.setdefault(reason, []).append(node)
+    if by_reason:
+        click.echo("  fell back to torch:")
+    for reason, nodes in by_reason.items():
+        shown = ", ".join(nodes[:4]) + (f" and {len(nodes) - 4} more" if len(nodes) > 4 else "")
+        click.echo(f"    {reason}  ({shown})")
+    click.echo("  on this machine:")
+    for placement in compiled.placements():
+        click.echo(f"    {placement}")
 
 
 def _list_passes(ctx: click.Context) -> None:
@@ -296,15 +354,13 @@ def _random_inputs(compiled: Any, given: dict[str, Any], seed: int) -> dict[str,
 
     rng = np.random.default_rng(seed)
     feeds = dict(given)
-    for spec in compiled.mlmodel._spec.description.input:
-        if spec.name in feeds:
+    for name, (shape, is_float) in compiled.input_specs().items():
+        if name in feeds:
             continue
-        array_type = spec.type.multiArrayType
-        shape = list(array_type.shape)
-        if array_type.dataType == array_type.INT32:
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(np.int32)
+        if is_float:
+            feeds[name] = rng.standard_normal(shape).astype(np.float32)
         else:
-            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+            feeds[name] = rng.integers(0, 2, size=shape).astype(np.int32)
     return feeds
 
 
@@ -321,7 +377,19 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def backend_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--backend, --compute-units and --device, shared by run and verify."""
+    """--backend, --compute-units, --device, --fallback, --strategy: shared by run and verify."""
+    fn = click.option(
+        "--strategy",
+        type=click.Choice(["auto", "battery"]),
+        help="Partitioned packages: override the compile's strategy (battery: Core ML on "
+        "CPU and Neural Engine, fallbacks on the CPU).",
+    )(fn)
+    fn = click.option(
+        "--fallback",
+        type=click.Choice(["auto", "mps", "cuda", "cpu"]),
+        help="Partitioned packages: torch device for the fallback partitions "
+        "(default: as compiled).",
+    )(fn)
     fn = click.option(
         "--device",
         type=click.Choice(["cpu", "cuda", "mps"]),
@@ -381,6 +449,8 @@ def run_command(
             stats = f" min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}"
         click.echo(f"  {name}: {value.dtype}{list(value.shape)}{stats}")
     click.echo(f"  ran in {elapsed * 1000:.1f} ms on {compiled.backend}")
+    for placement in compiled.placements():
+        click.echo(f"    {placement}")
 
 
 # Agreement needed per package precision: max abs error relative to the output's scale,

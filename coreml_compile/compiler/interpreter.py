@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.ir import Graph, Value
 from coreml_compile.compiler.ops import get_record
 from coreml_compile.errors import InputSpecError
@@ -27,11 +28,14 @@ def run_graph(
     graph: Graph,
     inputs: Sequence[Any] | Mapping[str, Any],
     device: str | torch.device = "cpu",
+    constants: Mapping[str, torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Execute ``graph``; inputs by position or by name, outputs in graph order.
 
-    Intermediate tensors are dropped as soon as their last reader has run, so peak
-    memory follows the graph's live set, not its size.
+    Inputs are brought to each graph input's dtype. ``constants`` (by name) are tensors
+    already on ``device``, for callers that run a graph many times. Intermediate tensors
+    are dropped as soon as their last reader has run, so peak memory follows the graph's
+    live set, not its size.
     """
     if isinstance(inputs, Mapping):
         missing = [v.name for v in graph.inputs if v.name not in inputs]
@@ -45,9 +49,13 @@ def run_graph(
 
     env: dict[int, torch.Tensor] = {}
     for v, x in zip(graph.inputs, ordered, strict=True):
-        env[id(v)] = _as_tensor(x).to(device)
+        # A no-op (the same tensor) when device and dtype already match.
+        env[id(v)] = _as_tensor(x).to(device, dtypes.to_torch(v.type.dtype))
     for v in graph.constants.values():
-        env[id(v)] = torch.from_numpy(v.data).to(device) if v.users else None
+        if constants is not None and v.name in constants:
+            env[id(v)] = constants[v.name]
+        else:
+            env[id(v)] = torch.from_numpy(v.data).to(device) if v.users else None
 
     remaining = {id(v): len(v.users) for v in graph.values()}
     keep = {id(v) for v in graph.outputs}

@@ -24,18 +24,22 @@ _UNITS = {
 class CoreMLExecutor:
     """``predict({name: array}) -> {name: array}`` through coremltools.models.MLModel."""
 
-    def __init__(self, mlmodel: Any, compute_units: str = "all"):
+    def __init__(self, mlmodel: Any, compute_units: str = "all", function_name: str = "main"):
         from coreml_compile.compiler.lower import import_coremltools
 
         ct = import_coremltools()
         unit = getattr(ct.ComputeUnit, _UNITS[compute_units])
-        # Re-open with a compiled model (the compile's MLModel skipped loading it).
+        spec = mlmodel.get_spec()
+        # Re-open with a compiled model (the compile's MLModel skipped loading it). In a
+        # multifunction model (partitioned, iOS18+) each partition is one function.
+        functions = {f.name: f for f in spec.description.functions}
+        extra = {"function_name": function_name} if functions else {}
         self.model = ct.models.MLModel(
-            mlmodel.get_spec(), weights_dir=mlmodel.weights_dir, compute_units=unit
+            spec, weights_dir=mlmodel.weights_dir, compute_units=unit, **extra
         )
-        spec = self.model.get_spec().description
-        self.inputs = {i.name: tuple(i.type.multiArrayType.shape) for i in spec.input}
-        self.output_names = [o.name for o in spec.output]
+        description = functions.get(function_name, spec.description)
+        self.inputs = {i.name: tuple(i.type.multiArrayType.shape) for i in description.input}
+        self.output_names = [o.name for o in description.output]
 
     def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
         for name, shape in self.inputs.items():

@@ -45,14 +45,35 @@ def read_program(path: str | os.PathLike) -> tuple[Any, Any]:
     return mlmodel, program
 
 
-def load_package(path: str | os.PathLike, **run_options: Any) -> Any:
-    """A CompiledModel for the package at ``path`` (``run_options``: see api.load)."""
+def load_package(
+    path: str | os.PathLike,
+    *,
+    fallback: str | None = None,
+    strategy: str | None = None,
+    **run_options: Any,
+) -> Any:
+    """A CompiledModel for the package at ``path`` (options: see api.load)."""
     from coreml_compile.api import CompiledModel
     from coreml_compile.runtime.devices import choose
+    from coreml_compile.runtime.plan import read_items
+    from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
     choose(**run_options)  # an unavailable backend fails before the package is read
     mlmodel, program = read_program(path)
     metadata = dict(mlmodel._spec.description.metadata.userDefined)
+    stored = read_items(path)
+    plan, nested = None, {}
+    policy = HybridExecutionStrategy.named(strategy or "auto", fallback=fallback)
+    if stored is not None:
+        plan, nested_paths = stored
+        nested = {name: read_program(p)[::-1] for name, p in nested_paths.items()}
+        # Run as compiled, except what the caller overrides now.
+        settings = {**plan.strategy}
+        if strategy is not None:
+            settings["battery"] = strategy == "battery"
+        if fallback is not None:
+            settings["fallback"] = fallback
+        policy = HybridExecutionStrategy(**settings)
     return CompiledModel(
         None,
         mlmodel,
@@ -60,5 +81,8 @@ def load_package(path: str | os.PathLike, **run_options: Any) -> Any:
         precision=metadata.get("coreml_compile.precision", "unknown"),
         target=metadata.get("coreml_compile.target", f"spec{mlmodel._spec.specificationVersion}"),
         path=Path(path),
+        plan=plan,
+        nested=nested,
+        strategy=policy,
         **run_options,
     )

@@ -32,9 +32,7 @@ def test_every_sample_graph_round_trips(sample):
     loaded = _round_trip(graph)
     loaded.verify()
     assert str(loaded) == str(graph)
-    for a, b in zip(
-        run_graph(loaded, sample.inputs), run_graph(graph, sample.inputs), strict=True
-    ):
+    for a, b in zip(run_graph(loaded, sample.inputs), run_graph(graph, sample.inputs), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

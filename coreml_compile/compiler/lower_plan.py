@@ -1,0 +1,89 @@
+"""Lowering a partitioned graph: Core ML partitions to ML Programs, the rest kept as IR.
+
+The result is what ``CompiledModel`` saves as one package (layout: ``runtime/plan.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from coreml_compile.compiler import targets
+from coreml_compile.compiler.ir import Graph
+from coreml_compile.compiler.lower import (
+    build_function,
+    build_multifunction_program,
+    build_program,
+    single_function_program,
+    to_mlmodel,
+)
+from coreml_compile.runtime.partition import COREML, Plan
+from coreml_compile.runtime.plan import HybridPlan, Step
+
+# Core ML runs multifunction models from this generation (iOS18/macOS15) on.
+MULTIFUNCTION_GENERATION = 18
+
+
+@dataclass
+class LoweredPlan:
+    plan: HybridPlan
+    root_program: Any  # MIL Program of the root model
+    root_model: Any  # coremltools MLModel
+    nested_programs: dict[str, Any]  # step name -> MIL Program (targets before iOS18)
+    nested_models: dict[str, Any]  # step name -> coremltools MLModel
+
+
+def _passthrough(graph: Graph) -> Graph:
+    """A root model for a plan with no Core ML partition: inputs copied to outputs."""
+    root = Graph("passthrough")
+    for v in graph.inputs:
+        x = root.add_input(v.name, v.type)
+        root.outputs.append(root.add_node("identity", [x], name=f"{v.name}_passthrough").output)
+    return root
+
+
+def lower_plan(
+    graph: Graph,
+    partitions: Plan,
+    precision: str,
+    target: str,
+    metadata: dict[str, str],
+    strategy: dict[str, Any],
+    warnings: list[str] | None = None,
+) -> LoweredPlan:
+    generation = targets.generation(target)
+    multifunction = generation >= MULTIFUNCTION_GENERATION
+    steps: list[Step] = []
+    functions: dict[str, Any] = {}
+    for p in partitions.partitions:
+        ins = [v.name for v in p.inputs]
+        outs = [v.name for v in p.outputs]
+        sub = graph.extract(p.nodes, p.inputs, p.outputs, p.name)
+        step = Step(p.name, p.kind, ins, outs, sub.op_counts(), p.reasons, p.decision)
+        if p.kind == COREML:
+            functions[p.name] = build_function(sub, precision, target, warnings)
+            first = len(functions) == 1
+            step.location = "root" if multifunction or first else "nested"
+        else:
+            step.graph = sub
+        steps.append(step)
+    plan = HybridPlan(
+        steps,
+        {v.name: v.type for v in graph.inputs},
+        {v.name: v.type for v in graph.outputs},
+        multifunction and bool(functions),
+        strategy,
+    )
+    nested_programs: dict[str, Any] = {}
+    if not functions:
+        root_program = build_program(_passthrough(graph), precision, target)
+    elif multifunction:
+        root_program = build_multifunction_program(functions, default=next(iter(functions)))
+    else:
+        first, *rest = functions
+        root_program = single_function_program(functions[first])
+        nested_programs = {name: single_function_program(functions[name]) for name in rest}
+    meta = {**metadata, "coreml_compile.partitions": str(len(steps))}
+    root_model = to_mlmodel(root_program, target, meta)
+    nested_models = {n: to_mlmodel(p, target, meta) for n, p in nested_programs.items()}
+    return LoweredPlan(plan, root_program, root_model, nested_programs, nested_models)

@@ -1,0 +1,235 @@
+"""The execution plan of a partitioned model, and how a package stores it.
+
+A model with ops Core ML cannot run is saved as one ``.mlpackage`` that still opens in
+coremltools:
+
+- The Core ML partitions are ML Program functions. From iOS18/macOS15 on they are the
+  functions ``partition_<i>`` of one multifunction model, the package's root model.
+  Before that, Core ML has no multifunction models: the first Core ML partition is the
+  root model, and each further one is a complete nested ``.mlpackage`` stored as a
+  package item (coremltools and Core ML open it by path, as any package). A model
+  with no Core ML partition at all gets a root model that passes its inputs through,
+  so the package still opens.
+- The plan (``plan.json``: the ordered partitions, the tensors passed between them,
+  why each node fell back) and the fallback partitions' IR graphs are items by the
+  author ``com.coreml-compile``; the graphs' constants are in ``arrays.bin`` (see
+  ``compiler/serialize.py``). Nothing is pickled.
+
+A model Core ML runs whole is a plain package with no extra items.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coreml_compile.compiler.ir import Graph, TensorType
+from coreml_compile.compiler.serialize import ArrayWriter, graph_from_json, graph_to_json
+from coreml_compile.errors import CoreMLCompileError
+
+AUTHOR = "com.coreml-compile"
+PLAN_ITEM = "plan.json"
+ARRAYS_ITEM = "arrays.bin"
+PLAN_FORMAT = 1
+
+
+class PlanFormatError(CoreMLCompileError):
+    """A package's plan items are missing, corrupt or from a newer version."""
+
+
+@dataclass
+class Step:
+    """One partition of the plan, in execution order."""
+
+    name: str  # "partition_<i>": the Core ML function, or the fallback graph's name
+    kind: str  # "coreml" or "fallback"
+    inputs: list[str]
+    outputs: list[str]
+    ops: dict[str, int]
+    # Fallback: node -> why it is not on Core ML. Core ML: why the strategy kept it.
+    reasons: dict[str, str] = field(default_factory=dict)
+    decision: str = ""
+    # Core ML: where its program is: "root" (the root model's function ``name``, or
+    # "main" in a single-function root) or "nested" (package item ``<name>.mlpackage``).
+    location: str = "root"
+    graph: Graph | None = None  # fallback partitions
+
+    @property
+    def node_count(self) -> int:
+        return sum(self.ops.values())
+
+
+@dataclass
+class HybridPlan:
+    steps: list[Step]
+    inputs: dict[str, TensorType]
+    outputs: dict[str, TensorType]
+    multifunction: bool
+    # Compile-time strategy settings, so a loaded package runs as compiled by default.
+    strategy: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def coreml_share(self) -> float:
+        total = sum(s.node_count for s in self.steps)
+        on = sum(s.node_count for s in self.steps if s.kind == "coreml")
+        return on / total if total else 0.0
+
+    @property
+    def steps_on_coreml(self) -> bool:
+        return any(s.kind == "coreml" for s in self.steps)
+
+    def summary(self) -> list[str]:
+        """One line per partition: kind, size, main ops, and why it is where it is."""
+        lines = []
+        for s in self.steps:
+            top = sorted(s.ops.items(), key=lambda kv: (-kv[1], kv[0]))
+            ops = ", ".join(f"{op} x{n}" for op, n in top[:4]) + (", ..." if len(top) > 4 else "")
+            line = f"{s.name}: {s.kind:8s} {s.node_count:4d} node(s)  [{ops}]"
+            if s.kind == "coreml" and s.decision:
+                line += f"  kept on Core ML: {s.decision}"
+            lines.append(line)
+        return lines
+
+    def function_name(self, step: Step) -> str:
+        """The Core ML function a Core ML step runs in its model."""
+        return step.name if self.multifunction else "main"
+
+    def fallback_reasons(self) -> dict[str, str]:
+        return {n: r for s in self.steps if s.kind == "fallback" for n, r in s.reasons.items()}
+
+    # -- storage ----------------------------------------------------------------------
+
+    def to_json(self, arrays: ArrayWriter) -> dict[str, Any]:
+        def tensor(name: str, t: TensorType) -> dict[str, Any]:
+            return {"name": name, "dtype": t.dtype, "shape": list(t.shape)}
+
+        steps = []
+        for s in self.steps:
+            item: dict[str, Any] = {
+                "name": s.name,
+                "kind": s.kind,
+                "inputs": s.inputs,
+                "outputs": s.outputs,
+                "ops": s.ops,
+                "reasons": s.reasons,
+                "decision": s.decision,
+            }
+            if s.kind == "coreml":
+                item["location"] = s.location
+            else:
+                item["graph"] = graph_to_json(s.graph, arrays)
+            steps.append(item)
+        return {
+            "format": PLAN_FORMAT,
+            "multifunction": self.multifunction,
+            "inputs": [tensor(n, t) for n, t in self.inputs.items()],
+            "outputs": [tensor(n, t) for n, t in self.outputs.items()],
+            "strategy": self.strategy,
+            "steps": steps,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], blob: bytearray) -> HybridPlan:
+        if doc.get("format") != PLAN_FORMAT:
+            raise PlanFormatError(
+                f"plan has format {doc.get('format')!r}; this version reads {PLAN_FORMAT}"
+            )
+        try:
+            steps = []
+            for item in doc["steps"]:
+                graph = graph_from_json(item["graph"], blob) if item["kind"] == "fallback" else None
+                steps.append(
+                    Step(
+                        item["name"],
+                        item["kind"],
+                        item["inputs"],
+                        item["outputs"],
+                        item["ops"],
+                        item.get("reasons", {}),
+                        item.get("decision", ""),
+                        item.get("location", "root"),
+                        graph,
+                    )
+                )
+            tensors = {
+                key: {t["name"]: TensorType(t["dtype"], tuple(t["shape"])) for t in doc[key]}
+                for key in ("inputs", "outputs")
+            }
+            return cls(
+                steps,
+                tensors["inputs"],
+                tensors["outputs"],
+                bool(doc["multifunction"]),
+                doc.get("strategy", {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanFormatError(f"the package's plan is malformed: {exc}") from exc
+
+
+def write_items(package: Path, plan: HybridPlan, nested: dict[str, Any]) -> None:
+    """Add the plan, the fallback graphs' arrays and nested Core ML packages to ``package``.
+
+    ``nested`` maps a step name to the coremltools MLModel of that partition.
+    """
+    from coremltools.libmodelpackage import ModelPackage
+
+    from coreml_compile.compiler.lower import quiet_coremltools
+
+    arrays = ArrayWriter()
+    doc = plan.to_json(arrays)
+    package_api = ModelPackage(str(package))
+    with tempfile.TemporaryDirectory(dir=package.parent) as tmp:
+        staging = Path(tmp)
+        (staging / PLAN_ITEM).write_text(json.dumps(doc, indent=1, allow_nan=True))
+        (staging / ARRAYS_ITEM).write_bytes(arrays.getvalue())
+        package_api.addItem(str(staging / PLAN_ITEM), PLAN_ITEM, AUTHOR, "execution plan")
+        package_api.addItem(str(staging / ARRAYS_ITEM), ARRAYS_ITEM, AUTHOR, "fallback weights")
+        for name, mlmodel in nested.items():
+            item = staging / f"{name}.mlpackage"
+            with quiet_coremltools():
+                mlmodel.save(str(item))
+            package_api.addItem(str(item), item.name, AUTHOR, f"Core ML partition {name}")
+            # addItem copies a folder's top level only; the nested package needs it all.
+            copied = package_api.findItemByNameAuthor(item.name, AUTHOR).path()
+            shutil.copytree(item, copied, dirs_exist_ok=True)
+
+
+def _item_path(package: Path, name: str) -> Path | None:
+    from coremltools.libmodelpackage import ModelPackage
+
+    try:
+        item = ModelPackage(str(package)).findItemByNameAuthor(name, AUTHOR)
+    except Exception:
+        return None
+    return Path(item.path()) if item is not None else None
+
+
+def read_items(package: str | os.PathLike) -> tuple[HybridPlan, dict[str, Path]] | None:
+    """The plan of a partitioned package and its nested packages' paths, or None."""
+    package = Path(package)
+    plan_path = _item_path(package, PLAN_ITEM)
+    if plan_path is None:
+        return None
+    arrays_path = _item_path(package, ARRAYS_ITEM)
+    if arrays_path is None or not arrays_path.is_file():
+        raise PlanFormatError(f"{package} has a plan but no {ARRAYS_ITEM}")
+    try:
+        doc = json.loads(plan_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PlanFormatError(f"cannot read the plan in {package}: {exc}") from exc
+    # A writable copy of the arrays: torch tensors are then views of it, not copies.
+    blob = bytearray(arrays_path.read_bytes())
+    plan = HybridPlan.from_json(doc, blob)
+    nested = {}
+    for step in plan.steps:
+        if step.kind == "coreml" and step.location == "nested":
+            path = _item_path(package, f"{step.name}.mlpackage")
+            if path is None or not path.is_dir():
+                raise PlanFormatError(f"{package} lacks the Core ML partition {step.name}")
+            nested[step.name] = path
+    return plan, nested

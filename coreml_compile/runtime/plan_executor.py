@@ -1,0 +1,175 @@
+"""Running a partitioned model: each partition on its executor, tensors handed along.
+
+Core ML partitions run on the Core ML executor (Apple systems) or the reference
+executor; fallback partitions run their IR graph through the op table's torch kernels
+on the device the strategy picks. Tensors stay torch tensors between partitions and
+only move when the next partition runs on another device; numpy arrays coming in and
+going out are viewed, not copied (CPU tensors and numpy arrays share memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from coreml_compile.compiler import dtypes
+from coreml_compile.compiler.interpreter import run_graph
+from coreml_compile.errors import InputSpecError
+from coreml_compile.runtime.devices import Choice
+from coreml_compile.runtime.plan import HybridPlan, Step
+from coreml_compile.runtime.strategy import HybridExecutionStrategy
+
+
+@dataclass
+class Placement:
+    """Where one step runs at load time, and why."""
+
+    step: str
+    kind: str
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.step} ({self.kind}) -> {self.where}: {self.reason}"
+
+
+class _Runner:
+    """One step, ready to run: ``run(list of tensors) -> list of tensors``."""
+
+    def __init__(self, step: Step, run: Any, device: torch.device):
+        self.step = step
+        self.run = run
+        self.device = device
+
+
+class PlanExecutor:
+    """``predict({name: array}) -> {name: array}`` for a :class:`HybridPlan`."""
+
+    def __init__(
+        self,
+        plan: HybridPlan,
+        programs: dict[str, Any],
+        models: dict[str, Any],
+        choice: Choice,
+        strategy: HybridExecutionStrategy,
+    ):
+        """``programs``/``models``: step name -> MIL program / MLModel holding its function."""
+        self.plan = plan
+        self.placements: list[Placement] = []
+        self.runners = [self._prepare(s, programs, models, choice, strategy) for s in plan.steps]
+        # After which step each tensor can be dropped (graph outputs are kept).
+        last_use: dict[str, int] = {}
+        for i, step in enumerate(plan.steps):
+            for name in step.inputs:
+                last_use[name] = i
+        self.release: list[list[str]] = [[] for _ in plan.steps]
+        for name, i in last_use.items():
+            if name not in plan.outputs and name not in plan.inputs:
+                self.release[i].append(name)
+
+    def _prepare(
+        self,
+        step: Step,
+        programs: dict[str, Any],
+        models: dict[str, Any],
+        choice: Choice,
+        strategy: HybridExecutionStrategy,
+    ) -> _Runner:
+        if step.kind == "coreml":
+            function = self.plan.function_name(step)
+            if choice.backend == "coreml":
+                from coreml_compile.runtime.coreml_executor import CoreMLExecutor
+
+                units = strategy.compute_units(choice.compute_units) or "all"
+                executor = CoreMLExecutor(models[step.name], units, function_name=function)
+                self.placements.append(Placement(step.name, step.kind, f"coreml:{units}", ""))
+                return _Runner(step, _coreml_runner(executor, step), torch.device("cpu"))
+            from coreml_compile.runtime.reference import ReferenceExecutor
+
+            executor = ReferenceExecutor(programs[step.name], function, device=choice.device)
+            self.placements.append(
+                Placement(step.name, step.kind, f"reference:{choice.device}", "no Core ML here")
+                if choice.device == "cpu"
+                else Placement(step.name, step.kind, f"reference:{choice.device}", "asked for")
+            )
+            return _Runner(step, _reference_runner(executor, step), executor.device)
+        decision = strategy.fallback_device(step.graph)
+        device = torch.device(decision.where)
+        self.placements.append(Placement(step.name, step.kind, f"torch:{device}", decision.reason))
+        graph = step.graph
+        # Weights go to the device once, not on every call.
+        constants = {v.name: torch.from_numpy(v.data).to(device) for v in graph.constants.values()}
+
+        def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+            return run_graph(graph, tensors, device, constants=constants)
+
+        return _Runner(step, run, device)
+
+    def _check_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        missing = [n for n in self.plan.inputs if n not in inputs]
+        extra = [n for n in inputs if n not in self.plan.inputs]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {', '.join(missing)}")
+            if extra:
+                parts.append(f"unknown input(s) {', '.join(extra)}")
+            takes = ", ".join(self.plan.inputs)
+            raise InputSpecError(f"{'; '.join(parts)} (the model takes {takes})")
+        env = {}
+        for name, t in self.plan.inputs.items():
+            x = inputs[name]
+            x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+            if tuple(x.shape) != t.shape:
+                raise InputSpecError(
+                    f"input {name}: expected shape {list(t.shape)}, got {list(x.shape)}"
+                )
+            if x.is_floating_point() != dtypes.is_float(t.dtype):
+                got = str(x.dtype).removeprefix("torch.")
+                raise InputSpecError(f"input {name}: expected {t.dtype} data, got {got}")
+            env[name] = x.to(dtypes.to_torch(t.dtype))
+        return env
+
+    def run(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        env = self._check_inputs(inputs)
+        for runner, release in zip(self.runners, self.release, strict=True):
+            step = runner.step
+            # .to() returns the tensor itself when it is already on that device.
+            results = runner.run([env[name].to(runner.device) for name in step.inputs])
+            for name, value in zip(step.outputs, results, strict=True):
+                env[name] = value
+            for name in release:
+                env.pop(name, None)
+        out = {}
+        for name, t in self.plan.outputs.items():
+            value = env[name]
+            want = dtypes.to_torch(t.dtype)
+            out[name] = value if value.dtype == want else value.to(want)
+        return out
+
+    def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {name: t.cpu().numpy() for name, t in self.run(inputs).items()}
+
+
+def _reference_runner(executor: Any, step: Step) -> Any:
+    def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        outputs = executor.run(dict(zip(step.inputs, tensors, strict=True)))
+        return [outputs[name] for name in step.outputs]
+
+    return run
+
+
+def _coreml_runner(executor: Any, step: Step) -> Any:
+    def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        feeds = {
+            # Core ML's I/O is fp32 and int32 (coreml_compile.compiler.lower).
+            name: t.to("cpu", torch.float32 if t.is_floating_point() else torch.int32).numpy()
+            for name, t in zip(step.inputs, tensors, strict=True)
+        }
+        outputs = executor.predict(feeds)
+        return [torch.from_numpy(outputs[name]) for name in step.outputs]
+
+    return run

@@ -1,0 +1,183 @@
+"""Partitioned models: Core ML where it can, torch where it cannot, one package.
+
+Every case compiles, saves, loads the package back and runs it against torch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import coreml_compile
+from coreml_compile.errors import DeviceNotAvailable, UnsupportedOpError
+from coreml_compile.runtime.plan import PlanFormatError
+from tests.conftest import assert_close
+from tests.ops.samples import Fn
+
+
+def inv(a):  # no Core ML lowering: an `aten` fallback node
+    return torch.linalg.inv(a)
+
+
+def block(a):  # enough supported work for the default strategy to keep it on Core ML
+    return torch.relu(a * 0.5 + 1) - 0.25
+
+
+CASES = {
+    "start": (lambda a: block(inv(a)), ["fallback", "coreml"]),
+    "middle": (lambda a: block(inv(block(a) + 3)), ["coreml", "fallback", "coreml"]),
+    "end": (lambda a: inv(block(a) + 3), ["coreml", "fallback"]),
+    "parallel": (lambda a: block(inv(a) + block(a)), ["coreml", "fallback", "coreml"]),
+    "residual": (lambda a: block(a + inv(block(a) + 3)), ["coreml", "fallback", "coreml"]),
+    "only_op": (inv, ["fallback"]),
+    "several": (
+        lambda a: block(torch.cumsum(block(inv(block(a) + 3)), 1)),
+        ["coreml", "fallback", "coreml", "fallback", "coreml"],
+    ),
+}
+
+
+def _x():
+    return torch.randn(4, 4, generator=torch.Generator().manual_seed(0)) + 4 * torch.eye(4)
+
+
+def _round_trip(fn, tmp_path, target="iOS16", **options):
+    x = _x()
+    compiled = coreml_compile.compile(Fn(fn), (x,), minimum_deployment_target=target, **options)
+    path = compiled.save(tmp_path / "model.mlpackage")
+    return compiled, coreml_compile.load(path), x
+
+
+@pytest.mark.parametrize("target", ["iOS16", "iOS18"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_save_load_run_agrees_with_torch(case, target, tmp_path):
+    fn, kinds = CASES[case]
+    compiled, loaded, x = _round_trip(fn, tmp_path, target)
+    assert [s.kind for s in compiled.plan.steps] == kinds
+    assert [s.kind for s in loaded.plan.steps] == kinds
+    with torch.no_grad():
+        want = fn(x)
+    assert_close(compiled(x), want, "fp16", f"{case} compiled")
+    assert_close(loaded(x), want, "fp16", f"{case} loaded")
+    # The fallback partitions fell back for the op Core ML lacks, and say so.
+    assert all("no Core ML lowering" in r for r in compiled.report.fallback_reasons.values())
+
+
+def test_fp32_partitioned_model_matches_torch_closely(tmp_path):
+    fn = CASES["several"][0]
+    compiled, loaded, x = _round_trip(fn, tmp_path, precision="fp32")
+    assert_close(loaded(x), fn(x), "fp32", "several fp32")
+
+
+def test_fully_supported_model_is_a_plain_package(tmp_path):
+    compiled, loaded, x = _round_trip(block, tmp_path)
+    assert compiled.plan is None and loaded.plan is None
+    assert compiled.report.coreml_share == 1.0
+    assert not (tmp_path / "model.mlpackage" / "Data" / "com.coreml-compile").exists()
+    manifest = json.loads((tmp_path / "model.mlpackage" / "Manifest.json").read_text())
+    assert {e["author"] for e in manifest["itemInfoEntries"].values()} == {"com.apple.CoreML"}
+
+
+@pytest.mark.parametrize("target", ["iOS16", "iOS18"])
+def test_package_opens_in_coremltools_and_holds_no_pickle(target, tmp_path):
+    import coremltools as ct
+
+    compiled, _loaded, _x = _round_trip(CASES["several"][0], tmp_path, target)
+    path = tmp_path / "model.mlpackage"
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    functions = [f.name for f in spec.description.functions]
+    if target == "iOS18":  # Core ML partitions are functions of one multifunction model
+        assert functions == ["partition_0", "partition_2", "partition_4"]
+        assert spec.description.defaultFunctionName == "partition_0"
+    else:  # the first is the root model, the others nested packages
+        assert functions == []
+        nested = sorted(p.name for p in (path / "Data" / "com.coreml-compile").glob("*.mlpackage"))
+        assert nested == ["partition_2.mlpackage", "partition_4.mlpackage"]
+        for item in nested:
+            ct.models.MLModel(
+                str(path / "Data" / "com.coreml-compile" / item), skip_model_load=True
+            )
+    ours = path / "Data" / "com.coreml-compile"
+    assert {p.name for p in ours.iterdir() if p.is_file()} == {"plan.json", "arrays.bin"}
+    for f in ours.rglob("*"):
+        if f.is_file():
+            assert not f.read_bytes().startswith(b"\x80"), f"{f} looks like a pickle"
+
+
+def test_report_shares_partitions_and_reasons():
+    x = _x()
+    compiled = coreml_compile.compile(Fn(CASES["middle"][0]), (x,))
+    report = compiled.report
+    nodes = sum(s.node_count for s in compiled.plan.steps)
+    assert report.coreml_share == pytest.approx((nodes - 1) / nodes)
+    assert len(report.partitions) == 3 and "fallback" in report.partitions[1]
+    assert list(report.fallback_reasons.values()) == [
+        "aten::linalg_inv.default: no Core ML lowering"
+    ]
+
+
+def test_reasons_name_rank_and_float64():
+    x = _x()
+
+    def rank6(a):
+        return inv(a) + torch.relu(a.reshape(1, 2, 1, 2, 2, 2)).reshape(4, 4)
+
+    compiled = coreml_compile.compile(Fn(rank6), (x,), min_coreml_nodes=1)
+    reasons = " | ".join(compiled.report.fallback_reasons.values())
+    assert "rank 6 exceeds Core ML's limit of 5" in reasons
+    compiled = coreml_compile.compile(Fn(lambda a: (block(a).double() * 3).float() + 1), (x,))
+    reasons = " | ".join(compiled.report.fallback_reasons.values())
+    assert "Core ML has no float64 tensors" in reasons
+    assert_close(compiled(x), (block(x).double() * 3).float() + 1, "fp16", "float64 fallback")
+
+
+def test_no_fallback_lists_every_unsupported_op():
+    fn = CASES["several"][0]
+    with pytest.raises(UnsupportedOpError) as err:
+        coreml_compile.compile(Fn(fn), (_x(),), allow_fallback=False)
+    message = str(err.value)
+    assert "linalg_inv" in message and "cumsum" in message
+
+
+def test_strategy_decisions_and_placements_are_reported():
+    x = _x()
+    fn = lambda a: inv(torch.relu(inv(a)))  # noqa: E731 - one relu between two fallbacks
+    default = coreml_compile.compile(Fn(fn), (x,))
+    assert [s.kind for s in default.plan.steps] == ["fallback"]
+    assert "below the minimum of 3" in default.report.fallback_reasons["relu"]
+    battery = coreml_compile.compile(Fn(fn), (x,), strategy="battery")
+    assert [s.kind for s in battery.plan.steps] == ["fallback", "coreml", "fallback"]
+    placements = battery.placements()
+    assert [p.where for p in placements] == ["torch:cpu", "reference:cpu", "torch:cpu"]
+    assert "battery" in placements[0].reason
+    assert_close(battery(x), fn(x), "fp16", "battery")
+
+
+def test_load_overrides_the_fallback_device(tmp_path):
+    _compiled, loaded, _x = _round_trip(CASES["middle"][0], tmp_path)
+    assert loaded.placements()[1].where == "torch:cpu"
+    cpu = coreml_compile.load(tmp_path / "model.mlpackage", fallback="cpu")
+    assert cpu.placements()[1].reason == "asked for"
+    if not torch.backends.mps.is_available():
+        with pytest.raises(DeviceNotAvailable, match="mps"):
+            coreml_compile.load(tmp_path / "model.mlpackage", fallback="mps")
+
+
+def test_wrong_inputs_are_named(tmp_path):
+    _compiled, loaded, x = _round_trip(CASES["middle"][0], tmp_path)
+    with pytest.raises(Exception, match="expected shape"):
+        loaded.predict({"xs_0": np.zeros((3, 4), np.float32)})
+    with pytest.raises(Exception, match="missing input"):
+        loaded.predict({"b": x.numpy()})
+
+
+def test_corrupt_plan_is_a_clear_error(tmp_path):
+    _round_trip(CASES["middle"][0], tmp_path)
+    plan = tmp_path / "model.mlpackage" / "Data" / "com.coreml-compile" / "plan.json"
+    doc = json.loads(plan.read_text())
+    plan.write_text(json.dumps({**doc, "format": 99}))
+    with pytest.raises(PlanFormatError, match="format 99"):
+        coreml_compile.load(tmp_path / "model.mlpackage")
