@@ -194,3 +194,60 @@ def test_run_reports_bad_inputs_in_one_line(workdir):
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, result.stderr)
+
+
+PARTIAL = """
+import torch
+from torch import nn
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return torch.relu(torch.cumsum(y, 1) * 0.5 + 1) - 0.25
+
+def model():
+    torch.manual_seed(0)
+    return M().eval()
+
+def example_inputs():
+    return (torch.randn(1, 3, 8, 8),)
+"""
+
+
+def test_partitioned_compile_says_what_runs_where(workdir):
+    (workdir / "partial.py").write_text(textwrap.dedent(PARTIAL))
+    result = run_cli("partial.py", "-o", "p.mlpackage", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "partitions: 3, " in out and "of IR nodes on Core ML" in out
+    assert "kept on Core ML: holds a convolution" in out
+    assert "aten::cumsum.default: no Core ML lowering  (cumsum)" in out
+    assert "partition_1 (fallback) -> torch:cpu" in out
+
+    ran = run_cli("run", "p.mlpackage", "--fallback", "cpu", cwd=workdir)
+    assert ran.returncode == 0, ran.stderr
+    assert "partition_1 (fallback) -> torch:cpu: asked for" in ran.stdout
+    ok = run_cli("verify", "p.mlpackage", "--against", "partial.py", cwd=workdir)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    strict = run_cli("partial.py", "-o", "strict.mlpackage", "--no-fallback", cwd=workdir)
+    assert strict.returncode == 1 and not (workdir / "strict.mlpackage").exists()
+    (line,) = strict.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: Core ML cannot run 1 op(s): aten::cumsum.default")
+
+    if not _has_mps():
+        gpu = run_cli("run", "p.mlpackage", "--fallback", "mps", cwd=workdir)
+        assert gpu.returncode == 1
+        assert gpu.stderr.strip() == (
+            "error: fallback device 'mps' is not available on this machine"
+        )
+
+
+def _has_mps() -> bool:
+    import torch
+
+    return torch.backends.mps.is_available()

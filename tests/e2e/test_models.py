@@ -97,3 +97,27 @@ def test_model_end_to_end(tmp_path, module_name, factory, expected_ops):
     assert_close(actual, expected, "fp16", f"{factory} saved package")
     cosine = torch.nn.functional.cosine_similarity(actual.flatten(), expected.flatten(), 0)
     assert cosine.item() > 0.9999
+
+
+@pytest.mark.parametrize("target", ["iOS16", "iOS18"])
+def test_resnet18_with_a_fallback_op_in_the_middle(tmp_path, target):
+    import resnet
+
+    model = resnet.resnet18_with_fallback()
+    (x,) = resnet.example_inputs()
+    compiled = coreml_compile.compile(model, (x,), minimum_deployment_target=target)
+    assert [s.kind for s in compiled.plan.steps] == ["coreml", "fallback", "coreml"]
+    reasons = compiled.report.fallback_reasons
+    assert reasons == {"cumsum": "aten::cumsum.default: no Core ML lowering"}
+    # Both Core ML halves together hold what the plain ResNet-18 lowers to, plus the
+    # casts at the two new boundaries (fp32 I/O around an fp16 program).
+    plain = _resnet_expected("resnet18")
+    assert compiled.report.mil_ops == {**plain, "cast": plain["cast"] + 2}
+    path = compiled.save(tmp_path / "r18f.mlpackage")
+    loaded = coreml_compile.load(path)
+    with torch.no_grad():
+        expected = resnet.resnet18()(x)  # the fallback op leaves batch-1 values as they are
+    actual = loaded(x)
+    assert_close(actual, expected, "fp16", "resnet18 with fallback, saved package")
+    cosine = torch.nn.functional.cosine_similarity(actual.flatten(), expected.flatten(), 0)
+    assert cosine.item() > 0.9999

@@ -40,3 +40,20 @@ def test_core_ml_rejects_wrong_input_shape(tmp_path):
     compiled = coreml_compile.compile(torch.nn.ReLU(), (torch.randn(2, 3),), backend="coreml")
     with pytest.raises(Exception, match="expected shape"):
         compiled.predict({"input": np.zeros((3, 2), np.float32)})
+
+
+@pytest.mark.parametrize("target", ["iOS16", "iOS18"])  # nested packages / multifunction
+def test_partitioned_package_on_core_ml_matches_the_reference_executor(tmp_path, target):
+    import resnet
+
+    model = resnet.resnet18_with_fallback()
+    (x,) = resnet.example_inputs()
+    compiled = coreml_compile.compile(model, (x,), minimum_deployment_target=target)
+    path = compiled.save(tmp_path / "r18f.mlpackage")
+    on_core_ml = coreml_compile.load(path, backend="coreml")
+    reference = coreml_compile.load(path, backend="reference")
+    wheres = [p.where for p in on_core_ml.placements()]
+    assert wheres[0].startswith("coreml:") and wheres[1].startswith("torch:")
+    got = on_core_ml.predict({"x": x.numpy()})["output"]
+    want = reference.predict({"x": x.numpy()})["output"]
+    assert_close(torch.from_numpy(got), torch.from_numpy(want), "fp16", f"partitioned {target}")
