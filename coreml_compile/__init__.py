@@ -12,8 +12,16 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from coreml_compile.api import CompiledModel
+    from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
-__all__ = ["CompiledModel", "__version__", "compile", "devices", "load"]
+__all__ = [
+    "CompiledModel",
+    "HybridExecutionStrategy",
+    "__version__",
+    "compile",
+    "devices",
+    "load",
+]
 
 
 def compile(model: Any, example_inputs: Any = None, **options: Any) -> CompiledModel:  # noqa: A001
@@ -42,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from coreml_compile.api import CompiledModel
 
         return CompiledModel
+    if name == "HybridExecutionStrategy":
+        from coreml_compile.runtime.strategy import HybridExecutionStrategy
+
+        return HybridExecutionStrategy
     raise AttributeError(name)

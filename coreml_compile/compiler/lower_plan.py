@@ -17,6 +17,7 @@ from coreml_compile.compiler.lower import (
     single_function_program,
     to_mlmodel,
 )
+from coreml_compile.compiler.ops import op_label
 from coreml_compile.runtime.partition import COREML, Plan
 from coreml_compile.runtime.plan import HybridPlan, Step
 
@@ -59,7 +60,10 @@ def lower_plan(
         ins = [v.name for v in p.inputs]
         outs = [v.name for v in p.outputs]
         sub = graph.extract(p.nodes, p.inputs, p.outputs, p.name)
-        step = Step(p.name, p.kind, ins, outs, sub.op_counts(), p.reasons, p.decision)
+        ops: dict[str, int] = {}
+        for node in p.nodes:
+            ops[op_label(node)] = ops.get(op_label(node), 0) + 1
+        step = Step(p.name, p.kind, ins, outs, ops, p.reasons, p.decision)
         if p.kind == COREML:
             functions[p.name] = build_function(sub, precision, target, warnings)
             first = len(functions) == 1

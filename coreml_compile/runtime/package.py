@@ -6,6 +6,7 @@ parsed here); the reference executor runs it anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,10 @@ def load_package(
     if stored is not None:
         plan, nested_paths = stored
         nested = {name: read_program(p)[::-1] for name, p in nested_paths.items()}
-        # Run as compiled, except what the caller overrides now.
-        settings = {**plan.strategy}
+        # Run as compiled, except what the caller overrides now. Settings this version
+        # does not know (a newer writer's) are left out.
+        known = {f.name for f in dataclasses.fields(HybridExecutionStrategy)}
+        settings = {k: v for k, v in plan.strategy.items() if k in known}
         if strategy is not None:
             settings["battery"] = strategy == "battery"
         if fallback is not None:

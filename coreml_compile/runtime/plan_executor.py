@@ -18,8 +18,9 @@ import torch
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.interpreter import run_graph
 from coreml_compile.errors import InputSpecError
-from coreml_compile.runtime.devices import Choice
+from coreml_compile.runtime.devices import Choice, coreml_available
 from coreml_compile.runtime.plan import HybridPlan, Step
+from coreml_compile.runtime.reference import check_input_names
 from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
 
@@ -90,11 +91,9 @@ class PlanExecutor:
             from coreml_compile.runtime.reference import ReferenceExecutor
 
             executor = ReferenceExecutor(programs[step.name], function, device=choice.device)
-            self.placements.append(
-                Placement(step.name, step.kind, f"reference:{choice.device}", "no Core ML here")
-                if choice.device == "cpu"
-                else Placement(step.name, step.kind, f"reference:{choice.device}", "asked for")
-            )
+            why = "reference backend asked for" if coreml_available()[0] else "no Core ML here"
+            where = f"reference:{choice.device}"
+            self.placements.append(Placement(step.name, step.kind, where, why))
             return _Runner(step, _reference_runner(executor, step), executor.device)
         decision = strategy.fallback_device(step.graph)
         device = torch.device(decision.where)
@@ -109,16 +108,7 @@ class PlanExecutor:
         return _Runner(step, run, device)
 
     def _check_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        missing = [n for n in self.plan.inputs if n not in inputs]
-        extra = [n for n in inputs if n not in self.plan.inputs]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing input(s) {', '.join(missing)}")
-            if extra:
-                parts.append(f"unknown input(s) {', '.join(extra)}")
-            takes = ", ".join(self.plan.inputs)
-            raise InputSpecError(f"{'; '.join(parts)} (the model takes {takes})")
+        check_input_names(self.plan.inputs, inputs)
         env = {}
         for name, t in self.plan.inputs.items():
             x = inputs[name]

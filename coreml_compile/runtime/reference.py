@@ -15,7 +15,7 @@ knows which values it may drop after it runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,20 @@ def _store(tensor: Any, mil: str) -> Any:
     if want is torch.bool and tensor.dtype != torch.bool:
         return tensor.to(torch.bool)
     return tensor
+
+
+def check_input_names(expected: Iterable[str], given: Iterable[str]) -> None:
+    """Raise InputSpecError naming missing and unknown inputs, if any."""
+    expected, given = list(expected), list(given)
+    missing = [n for n in expected if n not in given]
+    extra = [n for n in given if n not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown input(s) {', '.join(extra)}")
+        raise InputSpecError(f"{'; '.join(parts)} (the model takes {', '.join(expected)})")
 
 
 def const_value(val: Any) -> Any:
@@ -185,15 +199,7 @@ class ReferenceExecutor:
         return value
 
     def _check_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        missing = [n for n in self.inputs if n not in inputs]
-        extra = [n for n in inputs if n not in self.inputs]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing input(s) {', '.join(missing)}")
-            if extra:
-                parts.append(f"unknown input(s) {', '.join(extra)}")
-            raise InputSpecError(f"{'; '.join(parts)} (the model takes {', '.join(self.inputs)})")
+        check_input_names(self.inputs, inputs)
         env = {}
         for name, (shape, mil) in self.inputs.items():
             x = inputs[name]

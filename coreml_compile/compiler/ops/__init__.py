@@ -112,6 +112,11 @@ class Op:
         return [TensorType(dtypes.from_torch(o.dtype), tuple(o.shape)) for o in outs]
 
 
+def op_label(node: Node) -> str:
+    """The op's name for people: its record, or for the fallback, the ATen overload."""
+    return node.attrs.get("target", node.op) if node.op == "aten" else node.op
+
+
 def macs(node: Node) -> int:
     """Multiply-accumulates one run of ``node`` does (0 for ops that are not products)."""
     record = get_record(node.op)
@@ -145,7 +150,7 @@ def unsupported_reason(node: Node, generation: int) -> str | None:
     and the partitioner asks it.
     """
     record = get_record(node.op)
-    label = node.attrs.get("target", node.op) if node.op == "aten" else node.op
+    label = op_label(node)
     if record.lower is None:
         return f"{label}: no Core ML lowering"
     if generation < record.min_target:
