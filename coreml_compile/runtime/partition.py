@@ -6,16 +6,20 @@ or fallback) and by how many kind changes lie on the longest path that reaches t
 
     level(n) = max over producers p of level(p) + (kind(p) != kind(n))
 
-Nodes of one kind and one level form one partition. Partitions built this way can be
-contracted without creating a cycle (a path that leaves a partition and comes back would
-change kind twice, so its end would sit two levels higher), and ordering them by level
-is a valid execution order. Whether a small Core ML partition between fallbacks is
-worth its two hand-offs is the strategy's call (``runtime/strategy.py``); one that is not
-is run as fallback instead, and the groups are formed again.
+Nodes of one kind and one level form one group. Groups built this way can be contracted
+without creating a cycle (a path that leaves a group and comes back would change kind
+twice, so its end would sit two levels higher), and ordering them by level is a valid
+execution order. Groups of one kind are then merged wherever no path between them runs
+through a third group, so that the partitions are maximal.
+
+Whether a small Core ML partition between fallbacks is worth its two hand-offs is the
+strategy's call (``runtime/strategy.py``); one that is not is run as fallback instead,
+and the groups are formed again.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from coreml_compile.compiler.ir import Graph, Node, Value
@@ -69,7 +73,8 @@ def _levels(graph: Graph, kind: dict[int, str]) -> dict[int, int]:
     return level
 
 
-def _groups(graph: Graph, kind: dict[int, str]) -> list[tuple[int, str, list[Node]]]:
+def _groups(graph: Graph, kind: dict[int, str]) -> list[tuple[str, list[Node]]]:
+    """Partitions in execution order: (kind, nodes in graph order)."""
     level = _levels(graph, kind)
     position = {id(n): i for i, n in enumerate(graph.nodes)}
     grouped: dict[tuple[int, str], list[Node]] = {}
@@ -78,17 +83,89 @@ def _groups(graph: Graph, kind: dict[int, str]) -> list[tuple[int, str, list[Nod
     # Core ML first among groups of one level: they are independent, and Core ML's
     # results are then ready for the fallback groups of the next level.
     order = sorted(grouped, key=lambda key: (key[0], key[1] != COREML))
-    groups: list[tuple[int, str, list[Node]]] = []
-    for lvl, k in order:
-        # Neighbours in an execution order can always run as one partition: one
-        # hand-off fewer (a fallback at level 0 and one at level 1, say).
-        if groups and groups[-1][1] == k:
-            groups[-1][2].extend(grouped[(lvl, k)])
-        else:
-            groups.append((lvl, k, list(grouped[(lvl, k)])))
-    for _lvl, _k, nodes in groups:
+    groups = [(k, grouped[(lvl, k)]) for lvl, k in order]
+    groups = _merge(groups, position)
+    for _k, nodes in groups:
         nodes.sort(key=lambda n: position[id(n)])
     return groups
+
+
+def _merge(
+    groups: list[tuple[str, list[Node]]], position: dict[int, int]
+) -> list[tuple[str, list[Node]]]:
+    """Merge groups of one kind wherever no path between them leaves the kind.
+
+    Grouping by level runs every node as early as it can, which can split work that
+    could run as one partition: a Core ML branch that does not depend on a fallback
+    lands before it, away from the Core ML work after it. Two groups can merge unless
+    a path from one to the other passes through a third group (contracting them would
+    then make a cycle); reachability is kept as bitsets over the groups.
+    """
+    members = [list(nodes) for _k, nodes in groups]
+    kinds = [k for k, _nodes in groups]
+    while True:
+        succ = _successors(members)
+        order = _topological(succ, [min(position[id(n)] for n in m) for m in members])
+        members = [members[g] for g in order]
+        kinds = [kinds[g] for g in order]
+        succ = _successors(members)
+        # Groups are now in a topological order: reach[g] has bit h if g reaches h.
+        reach = [0] * len(members)
+        for g in reversed(range(len(members))):
+            bits = 1 << g
+            for h in succ[g]:
+                bits |= reach[h]
+            reach[g] = bits
+        pair = _mergeable_pair(kinds, succ, reach)
+        if pair is None:
+            return list(zip(kinds, members, strict=True))
+        a, b = pair
+        members[a].extend(members.pop(b))
+        kinds.pop(b)
+
+
+def _successors(members: list[list[Node]]) -> list[set[int]]:
+    owner = {id(n): g for g, nodes in enumerate(members) for n in nodes}
+    succ: list[set[int]] = [set() for _ in members]
+    for g, nodes in enumerate(members):
+        for node in nodes:
+            for out in node.outputs:
+                for user in out.users:
+                    if owner[id(user)] != g:
+                        succ[g].add(owner[id(user)])
+    return succ
+
+
+def _topological(succ: list[set[int]], key: list[int]) -> list[int]:
+    """A topological order of the groups; among ready groups, the smallest key first."""
+    indegree = [0] * len(succ)
+    for targets in succ:
+        for h in targets:
+            indegree[h] += 1
+    ready = [(key[g], g) for g in range(len(succ)) if indegree[g] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _key, g = heapq.heappop(ready)
+        order.append(g)
+        for h in succ[g]:
+            indegree[h] -= 1
+            if indegree[h] == 0:
+                heapq.heappush(ready, (key[h], h))
+    return order
+
+
+def _mergeable_pair(
+    kinds: list[str], succ: list[set[int]], reach: list[int]
+) -> tuple[int, int] | None:
+    for a in range(len(kinds)):
+        for b in range(a + 1, len(kinds)):
+            if kinds[a] != kinds[b]:
+                continue
+            # An indirect path a -> s -> ... -> b (s another group) forbids the merge.
+            if not any(s != b and reach[s] >> b & 1 for s in succ[a]):
+                return a, b
+    return None
 
 
 def partition(
@@ -103,7 +180,7 @@ def partition(
         if len(groups) == 1:
             break
         demoted = False
-        for _lvl, k, nodes in groups:
+        for k, nodes in groups:
             if k != COREML:
                 continue
             decision = strategy.keep_on_coreml(nodes)
@@ -117,7 +194,7 @@ def partition(
             break
     partitions = [
         Partition(i, k, nodes, reasons={n.name: reasons[id(n)] for n in nodes if reasons[id(n)]})
-        for i, (_lvl, k, nodes) in enumerate(groups)
+        for i, (k, nodes) in enumerate(groups)
     ]
     if len(partitions) > 1:
         for p in partitions:

@@ -110,6 +110,31 @@ def test_disconnected_supported_nodes_share_a_partition():
     assert kinds.count(COREML) == 1 and kinds.count(FALLBACK) == 1
 
 
+def test_independent_supported_work_joins_the_partition_after_the_fallback():
+    # relu(a) * 2 does not depend on inv: it runs with the Core ML work after it, not
+    # in a partition of its own before the fallback.
+    _, plan = _plan(lambda a: torch.sigmoid(inv(a) + 1) + torch.relu(a) * 2)
+    assert [p.kind for p in plan.partitions] == [FALLBACK, COREML]
+    assert len(plan.partitions[1].nodes) == 5
+
+
+def test_merging_keeps_partitions_acyclic_and_in_order():
+    # Two fallbacks in sequence with supported work between and beside them.
+    def fn(a):
+        b = inv(torch.relu(a) + 1)
+        c = torch.sigmoid(a) * 3  # independent: may join either Core ML partition
+        return inv(b * 2 + c) + c
+
+    graph, plan = _plan(fn)
+    assert check_acyclic(graph, plan)
+    available = {id(v) for v in graph.inputs}
+    for p in plan.partitions:
+        assert all(id(v) in available for v in p.inputs)
+        available |= {id(v) for v in p.outputs}
+    kinds = [p.kind for p in plan.partitions]
+    assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False)), kinds
+
+
 def test_resnet_with_an_unsupported_op_in_the_middle():
     import resnet
 
