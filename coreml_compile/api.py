@@ -119,6 +119,10 @@ class CompiledModel:
         self.strategy = strategy or HybridExecutionStrategy()
         # Resolved now, so asking for a missing backend fails at load, not at first call.
         self.choice = choose(backend, compute_units, device)
+        if self.choice.backend == "coreml" and compute_units is None:
+            preferred = self.strategy.compute_units(None)  # battery: the Neural Engine
+            if preferred is not None:
+                self.choice = dataclasses.replace(self.choice, compute_units=preferred)
         self._executor: Any = None
         if plan is not None:
             self._runner()  # a missing fallback device also fails now
@@ -380,11 +384,9 @@ def _strategy(
 ) -> HybridExecutionStrategy:
     from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
-    overrides = {"fallback": fallback, "min_coreml_nodes": min_coreml_nodes}
-    if isinstance(strategy, HybridExecutionStrategy):
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(strategy, **given)  # type: ignore[arg-type]
-    return HybridExecutionStrategy.named(strategy, **overrides)
+    if not isinstance(strategy, HybridExecutionStrategy):
+        strategy = HybridExecutionStrategy.named(strategy)
+    return strategy.with_overrides(fallback=fallback, min_coreml_nodes=min_coreml_nodes)
 
 
 def _compile_partitioned(

@@ -64,19 +64,16 @@ def load_package(
     metadata = dict(mlmodel._spec.description.metadata.userDefined)
     stored = read_items(path)
     plan, nested = None, {}
-    policy = HybridExecutionStrategy.named(strategy or "auto", fallback=fallback)
+    policy = HybridExecutionStrategy()
     if stored is not None:
         plan, nested_paths = stored
         nested = {name: read_program(p)[::-1] for name, p in nested_paths.items()}
-        # Run as compiled, except what the caller overrides now. Settings this version
-        # does not know (a newer writer's) are left out.
+        # Run as compiled; settings this version does not know (a newer writer's) are
+        # left out.
         known = {f.name for f in dataclasses.fields(HybridExecutionStrategy)}
-        settings = {k: v for k, v in plan.strategy.items() if k in known}
-        if strategy is not None:
-            settings["battery"] = strategy == "battery"
-        if fallback is not None:
-            settings["fallback"] = fallback
-        policy = HybridExecutionStrategy(**settings)
+        policy = HybridExecutionStrategy(**{k: v for k, v in plan.strategy.items() if k in known})
+    battery = None if strategy is None else HybridExecutionStrategy.named(strategy).battery
+    policy = policy.with_overrides(fallback=fallback, battery=battery)
     return CompiledModel(
         None,
         mlmodel,

@@ -51,8 +51,9 @@ class Step:
     inputs: list[str]
     outputs: list[str]
     ops: dict[str, int]
-    # Fallback: node -> why it is not on Core ML. Core ML: why the strategy kept it.
+    # Fallback: node -> why it is not on Core ML.
     reasons: dict[str, str] = field(default_factory=dict)
+    # Core ML, between fallbacks: why the strategy kept it there.
     decision: str = ""
     # Core ML: where its program is: "root" (the root model's function ``name``, or
     # "main" in a single-function root) or "nested" (package item ``<name>.mlpackage``).

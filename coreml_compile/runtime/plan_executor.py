@@ -84,9 +84,10 @@ class PlanExecutor:
             if choice.backend == "coreml":
                 from coreml_compile.runtime.coreml_executor import CoreMLExecutor
 
-                units = strategy.compute_units(choice.compute_units) or "all"
+                units = choice.compute_units or "all"
                 executor = CoreMLExecutor(models[step.name], units, function_name=function)
-                self.placements.append(Placement(step.name, step.kind, f"coreml:{units}", ""))
+                why = "battery mode" if strategy.battery else "Core ML is available"
+                self.placements.append(Placement(step.name, step.kind, f"coreml:{units}", why))
                 return _Runner(step, _coreml_runner(executor, step), torch.device("cpu"))
             from coreml_compile.runtime.reference import ReferenceExecutor
 

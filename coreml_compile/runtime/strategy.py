@@ -65,15 +65,18 @@ class HybridExecutionStrategy:
             raise CoreMLCompileError("min_coreml_nodes must be at least 1")
 
     @classmethod
-    def named(cls, name: str, **overrides: object) -> HybridExecutionStrategy:
-        """A preset ("auto" or "battery") with some fields overridden."""
+    def named(cls, name: str) -> HybridExecutionStrategy:
+        """A preset: "auto" or "battery"."""
         if name not in STRATEGIES:
             raise CoreMLCompileError(
                 f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}"
             )
-        base = cls(battery=name == "battery")
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return replace(base, **given)  # type: ignore[arg-type]
+        return cls(battery=name == "battery")
+
+    def with_overrides(self, **settings: object) -> HybridExecutionStrategy:
+        """This strategy with the settings given (those that are not None) replaced."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        return replace(self, **given)  # type: ignore[arg-type]
 
     @property
     def name(self) -> str:
