@@ -186,6 +186,7 @@ def _samples() -> list[Sample]:
     add("flatten", "from1", lambda a: a.flatten(1), x4)
     add("permute", "plain", lambda a: a.permute(0, 2, 3, 1), x4)
     add("transpose", "plain", lambda a: a.transpose(1, -1), x4)
+    add("transpose", "dot_T", lambda a, b: a.T + b, rand(3, 5), rand(5, 3), also=("add",))
     add("squeeze", "dim", lambda a: a.squeeze(1), rand(2, 1, 4))
     add("squeeze", "all", lambda a: a.squeeze(), rand(2, 1, 4, 1))
     add("unsqueeze", "plain", lambda a: a.unsqueeze(-1), rand(2, 4))

@@ -110,6 +110,12 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::permute.default": M("permute"),
     "aten::transpose.int": M("transpose"),
     "aten::t.default": M("transpose", fixed={"dim0": 0, "dim1": -1}),
+    # Tensor.T: reverses all dims; as a transpose only for the ranks where it is one.
+    "aten::numpy_T.default": M(
+        "transpose",
+        fixed={"dim0": 0, "dim1": -1},
+        accept=lambda a: a["self"].meta["val"].dim() <= 2,
+    ),
     "aten::squeeze.default": M("squeeze"),
     "aten::squeeze.dim": M("squeeze"),
     "aten::squeeze.dims": M("squeeze"),
@@ -145,6 +151,7 @@ VIEW_OPS = frozenset(
         "aten::permute.default",
         "aten::transpose.int",
         "aten::t.default",
+        "aten::numpy_T.default",
         "aten::squeeze.default",
         "aten::squeeze.dim",
         "aten::squeeze.dims",
