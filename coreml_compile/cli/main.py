@@ -78,10 +78,13 @@ Examples:
   coreml-compile models/vgg.py:vgg11_bn -o vgg11bn.mlpackage --precision fp32
   coreml-compile my_model.py --input-shape 1,3,256,256 -o mine.mlpackage --target iOS17
   coreml-compile models/resnet.py -o small.mlpackage --quantize palette4
+  coreml-compile models/resnet.py:resnet18_with_fallback -o r18f.mlpackage  # partitioned
   coreml-compile verify resnet.mlpackage --against models/resnet.py
 
 A model file is a Python file: FILE[:NAME] calls NAME (default: model) to get an
-nn.Module, and example_inputs() for the inputs to trace with (or give --input-shape).""",
+nn.Module, and example_inputs() for the inputs to trace with (or give --input-shape).
+Ops Core ML cannot run are run on torch from the same package; the compile summary
+says which and why (--no-fallback makes them an error instead).""",
 )
 @click.version_option(__version__, prog_name="coreml-compile")
 def cli() -> None:
