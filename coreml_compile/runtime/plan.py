@@ -175,29 +175,42 @@ class HybridPlan:
 def write_items(package: Path, plan: HybridPlan, nested: dict[str, Any]) -> None:
     """Add the plan, the fallback graphs' arrays and nested Core ML packages to ``package``.
 
-    ``nested`` maps a step name to the coremltools MLModel of that partition.
+    ``nested`` maps a step name to the coremltools MLModel of that partition. Items the
+    package has already (coremltools copies them along when a loaded package is saved
+    again) are overwritten in place.
     """
-    from coremltools.libmodelpackage import ModelPackage
-
     from coreml_compile.compiler.lower import quiet_coremltools
 
     arrays = ArrayWriter()
     doc = plan.to_json(arrays)
-    package_api = ModelPackage(str(package))
     with tempfile.TemporaryDirectory(dir=package.parent) as tmp:
         staging = Path(tmp)
         (staging / PLAN_ITEM).write_text(json.dumps(doc, indent=1, allow_nan=True))
         (staging / ARRAYS_ITEM).write_bytes(arrays.getvalue())
-        package_api.addItem(str(staging / PLAN_ITEM), PLAN_ITEM, AUTHOR, "execution plan")
-        package_api.addItem(str(staging / ARRAYS_ITEM), ARRAYS_ITEM, AUTHOR, "fallback weights")
+        _put(package, staging / PLAN_ITEM, "execution plan")
+        _put(package, staging / ARRAYS_ITEM, "fallback weights")
         for name, mlmodel in nested.items():
             item = staging / f"{name}.mlpackage"
             with quiet_coremltools():
                 mlmodel.save(str(item))
-            package_api.addItem(str(item), item.name, AUTHOR, f"Core ML partition {name}")
-            # addItem copies a folder's top level only; the nested package needs it all.
-            copied = package_api.findItemByNameAuthor(item.name, AUTHOR).path()
-            shutil.copytree(item, copied, dirs_exist_ok=True)
+            _put(package, item, f"Core ML partition {name}")
+
+
+def _put(package: Path, source: Path, description: str) -> None:
+    """Make ``source`` (a file or folder) the package item of that name by our author."""
+    from coremltools.libmodelpackage import ModelPackage
+
+    target = _item_path(package, source.name)
+    if target is None:
+        package_api = ModelPackage(str(package))
+        package_api.addItem(str(source), source.name, AUTHOR, description)
+        target = Path(package_api.findItemByNameAuthor(source.name, AUTHOR).path())
+    if source.is_dir():
+        # addItem copies a folder's top level only; a nested package needs all of it.
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
 
 
 def _item_path(package: Path, name: str) -> Path | None:

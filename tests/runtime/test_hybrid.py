@@ -206,3 +206,18 @@ def test_tensors_are_handed_over_without_copies():
     assert received[handed] is produced[handed]
     # The numpy input is viewed, not copied, on its way in.
     assert np.shares_memory(received["xs_0"].numpy(), array)
+
+
+@pytest.mark.parametrize("target", ["iOS16", "iOS18"])
+def test_a_loaded_package_saves_again(target, tmp_path):
+    fn = CASES["several"][0]
+    _compiled, loaded, x = _round_trip(fn, tmp_path, target)
+    again = coreml_compile.load(loaded.save(tmp_path / "again.mlpackage"))
+    assert [s.kind for s in again.plan.steps] == CASES["several"][1]
+    assert_close(again(x), fn(x), "fp16", "saved twice")
+    manifest = json.loads((tmp_path / "again.mlpackage" / "Manifest.json").read_text())
+    names = sorted(e["name"] for e in manifest["itemInfoEntries"].values())
+    expected = ["arrays.bin", "model.mlmodel", "plan.json", "weights"]
+    if target == "iOS16":
+        expected = sorted([*expected, "partition_2.mlpackage", "partition_4.mlpackage"])
+    assert names == expected  # each item once
