@@ -59,8 +59,17 @@ class PlanExecutor:
     ):
         """``programs``/``models``: step name -> MIL program / MLModel holding its function."""
         self.plan = plan
+        self.runners: list[_Runner] = []
         self.placements: list[Placement] = []
-        self.runners = [self._prepare(s, programs, models, choice, strategy) for s in plan.steps]
+        for step in plan.steps:
+            if step.kind == "coreml":
+                function = plan.function_name(step)
+                program, model = programs[step.name], models[step.name]
+                runner, placement = _core_ml_step(step, function, program, model, choice, strategy)
+            else:
+                runner, placement = _fallback_step(step, strategy)
+            self.runners.append(runner)
+            self.placements.append(placement)
         # After which step each tensor can be dropped (graph outputs are kept).
         last_use: dict[str, int] = {}
         for i, step in enumerate(plan.steps):
@@ -70,43 +79,6 @@ class PlanExecutor:
         for name, i in last_use.items():
             if name not in plan.outputs and name not in plan.inputs:
                 self.release[i].append(name)
-
-    def _prepare(
-        self,
-        step: Step,
-        programs: dict[str, Any],
-        models: dict[str, Any],
-        choice: Choice,
-        strategy: HybridExecutionStrategy,
-    ) -> _Runner:
-        if step.kind == "coreml":
-            function = self.plan.function_name(step)
-            if choice.backend == "coreml":
-                from coreml_compile.runtime.coreml_executor import CoreMLExecutor
-
-                units = choice.compute_units or "all"
-                executor = CoreMLExecutor(models[step.name], units, function_name=function)
-                why = "battery mode" if strategy.battery else "Core ML is available"
-                self.placements.append(Placement(step.name, step.kind, f"coreml:{units}", why))
-                return _Runner(step, _coreml_runner(executor, step), torch.device("cpu"))
-            from coreml_compile.runtime.reference import ReferenceExecutor
-
-            executor = ReferenceExecutor(programs[step.name], function, device=choice.device)
-            why = "reference backend asked for" if coreml_available()[0] else "no Core ML here"
-            where = f"reference:{choice.device}"
-            self.placements.append(Placement(step.name, step.kind, where, why))
-            return _Runner(step, _reference_runner(executor, step), executor.device)
-        decision = strategy.fallback_device(step.graph)
-        device = torch.device(decision.where)
-        self.placements.append(Placement(step.name, step.kind, f"torch:{device}", decision.reason))
-        graph = step.graph
-        # Weights go to the device once, not on every call.
-        constants = {v.name: torch.from_numpy(v.data).to(device) for v in graph.constants.values()}
-
-        def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-            return run_graph(graph, tensors, device, constants=constants)
-
-        return _Runner(step, run, device)
 
     def _check_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         check_input_names(self.plan.inputs, inputs)
@@ -143,6 +115,44 @@ class PlanExecutor:
 
     def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
         return {name: t.cpu().numpy() for name, t in self.run(inputs).items()}
+
+
+def _core_ml_step(
+    step: Step,
+    function: str,
+    program: Any,
+    model: Any,
+    choice: Choice,
+    strategy: HybridExecutionStrategy,
+) -> tuple[_Runner, Placement]:
+    if choice.backend == "coreml":
+        from coreml_compile.runtime.coreml_executor import CoreMLExecutor
+
+        units = choice.compute_units or "all"
+        executor = CoreMLExecutor(model, units, function_name=function)
+        why = "battery mode" if strategy.battery else "Core ML is available"
+        placement = Placement(step.name, step.kind, f"coreml:{units}", why)
+        return _Runner(step, _coreml_runner(executor, step), torch.device("cpu")), placement
+    from coreml_compile.runtime.reference import ReferenceExecutor
+
+    executor = ReferenceExecutor(program, function, device=choice.device)
+    why = "reference backend asked for" if coreml_available()[0] else "no Core ML here"
+    placement = Placement(step.name, step.kind, f"reference:{choice.device}", why)
+    return _Runner(step, _reference_runner(executor, step), executor.device), placement
+
+
+def _fallback_step(step: Step, strategy: HybridExecutionStrategy) -> tuple[_Runner, Placement]:
+    decision = strategy.fallback_device(step.graph)
+    device = torch.device(decision.where)
+    graph = step.graph
+    # Weights go to the device once, not on every call.
+    constants = {v.name: torch.from_numpy(v.data).to(device) for v in graph.constants.values()}
+
+    def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return run_graph(graph, tensors, device, constants=constants)
+
+    placement = Placement(step.name, step.kind, f"torch:{device}", decision.reason)
+    return _Runner(step, run, device), placement
 
 
 def _reference_runner(executor: Any, step: Step) -> Any:
