@@ -106,9 +106,10 @@ def _merge(
     while True:
         succ = _successors(members)
         order = _topological(succ, [min(position[id(n)] for n in m) for m in members])
+        renumber = {old: new for new, old in enumerate(order)}
         members = [members[g] for g in order]
         kinds = [kinds[g] for g in order]
-        succ = _successors(members)
+        succ = [{renumber[h] for h in succ[g]} for g in order]
         # Groups are now in a topological order: reach[g] has bit h if g reaches h.
         reach = [0] * len(members)
         for g in reversed(range(len(members))):
@@ -177,14 +178,17 @@ def partition(
     kind = {id(n): FALLBACK if reasons[id(n)] else COREML for n in graph.nodes}
     while True:
         groups = _groups(graph, kind)
+        # Why each Core ML group stays there (only asked when there is a fallback).
+        kept: dict[int, str] = {}
         if len(groups) == 1:
             break
         demoted = False
-        for k, nodes in groups:
+        for i, (k, nodes) in enumerate(groups):
             if k != COREML:
                 continue
             decision = strategy.keep_on_coreml(nodes)
             if decision.where == COREML:
+                kept[i] = decision.reason
                 continue
             demoted = True
             for node in nodes:
@@ -193,13 +197,15 @@ def partition(
         if not demoted:
             break
     partitions = [
-        Partition(i, k, nodes, reasons={n.name: reasons[id(n)] for n in nodes if reasons[id(n)]})
+        Partition(
+            i,
+            k,
+            nodes,
+            reasons={n.name: reasons[id(n)] for n in nodes if reasons[id(n)]},
+            decision=kept.get(i, ""),
+        )
         for i, (k, nodes) in enumerate(groups)
     ]
-    if len(partitions) > 1:
-        for p in partitions:
-            if p.kind == COREML:
-                p.decision = strategy.keep_on_coreml(p.nodes).reason
     _connect(graph, partitions)
     return Plan(partitions)
 

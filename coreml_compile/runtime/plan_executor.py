@@ -17,10 +17,9 @@ import torch
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.interpreter import run_graph
-from coreml_compile.errors import InputSpecError
 from coreml_compile.runtime.devices import Choice, coreml_available
 from coreml_compile.runtime.plan import HybridPlan, Step
-from coreml_compile.runtime.reference import check_input_names
+from coreml_compile.runtime.reference import check_input_names, input_tensor
 from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
 
@@ -84,15 +83,7 @@ class PlanExecutor:
         check_input_names(self.plan.inputs, inputs)
         env = {}
         for name, t in self.plan.inputs.items():
-            x = inputs[name]
-            x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-            if tuple(x.shape) != t.shape:
-                raise InputSpecError(
-                    f"input {name}: expected shape {list(t.shape)}, got {list(x.shape)}"
-                )
-            if x.is_floating_point() != dtypes.is_float(t.dtype):
-                got = str(x.dtype).removeprefix("torch.")
-                raise InputSpecError(f"input {name}: expected {t.dtype} data, got {got}")
+            x = input_tensor(name, inputs[name], t.shape, t.dtype, dtypes.is_float(t.dtype))
             env[name] = x.to(dtypes.to_torch(t.dtype))
         return env
 

@@ -92,6 +92,18 @@ def check_input_names(expected: Iterable[str], given: Iterable[str]) -> None:
         raise InputSpecError(f"{'; '.join(parts)} (the model takes {', '.join(expected)})")
 
 
+def input_tensor(name: str, x: Any, shape: tuple, dtype: str, is_float: bool) -> torch.Tensor:
+    """``x`` as a tensor (a view of a numpy array), or InputSpecError if its shape or kind
+    (float or integer) is not the input's."""
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if tuple(t.shape) != tuple(shape):
+        raise InputSpecError(f"input {name}: expected shape {list(shape)}, got {list(t.shape)}")
+    if t.is_floating_point() != is_float:
+        got = str(t.dtype).removeprefix("torch.")
+        raise InputSpecError(f"input {name}: expected {dtype} data, got {got}")
+    return t
+
+
 def const_value(val: Any) -> Any:
     """A MIL constant as the kernels want it: tensors for arrays, Python values for params."""
     if isinstance(val, np.ndarray) and val.ndim > 0:
@@ -202,18 +214,8 @@ class ReferenceExecutor:
         check_input_names(self.inputs, inputs)
         env = {}
         for name, (shape, mil) in self.inputs.items():
-            x = inputs[name]
-            t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-            if tuple(t.shape) != shape:
-                raise InputSpecError(
-                    f"input {name}: expected shape {list(shape)}, got {list(t.shape)}"
-                )
-            float_in = t.is_floating_point()
-            if mil.startswith("fp") != float_in:
-                raise InputSpecError(
-                    f"input {name}: expected {mil} data, got {str(t.dtype).removeprefix('torch.')}"
-                )
-            t = t.to(torch.float32) if float_in else t.to(torch.int64)
+            t = input_tensor(name, inputs[name], shape, mil, mil.startswith("fp"))
+            t = t.to(torch.float32) if t.is_floating_point() else t.to(torch.int64)
             env[name] = _store(self._on_device(t), mil)
         return env
 
