@@ -57,3 +57,19 @@ class OutputPathError(CoreMLCompileError):
 
 class DeviceNotAvailable(CoreMLCompileError):
     """A backend, device or compute unit was asked for that this machine does not have."""
+
+
+class PackageError(CoreMLCompileError):
+    """A package is missing, malformed, tampered with, or asks for something unsafe.
+
+    Raised while a package is read, before anything in it runs; the message names the
+    file and what is wrong with it.
+    """
+
+
+class PlanFormatError(PackageError):
+    """A package's execution plan or its items are missing, malformed or inconsistent."""
+
+
+class ExecutionError(CoreMLCompileError):
+    """Running a loaded package failed in one of its ops (named in the message)."""

@@ -14,13 +14,13 @@ import numpy as np
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.ir import Graph, Node, TensorType, Value
-from coreml_compile.errors import CoreMLCompileError
+from coreml_compile.errors import PackageError
 
 FORMAT_VERSION = 1
 _ALIGN = 64
 
 
-class GraphFormatError(CoreMLCompileError):
+class GraphFormatError(PackageError):
     """A stored graph cannot be read (corrupt, or written by a newer version)."""
 
 
@@ -52,30 +52,61 @@ class ArrayWriter:
         self._seen[id(array)] = ref
         return ref
 
+    @property
+    def size(self) -> int:
+        return self._size
+
     def getvalue(self) -> bytes:
         return b"".join(self._chunks)
 
 
 def read_array(blob: bytes | memoryview | np.ndarray, ref: dict[str, Any]) -> np.ndarray:
     """The array ``ref`` describes, as a view of ``blob`` (writable if ``blob`` is)."""
-    try:
-        dtype = dtypes.NUMPY[ref["dtype"]]
-        shape = tuple(int(d) for d in ref["shape"])
-        count = int(np.prod(shape, dtype=np.int64))
-        offset = int(ref["offset"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GraphFormatError(f"bad array reference {ref!r}") from exc
-    if offset + count * dtype.itemsize > len(blob):
+    if not isinstance(ref, dict) or type(ref.get("offset")) is not int:
+        raise GraphFormatError(f"bad array reference {ref!r}")
+    t = tensor_type_from_json(ref)
+    dtype = np.dtype(dtypes.NUMPY[t.dtype])
+    offset, count = ref["offset"], t.numel()
+    if offset < 0 or offset + count * dtype.itemsize > len(blob):
         raise GraphFormatError(f"array at offset {offset} runs past the end of the blob")
-    return np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(t.shape)
 
 
 def _type_json(t: TensorType) -> dict[str, Any]:
     return {"dtype": t.dtype, "shape": list(t.shape)}
 
 
+# What a stored tensor type may declare: a bounded rank and size (the cap is the one on
+# what a fallback op may allocate), so reading a package never asks for absurd memory.
+MAX_STORED_RANK = 32
+
+
+def tensor_type_from_json(doc: Any) -> TensorType:
+    """A stored ``{"dtype", "shape"}``, checked: a known dtype, non-negative integer dims,
+    and a size within :data:`~coreml_compile.compiler.ops.fallback.MAX_TENSOR_BYTES`."""
+    from coreml_compile.compiler.ops.fallback import MAX_TENSOR_BYTES
+
+    if not isinstance(doc, dict):
+        raise GraphFormatError(f"tensor type {doc!r} is not an object")
+    dtype, shape = doc.get("dtype"), doc.get("shape")
+    if not isinstance(dtype, str) or dtype not in dtypes.NUMPY:
+        raise GraphFormatError(f"unknown dtype {dtype!r}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_STORED_RANK
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise GraphFormatError(f"shape {shape!r} is not a list of non-negative integers")
+    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtypes.NUMPY[dtype]).itemsize
+    if nbytes > MAX_TENSOR_BYTES:
+        raise GraphFormatError(
+            f"a {dtype}{shape} tensor is {nbytes:,} bytes, over the limit of {MAX_TENSOR_BYTES:,}"
+        )
+    return TensorType(dtype, tuple(shape))
+
+
 def _type_from_json(doc: dict[str, Any]) -> TensorType:
-    return TensorType(doc["dtype"], tuple(doc["shape"]))
+    return tensor_type_from_json(doc)
 
 
 def _attr_json(value: Any) -> Any:
@@ -119,6 +150,8 @@ def graph_to_json(graph: Graph, arrays: ArrayWriter) -> dict[str, Any]:
 
 def graph_from_json(doc: dict[str, Any], blob: bytes | memoryview | np.ndarray) -> Graph:
     """The graph :func:`graph_to_json` described, with constants viewed out of ``blob``."""
+    if not isinstance(doc, dict):
+        raise GraphFormatError("a stored graph is not a JSON object")
     if doc.get("format") != FORMAT_VERSION:
         raise GraphFormatError(
             f"stored graph has format {doc.get('format')!r}; this version reads {FORMAT_VERSION}"
@@ -129,6 +162,8 @@ def graph_from_json(doc: dict[str, Any], blob: bytes | memoryview | np.ndarray) 
     values: dict[str, Value] = {}
 
     def define(value: Value) -> Value:
+        if not isinstance(value.name, str):
+            raise GraphFormatError(f"value name {value.name!r} is not a string")
         if value.name in values:
             raise GraphFormatError(f"value {value.name} is defined twice")
         values[value.name] = value
@@ -158,6 +193,6 @@ def graph_from_json(doc: dict[str, Any], blob: bytes | memoryview | np.ndarray) 
                 out.producer = node
             graph.nodes.append(node)
         graph.outputs = [values[name] for name in doc["outputs"]]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise GraphFormatError(f"stored graph {doc.get('name')!r} is malformed: {exc}") from exc
     return graph

@@ -6,44 +6,77 @@ parsed here); the reference executor runs it anywhere.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
-from coreml_compile.errors import CoreMLCompileError
+from coreml_compile.errors import PackageError
+from coreml_compile.package.files import PackageFiles
 
 
-class PackageError(CoreMLCompileError):
-    """A path is not a readable ML Program package."""
+def read_program(path: str | os.PathLike | PackageFiles) -> tuple[Any, Any]:
+    """(MLModel without a compiled model, MIL Program) of the package at ``path``.
 
-
-def read_program(path: str | os.PathLike) -> tuple[Any, Any]:
-    """(MLModel without a compiled model, MIL Program) of the package at ``path``."""
+    The folder and its manifest are checked first (``package/files.py``), so coremltools
+    only ever reads files inside the package; whatever it cannot parse is a PackageError.
+    """
     from coreml_compile.compiler.lower import import_coremltools, quiet_coremltools
 
-    path = Path(path)
-    if not path.exists():
-        raise PackageError(f"package not found: {path}")
-    if not (path / "Manifest.json").is_file():
-        raise PackageError(f"{path} is not an .mlpackage (no Manifest.json)")
+    files = path if isinstance(path, PackageFiles) else PackageFiles(path)
+    path = files.label
     ct = import_coremltools()
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
 
+    model_file = files.root_model.path.name
     with quiet_coremltools():
         try:
             mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+            spec = mlmodel.get_spec()
         except Exception as exc:
-            raise PackageError(f"coremltools cannot open {path}: {exc}") from exc
-        spec = mlmodel.get_spec()
+            raise PackageError(
+                f"{path}: {model_file} is not a readable Core ML model: {_first_line(exc)}"
+            ) from exc
         if spec.WhichOneof("Type") != "mlProgram":
             raise PackageError(f"{path} holds a {spec.WhichOneof('Type')} model, not an ML Program")
-        program = milproto_load(
-            spec,
-            specification_version=spec.specificationVersion,
-            file_weights_dir=mlmodel.weights_dir,
-        )
+        try:
+            program = milproto_load(
+                spec,
+                specification_version=spec.specificationVersion,
+                file_weights_dir=mlmodel.weights_dir,
+            )
+        except Exception as exc:
+            raise PackageError(
+                f"{path}: the ML Program in {model_file} or its weights (weights/weight.bin) "
+                f"cannot be loaded: {_first_line(exc)}"
+            ) from exc
     return mlmodel, program
+
+
+def _signatures(plan: Any, root: Any, nested: dict[str, tuple[Any, Any]]) -> dict:
+    """Each Core ML step's function inputs and outputs: name -> (shape, MIL dtype)."""
+    from coremltools.converters.mil.mil import types
+
+    def describe(var: Any) -> tuple[tuple, str]:
+        return tuple(var.shape), types.builtin_to_string(var.dtype)
+
+    signatures = {}
+    for step in plan.steps:
+        if step.kind != "coreml":
+            continue
+        program = nested[step.name][0] if step.location == "nested" else root
+        function = program.functions.get(plan.function_name(step))
+        if function is None:
+            raise PackageError(f"{plan.function_name(step)}: no such function for {step.name}")
+        signatures[step.name] = (
+            {name: describe(var) for name, var in function.inputs.items()},
+            {var.name: describe(var) for var in function.outputs},
+        )
+    return signatures
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def load_package(
@@ -55,23 +88,25 @@ def load_package(
 ) -> Any:
     """A CompiledModel for the package at ``path`` (options: see api.load)."""
     from coreml_compile.api import CompiledModel
+    from coreml_compile.package.validate import check_plan, strategy_from_plan
     from coreml_compile.runtime.devices import choose
     from coreml_compile.runtime.plan import read_items
     from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
     choose(**run_options)  # an unavailable backend fails before the package is read
-    mlmodel, program = read_program(path)
+    files = PackageFiles(path)
+    mlmodel, program = read_program(files)
     metadata = dict(mlmodel._spec.description.metadata.userDefined)
-    stored = read_items(path)
+    stored = read_items(files)
     plan, nested = None, {}
     policy = HybridExecutionStrategy()
     if stored is not None:
         plan, nested_paths = stored
         nested = {name: read_program(p)[::-1] for name, p in nested_paths.items()}
-        # Run as compiled; settings this version does not know (a newer writer's) are
-        # left out.
-        known = {f.name for f in dataclasses.fields(HybridExecutionStrategy)}
-        policy = HybridExecutionStrategy(**{k: v for k, v in plan.strategy.items() if k in known})
+        check_plan(plan, _signatures(plan, program, nested))
+        # Run as compiled (settings this version does not know, a newer writer's, are
+        # left out).
+        policy = strategy_from_plan(HybridExecutionStrategy, plan.strategy)
     battery = None if strategy is None else HybridExecutionStrategy.named(strategy).battery
     policy = policy.with_overrides(fallback=fallback, battery=battery)
     return CompiledModel(

@@ -21,7 +21,6 @@ A model Core ML runs whole is a plain package with no extra items.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -29,17 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from coreml_compile.compiler.ir import Graph, TensorType
-from coreml_compile.compiler.serialize import ArrayWriter, graph_from_json, graph_to_json
-from coreml_compile.errors import CoreMLCompileError
+from coreml_compile.compiler.serialize import ArrayWriter, graph_to_json
+from coreml_compile.errors import PlanFormatError
+from coreml_compile.package.files import PackageFiles
 
 AUTHOR = "com.coreml-compile"
 PLAN_ITEM = "plan.json"
 ARRAYS_ITEM = "arrays.bin"
-PLAN_FORMAT = 1
-
-
-class PlanFormatError(CoreMLCompileError):
-    """A package's plan items are missing, corrupt or from a newer version."""
+# 2: the plan declares every boundary tensor's type and the size of arrays.bin.
+PLAN_FORMAT = 2
 
 
 @dataclass
@@ -73,6 +70,9 @@ class HybridPlan:
     multifunction: bool
     # Compile-time strategy settings, so a loaded package runs as compiled by default.
     strategy: dict[str, Any] = field(default_factory=dict)
+    # The type of every tensor a step reads or writes (the model's inputs and outputs
+    # included): what each producer must make and each reader may expect.
+    tensors: dict[str, TensorType] = field(default_factory=dict)
 
     @property
     def coreml_share(self) -> float:
@@ -130,46 +130,19 @@ class HybridPlan:
             "multifunction": self.multifunction,
             "inputs": [tensor(n, t) for n, t in self.inputs.items()],
             "outputs": [tensor(n, t) for n, t in self.outputs.items()],
+            "tensors": [tensor(n, t) for n, t in self.tensors.items()],
             "strategy": self.strategy,
             "steps": steps,
+            "arrays_bytes": arrays.size,
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], blob: bytearray) -> HybridPlan:
-        if doc.get("format") != PLAN_FORMAT:
-            raise PlanFormatError(
-                f"plan has format {doc.get('format')!r}; this version reads {PLAN_FORMAT}"
-            )
-        try:
-            steps = []
-            for item in doc["steps"]:
-                graph = graph_from_json(item["graph"], blob) if item["kind"] == "fallback" else None
-                steps.append(
-                    Step(
-                        item["name"],
-                        item["kind"],
-                        item["inputs"],
-                        item["outputs"],
-                        item["ops"],
-                        item.get("reasons", {}),
-                        item.get("decision", ""),
-                        item.get("location", "root"),
-                        graph,
-                    )
-                )
-            tensors = {
-                key: {t["name"]: TensorType(t["dtype"], tuple(t["shape"])) for t in doc[key]}
-                for key in ("inputs", "outputs")
-            }
-            return cls(
-                steps,
-                tensors["inputs"],
-                tensors["outputs"],
-                bool(doc["multifunction"]),
-                doc.get("strategy", {}),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PlanFormatError(f"the package's plan is malformed: {exc}") from exc
+    def from_json(cls, doc: Any, blob: bytearray) -> HybridPlan:
+        """The plan ``doc`` describes; every field's type is checked (``package/validate.py``
+        then checks that the steps fit together)."""
+        from coreml_compile.package.validate import read_plan
+
+        return read_plan(cls, Step, doc, blob)
 
 
 def write_items(package: Path, plan: HybridPlan, nested: dict[str, Any]) -> None:
@@ -223,27 +196,37 @@ def _item_path(package: Path, name: str) -> Path | None:
     return Path(item.path()) if item is not None else None
 
 
-def read_items(package: str | os.PathLike) -> tuple[HybridPlan, dict[str, Path]] | None:
-    """The plan of a partitioned package and its nested packages' paths, or None."""
-    package = Path(package)
-    plan_path = _item_path(package, PLAN_ITEM)
-    if plan_path is None:
+def read_items(files: PackageFiles) -> tuple[HybridPlan, dict[str, Path]] | None:
+    """The plan of a partitioned package and its nested packages' paths, or None.
+
+    ``files`` is the checked package folder: items are found through its manifest and
+    read with bounds.
+    """
+    plan_item = files.find(PLAN_ITEM, AUTHOR)
+    if plan_item is None:
         return None
-    arrays_path = _item_path(package, ARRAYS_ITEM)
-    if arrays_path is None or not arrays_path.is_file():
-        raise PlanFormatError(f"{package} has a plan but no {ARRAYS_ITEM}")
-    try:
-        doc = json.loads(plan_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PlanFormatError(f"cannot read the plan in {package}: {exc}") from exc
+    arrays_item = files.find(ARRAYS_ITEM, AUTHOR)
+    if arrays_item is None:
+        raise PlanFormatError(f"{files.label} has a plan but no {ARRAYS_ITEM}")
+    doc = files.read_json(plan_item.path)
+    if not isinstance(doc, dict):
+        raise PlanFormatError(f"{files.label}: {PLAN_ITEM} is not a JSON object")
+    if doc.get("format") != PLAN_FORMAT:
+        raise PlanFormatError(
+            f"{files.label}: the plan has format {doc.get('format')!r}; this version reads "
+            f"{PLAN_FORMAT} (compile the model again)"
+        )
+    size = doc.get("arrays_bytes")
+    if type(size) is not int or size < 0:
+        raise PlanFormatError(f"{files.label}: the plan does not declare the size of {ARRAYS_ITEM}")
     # A writable copy of the arrays: torch tensors are then views of it, not copies.
-    blob = bytearray(arrays_path.read_bytes())
+    blob = bytearray(files.read_bytes(arrays_item.path, size=size))
     plan = HybridPlan.from_json(doc, blob)
     nested = {}
     for step in plan.steps:
         if step.kind == "coreml" and step.location == "nested":
-            path = _item_path(package, f"{step.name}.mlpackage")
-            if path is None or not path.is_dir():
-                raise PlanFormatError(f"{package} lacks the Core ML partition {step.name}")
-            nested[step.name] = path
+            item = files.find(f"{step.name}.mlpackage", AUTHOR)
+            if item is None or not item.path.is_dir():
+                raise PlanFormatError(f"{files.label} lacks the Core ML partition {step.name}")
+            nested[step.name] = item.path
     return plan, nested

@@ -17,6 +17,7 @@ import torch
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.interpreter import run_graph
+from coreml_compile.errors import CoreMLCompileError, ExecutionError, PackageError
 from coreml_compile.runtime.devices import Choice, coreml_available
 from coreml_compile.runtime.plan import HybridPlan, Step
 from coreml_compile.runtime.reference import check_input_names, input_tensor
@@ -94,7 +95,7 @@ class PlanExecutor:
             # .to() returns the tensor itself when it is already on that device.
             results = runner.run([env[name].to(runner.device) for name in step.inputs])
             for name, value in zip(step.outputs, results, strict=True):
-                env[name] = value
+                env[name] = self._as_declared(step, name, value)
             for name in release:
                 env.pop(name, None)
         out = {}
@@ -103,6 +104,17 @@ class PlanExecutor:
             want = dtypes.to_torch(t.dtype)
             out[name] = value if value.dtype == want else value.to(want)
         return out
+
+    def _as_declared(self, step: Step, name: str, value: Any) -> torch.Tensor:
+        """A step's result in the type the plan declares; a wrong shape is refused."""
+        want = self.plan.tensors[name]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != want.shape:
+            got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise PackageError(
+                f"{step.name} made {name} of shape {got} where the package declares {want}"
+            )
+        dtype = dtypes.to_torch(want.dtype)
+        return value if value.dtype == dtype else value.to(dtype)
 
     def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
         return {name: t.cpu().numpy() for name, t in self.run(inputs).items()}
@@ -140,7 +152,15 @@ def _fallback_step(step: Step, strategy: HybridExecutionStrategy) -> tuple[_Runn
     constants = {v.name: torch.from_numpy(v.data).to(device) for v in graph.constants.values()}
 
     def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        return run_graph(graph, tensors, device, constants=constants)
+        try:
+            return run_graph(graph, tensors, device, constants=constants)
+        except CoreMLCompileError:
+            raise
+        except Exception as exc:  # a kernel refused these values (an index out of range...)
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExecutionError(
+                f"{step.name} (torch) failed: {type(exc).__name__}: {text}"
+            ) from exc
 
     placement = Placement(step.name, step.kind, f"torch:{device}", decision.reason)
     return _Runner(step, run, device), placement

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from coreml_compile.errors import InputSpecError
+from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError
 from coreml_compile.runtime.mil_kernels import KERNELS, UnknownMILOp
 
 _TORCH_OF_MIL = {
@@ -232,8 +232,21 @@ class ReferenceExecutor:
                         kwargs[key] = ref
                     else:
                         kwargs[key] = [env[r] for r in ref]
-                result = step.kernel(**kwargs)
+                try:
+                    result = step.kernel(**kwargs)
+                except CoreMLCompileError:
+                    raise
+                except Exception as exc:  # bad values (an index out of range) or a bad program
+                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise ExecutionError(
+                        f"MIL op {step.name} ({step.op_type}) failed: {type(exc).__name__}: {text}"
+                    ) from exc
                 results = result if isinstance(result, tuple | list) else (result,)
+                if len(results) != len(step.outputs):
+                    raise ExecutionError(
+                        f"MIL op {step.name} ({step.op_type}) made {len(results)} outputs, "
+                        f"the program declares {len(step.outputs)}"
+                    )
                 for (name, mil), value in zip(step.outputs, results, strict=True):
                     env[name] = _store(value, mil)
                 for name in step.release:

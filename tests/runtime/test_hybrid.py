@@ -13,7 +13,7 @@ import torch
 
 import coreml_compile
 from coreml_compile.errors import DeviceNotAvailable, UnsupportedOpError
-from coreml_compile.runtime.plan import PlanFormatError
+from coreml_compile.errors import PlanFormatError
 from tests.conftest import assert_close
 from tests.ops.samples import Fn
 
