@@ -39,7 +39,8 @@ def fold_pad(graph: Graph) -> bool:
             continue
         spatial = 2 if conv.op != "conv" else conv.inputs[1].type.rank - 2
         pads = list(pad.attrs["pad"])
-        if len(pads) > 2 * spatial:
+        # A negative pad crops: convolution padding cannot express it.
+        if len(pads) > 2 * spatial or any(p < 0 for p in pads):
             continue
         pairs = [(pads[i], pads[i + 1]) for i in range(0, len(pads), 2)][::-1]
         pairs = [(0, 0)] * (spatial - len(pairs)) + pairs

@@ -76,6 +76,17 @@ def test_asymmetric_pad_is_kept():
     assert after == {"pad": 1, "conv": 1}
 
 
+def test_cropping_pad_is_kept():
+    # A negative pad crops; folding it into the convolution's padding would be wrong.
+    conv = nn.Conv2d(3, 4, 3)
+    _, after, _ = apply(
+        lambda a: conv(nn.functional.pad(a, (-1, -1, -1, -1))),
+        (torch.randn(1, 3, 8, 8),),
+        "fold_pad",
+    )
+    assert after == {"pad": 1, "conv": 1}
+
+
 def test_fold_reshape_into_reduction():
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
     _, after, _ = apply(head, (torch.randn(2, 8, 5, 5),), "fold_reshape_into_reduction")

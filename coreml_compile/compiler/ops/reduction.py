@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from coreml_compile.compiler.ops import Op
+from coreml_compile.compiler.ops import REQUIRED, Op
 from coreml_compile.compiler.ops._helpers import normalize_axes
 
 
@@ -35,3 +35,201 @@ _reduction("sum", torch.sum, "reduce_sum")
 _reduction("mean", torch.mean, "reduce_mean")
 _reduction("amax", torch.amax, "reduce_max")
 _reduction("amin", torch.amin, "reduce_min")
+
+
+# -- coverage part B: scans, arg-reductions, sorting, norms, products, variance ----------
+
+
+class Cumsum(Op):
+    """Inclusive running sum along ``dim``."""
+
+    name = "cumsum"
+    inputs = ("x",)
+    attrs = {"dim": 0}
+
+    def kernel(x, *, dim):
+        return torch.cumsum(x, dim)
+
+    def lower(c, x, *, dim):
+        (x,) = c.promote(x)
+        axis = dim % x.rank if x.rank else 0
+        if x.rank == 0:
+            return c.mb.identity(x=x, name=c.name)
+        return c.mb.cumsum(x=x, axis=axis, name=c.name)
+
+
+def _arg_reduction(name: str, torch_fn, mil_op: str) -> type[Op]:
+    def kernel(x, *, dim, keepdim):
+        return torch_fn(x, dim, keepdim)
+
+    def lower(c, x, *, dim, keepdim):
+        if dim is None:
+            flat = c.mb.reshape(x=x, shape=[-1], name=c.name + "_flat")
+            if not keepdim:
+                return getattr(c.mb, mil_op)(x=flat, axis=0, keep_dims=False, name=c.name)
+            found = getattr(c.mb, mil_op)(x=flat, axis=0, keep_dims=True, name=c.name + "_arg")
+            return c.mb.reshape(x=found, shape=[1] * x.rank, name=c.name)
+        return getattr(c.mb, mil_op)(x=x, axis=dim % x.rank, keep_dims=keepdim, name=c.name)
+
+    def check(node, generation):
+        if node.inputs[0].type.rank == 0:
+            return f"{name} of a scalar"
+        if node.inputs[0].type.dtype == "bool":
+            return f"{name} of a bool tensor"
+        return None
+
+    return type(
+        name.title(),
+        (Op,),
+        {
+            "__doc__": f"{name} along ``dim`` (of the flattened x when None), as int64",
+            "name": name,
+            "inputs": ("x",),
+            "attrs": {"dim": None, "keepdim": False},
+            "kernel": kernel,
+            "lower": lower,
+            "check": check,
+        },
+    )
+
+
+_arg_reduction("argmax", torch.argmax, "reduce_argmax")
+_arg_reduction("argmin", torch.argmin, "reduce_argmin")
+
+
+class Topk(Op):
+    """The ``k`` largest (or smallest) entries along ``dim`` and their indices."""
+
+    name = "topk"
+    inputs = ("x",)
+    attrs = {"k": REQUIRED, "dim": -1, "largest": True, "sorted": True}
+    num_outputs = 2
+
+    def kernel(x, *, k, dim, largest, sorted):
+        return torch.topk(x, k, dim, largest, sorted)
+
+    def lower(c, x, *, k, dim, largest, sorted):
+        # Unsorted results may come in any order; Core ML's sorted order is one of them.
+        values, indices = c.mb.topk(x=x, k=k, axis=dim % x.rank, ascending=not largest, name=c.name)
+        return values, indices
+
+    def check(node, generation):
+        if node.inputs[0].type.rank == 0:
+            return "topk of a scalar"
+        if node.inputs[0].type.dtype == "bool":
+            return "topk of a bool tensor"
+        return None
+
+
+class Sort(Op):
+    """Values sorted along ``dim`` and the indices that sort them."""
+
+    name = "sort"
+    inputs = ("x",)
+    attrs = {"dim": -1, "descending": False, "stable": None}
+    num_outputs = 2
+
+    def kernel(x, *, dim, descending, stable):
+        return torch.sort(x, dim=dim, descending=descending, stable=bool(stable))
+
+    def lower(c, x, *, dim, descending, stable):
+        axis = dim % x.rank
+        order = c.mb.argsort(x=x, axis=axis, ascending=not descending, name=c.name + "_order")
+        values = c.mb.gather_along_axis(x=x, indices=order, axis=axis, name=c.name)
+        return values, order
+
+    def check(node, generation):
+        if node.inputs[0].type.rank == 0:
+            return "sort of a scalar"
+        if node.inputs[0].type.dtype == "bool":
+            return "sort of a bool tensor"
+        return None
+
+
+class VectorNorm(Op):
+    """torch.linalg.vector_norm: (sum |x|^ord)^(1/ord) over ``dim`` (all when None)."""
+
+    name = "vector_norm"
+    inputs = ("x",)
+    attrs = {"ord": 2, "dim": None, "keepdim": False}
+
+    def kernel(x, *, ord, dim, keepdim):
+        return torch.linalg.vector_norm(x, ord, dim, keepdim)
+
+    def lower(c, x, *, ord, dim, keepdim):
+        axes = normalize_axes(dim, x.rank)
+        kw = {"axes": axes, "keep_dims": keepdim}
+        if ord == 2:
+            return c.mb.reduce_l2_norm(x=x, name=c.name, **kw)
+        if ord == 1:
+            return c.mb.reduce_l1_norm(x=x, name=c.name, **kw)
+        size = c.mb.abs(x=x, name=c.name + "_abs")
+        if ord == float("inf"):
+            return c.mb.reduce_max(x=size, name=c.name, **kw)
+        if ord == float("-inf"):
+            return c.mb.reduce_min(x=size, name=c.name, **kw)
+        powered = c.mb.pow(x=size, y=c.scalar(ord, like=x), name=c.name + "_pow")
+        total = c.mb.reduce_sum(x=powered, name=c.name + "_sum", **kw)
+        return c.mb.pow(x=total, y=c.scalar(1.0 / ord, like=x), name=c.name)
+
+    def check(node, generation):
+        if not node.inputs[0].type.dtype.startswith("float"):
+            return "vector_norm of a non-float tensor"
+        if node.attrs["ord"] == 0 or node.attrs["ord"] < 0 and node.attrs["ord"] != float("-inf"):
+            return f"vector_norm of order {node.attrs['ord']}"
+        return None
+
+
+class Prod(Op):
+    """Product over one ``dim`` (all entries when None)."""
+
+    name = "prod"
+    inputs = ("x",)
+    attrs = {"dim": None, "keepdim": False}
+
+    def kernel(x, *, dim, keepdim):
+        return torch.prod(x) if dim is None else torch.prod(x, dim, keepdim)
+
+    def lower(c, x, *, dim, keepdim):
+        (x,) = c.promote(x)
+        if x.rank == 0:
+            return c.mb.identity(x=x, name=c.name)
+        axes = normalize_axes(dim, x.rank)
+        return c.mb.reduce_prod(x=x, axes=axes, keep_dims=keepdim, name=c.name)
+
+
+class Var(Op):
+    """Variance over ``dim`` (all when None), divided by N - ``correction``."""
+
+    name = "var"
+    inputs = ("x",)
+    attrs = {"dim": None, "correction": None, "keepdim": False}
+
+    def kernel(x, *, dim, correction, keepdim):
+        return torch.var(x, dim, correction=correction, keepdim=keepdim)
+
+    def lower(c, x, *, dim, correction, keepdim):
+        axes = normalize_axes(dim, x.rank)
+        n = 1
+        for a in axes:
+            n *= x.shape[a]
+        corr = 1 if correction is None else correction
+        mean = c.mb.reduce_mean(x=x, axes=axes, keep_dims=True, name=c.name + "_mean")
+        diff = c.mb.sub(x=x, y=mean, name=c.name + "_diff")
+        square = c.mb.mul(x=diff, y=diff, name=c.name + "_sq")
+        if corr == 0:
+            return c.mb.reduce_mean(x=square, axes=axes, keep_dims=keepdim, name=c.name)
+        total = c.mb.reduce_sum(x=square, axes=axes, keep_dims=keepdim, name=c.name + "_sum")
+        return c.mb.mul(x=total, y=c.scalar(1.0 / (n - corr), like=x), name=c.name)
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if not x.dtype.startswith("float"):
+            return "var of a non-float tensor"
+        n = 1
+        for a in normalize_axes(node.attrs["dim"], x.rank):
+            n *= x.shape[a]
+        corr = 1 if node.attrs["correction"] is None else node.attrs["correction"]
+        if n - corr <= 0:
+            return f"var of {n} entries with correction {corr} (no degrees of freedom)"
+        return None

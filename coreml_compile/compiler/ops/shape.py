@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from coreml_compile.compiler.ops import Op
+from coreml_compile.compiler.ops import REQUIRED, Op
 from coreml_compile.compiler.ops._helpers import normalize_axes
 
 
@@ -193,6 +193,17 @@ class Pad(Op):
     def lower(c, x, *, pad, mode, value):
         pairs = [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)]
         full = [(0, 0)] * (x.rank - len(pairs)) + pairs[::-1]
+        if any(p < 0 for pair in full for p in pair):
+            # Negative padding crops: slice the cropped sides off, then pad the others.
+            begin = [max(0, -before) for before, _ in full]
+            end = [size - max(0, -after) for size, (_, after) in zip(x.shape, full, strict=True)]
+            full = [(max(0, before), max(0, after)) for before, after in full]
+            done = not any(p for pair in full for p in pair)
+            x = c.mb.slice_by_index(
+                x=x, begin=begin, end=end, name=c.name if done else c.name + "_crop"
+            )
+            if done:
+                return x
         kwargs = {"constant_val": c.scalar(value or 0.0, like=x)} if mode == "constant" else {}
         mil_mode = {"constant": "constant", "reflect": "reflect", "replicate": "replicate"}[mode]
         return c.mb.pad(
@@ -203,8 +214,315 @@ class Pad(Op):
         pad, mode = node.attrs["pad"], node.attrs["mode"]
         if mode not in ("constant", "reflect", "replicate"):
             return f"pad mode {mode!r} has no Core ML equivalent"
-        if any(p < 0 for p in pad):
-            return "negative padding (cropping) is not lowered"
+        if any(p < 0 for p in pad) and mode != "constant":
+            return f"negative {mode} padding"
         if mode != "constant" and len(pad) > 4:
             return f"{mode} padding of more than the last two dims"
         return None
+
+
+# -- splitting, joining, reordering ------------------------------------------------------
+
+# The number of pieces of a split is the call's: the frontend keeps as many as it returns.
+_ANY_NUMBER = 1 << 16
+
+
+def _no_empty_outputs(node):
+    for v in node.outputs:
+        if 0 in v.type.shape:
+            return f"empty output {v.name} (Core ML has no zero-size tensors)"
+    return None
+
+
+def _lower_pieces(c, x, dim):
+    """MIL split into the node's outputs along ``dim`` (their sizes are known statically)."""
+    axis = dim % x.rank
+    sizes = [v.type.shape[axis] for v in c.node.outputs]
+    if len(sizes) == 1:
+        return c.mb.identity(x=x, name=c.name)
+    return tuple(c.mb.split(x=x, split_sizes=sizes, axis=axis, name=c.name))
+
+
+class Split(Op):
+    """torch.split: pieces of ``split_size`` (the last may be smaller), or of the listed sizes."""
+
+    name = "split"
+    inputs = ("x",)
+    attrs = {"split_size": REQUIRED, "dim": 0}
+    num_outputs = _ANY_NUMBER
+
+    def kernel(x, *, split_size, dim):
+        size = split_size if isinstance(split_size, int) else list(split_size)
+        return tuple(torch.split(x, size, dim))
+
+    def lower(c, x, *, split_size, dim):
+        return _lower_pieces(c, x, dim)
+
+    def check(node, generation):
+        return _no_empty_outputs(node)
+
+
+class Chunk(Op):
+    """torch.chunk: at most ``chunks`` pieces of ceil(size / chunks)."""
+
+    name = "chunk"
+    inputs = ("x",)
+    attrs = {"chunks": REQUIRED, "dim": 0}
+    num_outputs = _ANY_NUMBER
+
+    def kernel(x, *, chunks, dim):
+        return tuple(torch.chunk(x, chunks, dim))
+
+    def lower(c, x, *, chunks, dim):
+        return _lower_pieces(c, x, dim)
+
+    def check(node, generation):
+        return _no_empty_outputs(node)
+
+
+class TensorSplit(Op):
+    """torch.tensor_split: ``sections`` near-equal pieces, or cut before each of ``indices``."""
+
+    name = "tensor_split"
+    inputs = ("x",)
+    attrs = {"sections": None, "indices": None, "dim": 0}
+    num_outputs = _ANY_NUMBER
+
+    def kernel(x, *, sections, indices, dim):
+        how = sections if sections is not None else list(indices)
+        return tuple(torch.tensor_split(x, how, dim))
+
+    def lower(c, x, *, sections, indices, dim):
+        return _lower_pieces(c, x, dim)
+
+    def check(node, generation):
+        return _no_empty_outputs(node)
+
+
+class Unbind(Op):
+    """torch.unbind: the slices along ``dim``, that dim removed."""
+
+    name = "unbind"
+    inputs = ("x",)
+    attrs = {"dim": 0}
+    num_outputs = _ANY_NUMBER
+
+    def kernel(x, *, dim):
+        return tuple(torch.unbind(x, dim))
+
+    def lower(c, x, *, dim):
+        axis = dim % x.rank
+        outs = [v.name for v in c.node.outputs]
+        if len(outs) == 1:
+            return c.mb.squeeze(x=x, axes=[axis], name=c.name)
+        pieces = c.mb.split(x=x, num_splits=len(outs), axis=axis, name=c.name + "_split")
+        return tuple(
+            c.mb.squeeze(x=p, axes=[axis], name=c.name if i == 0 else f"{c.name}_{name}")
+            for i, (p, name) in enumerate(zip(pieces, outs, strict=True))
+        )
+
+    def check(node, generation):
+        if not node.outputs:
+            return "unbind of an empty dim"
+        return None
+
+
+class Stack(Op):
+    """torch.stack: join along a new dim."""
+
+    name = "stack"
+    inputs = ("*tensors",)
+    attrs = {"dim": 0}
+
+    def kernel(tensors, *, dim):
+        return torch.stack(list(tensors), dim)
+
+    def lower(c, tensors, *, dim):
+        tensors = c.promote(*tensors)
+        axis = dim % (tensors[0].rank + 1)
+        if len(tensors) == 1:
+            return c.mb.expand_dims(x=tensors[0], axes=[axis], name=c.name)
+        return c.mb.stack(values=list(tensors), axis=axis, name=c.name)
+
+
+class Narrow(Op):
+    """x.narrow(dim, start, length): ``length`` entries from ``start`` along ``dim``."""
+
+    name = "narrow"
+    inputs = ("x",)
+    attrs = {"dim": 0, "start": 0, "length": REQUIRED}
+
+    def kernel(x, *, dim, start, length):
+        return torch.narrow(x, dim, start, length)
+
+    def lower(c, x, *, dim, start, length):
+        axis = dim % x.rank
+        first = start % x.shape[axis] if start < 0 else start
+        begin = [0] * x.rank
+        end = list(x.shape)
+        begin[axis], end[axis] = first, first + length
+        return c.mb.slice_by_index(x=x, begin=begin, end=end, name=c.name)
+
+    def check(node, generation):
+        return _no_empty_outputs(node)
+
+
+class ExpandAs(Op):
+    """x.expand_as(other): x broadcast to other's shape (other's values are not read)."""
+
+    name = "expand_as"
+    inputs = ("x", "other")
+
+    def kernel(x, other):
+        return x.expand_as(other)
+
+    def lower(c, x, other):
+        return Expand.lower(c, x, size=list(c.node.output.type.shape))
+
+
+class Unflatten(Op):
+    """x.unflatten(dim, sizes): split one dim into several (one size may be -1)."""
+
+    name = "unflatten"
+    inputs = ("x",)
+    attrs = {"dim": 0, "sizes": REQUIRED}
+
+    def kernel(x, *, dim, sizes):
+        return torch.unflatten(x, dim, list(sizes))
+
+    def lower(c, x, *, dim, sizes):
+        return c.mb.reshape(x=x, shape=list(c.node.output.type.shape), name=c.name)
+
+
+def _movedim_perm(rank, source, destination):
+    """The permutation torch.movedim applies: moved dims at their places, others in order."""
+    src = [source] if isinstance(source, int) else list(source)
+    dst = [destination] if isinstance(destination, int) else list(destination)
+    src = [s % rank for s in src]
+    dst = [d % rank for d in dst]
+    perm = [None] * rank
+    for s, d in zip(src, dst, strict=True):
+        perm[d] = s
+    rest = iter(i for i in range(rank) if i not in src)
+    return [p if p is not None else next(rest) for p in perm]
+
+
+class Movedim(Op):
+    """torch.movedim: move dims ``source`` to positions ``destination``."""
+
+    name = "movedim"
+    inputs = ("x",)
+    attrs = {"source": REQUIRED, "destination": REQUIRED}
+
+    def kernel(x, *, source, destination):
+        src = source if isinstance(source, int) else list(source)
+        dst = destination if isinstance(destination, int) else list(destination)
+        return torch.movedim(x, src, dst)
+
+    def lower(c, x, *, source, destination):
+        perm = _movedim_perm(x.rank, source, destination)
+        if perm == list(range(x.rank)):
+            return c.mb.identity(x=x, name=c.name)
+        return c.mb.transpose(x=x, perm=perm, name=c.name)
+
+
+class Repeat(Op):
+    """x.repeat(repeats): tile x (more repeats than dims add leading dims)."""
+
+    name = "repeat"
+    inputs = ("x",)
+    attrs = {"repeats": REQUIRED}
+
+    def kernel(x, *, repeats):
+        return x.repeat(list(repeats))
+
+    def lower(c, x, *, repeats):
+        reps = list(repeats)
+        if len(reps) > x.rank:
+            lifted = [1] * (len(reps) - x.rank) + list(x.shape)
+            x = c.mb.reshape(x=x, shape=lifted, name=c.name + "_lift")
+        if all(r == 1 for r in reps):
+            return c.mb.identity(x=x, name=c.name)
+        return c.mb.tile(x=x, reps=reps, name=c.name)
+
+    def check(node, generation):
+        return _no_empty_outputs(node)
+
+
+class Flip(Op):
+    """torch.flip: reverse the order along ``dims``."""
+
+    name = "flip"
+    inputs = ("x",)
+    attrs = {"dims": REQUIRED}
+
+    def kernel(x, *, dims):
+        return torch.flip(x, list(dims))
+
+    def lower(c, x, *, dims):
+        axes = sorted({d % x.rank for d in dims})
+        if not axes:
+            return c.mb.identity(x=x, name=c.name)
+        return c.mb.reverse(x=x, axes=axes, name=c.name)
+
+
+class Roll(Op):
+    """torch.roll: shift entries along ``dims`` cyclically (over the flattened x if none)."""
+
+    name = "roll"
+    inputs = ("x",)
+    attrs = {"shifts": REQUIRED, "dims": []}
+
+    def kernel(x, *, shifts, dims):
+        shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        return torch.roll(x, shifts, dims)
+
+    def lower(c, x, *, shifts, dims):
+        shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        shape = list(x.shape)
+        flat = not dims
+        if flat:
+            x = c.mb.reshape(x=x, shape=[-1], name=c.name + "_flat")
+            dims = [0]
+        steps = []
+        for shift, dim in zip(shifts, dims, strict=True):
+            axis = dim % x.rank
+            k = shift % x.shape[axis] if x.shape[axis] else 0
+            if k:
+                steps.append((axis, k))
+        if not steps:
+            return (
+                c.mb.reshape(x=x, shape=shape, name=c.name)
+                if flat
+                else c.mb.identity(x=x, name=c.name)
+            )
+        for i, (axis, k) in enumerate(steps):
+            size = x.shape[axis]
+            # The last k entries come first.
+            begin_tail, end_head = [0] * x.rank, list(x.shape)
+            begin_tail[axis], end_head[axis] = size - k, size - k
+            tail = c.mb.slice_by_index(
+                x=x, begin=begin_tail, end=list(x.shape), name=f"{c.name}_tail{i}"
+            )
+            head = c.mb.slice_by_index(
+                x=x, begin=[0] * x.rank, end=end_head, name=f"{c.name}_head{i}"
+            )
+            last = i == len(steps) - 1 and not flat
+            name = c.name if last else f"{c.name}_roll{i}"
+            x = c.mb.concat(values=[tail, head], axis=axis, interleave=False, name=name)
+        if flat:
+            return c.mb.reshape(x=x, shape=shape, name=c.name)
+        return x
+
+    def check(node, generation):
+        dims = node.attrs["dims"]
+        shifts = node.attrs["shifts"]
+        n_dims = 1 if isinstance(dims, int) else len(dims)
+        n_shifts = 1 if isinstance(shifts, int) else len(shifts)
+        if n_dims and n_dims != n_shifts:
+            return "roll with as many shifts as dims"
+        if not n_dims and n_shifts != 1:
+            return "roll of the flattened tensor takes one shift"
+        return _no_empty_outputs(node)

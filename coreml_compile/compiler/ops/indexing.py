@@ -1,0 +1,287 @@
+"""Look-ups and writes at computed positions: index_select, gather, advanced indexing, index_put.
+
+Core ML's gather ops take int32 indices and (from iOS17) refuse negative ones, so the
+lowerings here bring indices into range first: at compile time for constant indices, with
+a select for computed ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from coreml_compile.compiler.ops import Op
+
+
+def _int32(c, idx, tag):
+    """``idx`` as int32 (int64 values already are; narrower integer inputs are cast)."""
+    if c.mil_dtype_of(idx) == "int32":
+        return idx
+    return c.mb.cast(x=idx, dtype="int32", name=f"{c.name}_{tag}_i32")
+
+
+def _positive(c, idx, size, tag):
+    """``idx`` with negative entries wrapped (idx + size), as int32."""
+    if idx.val is not None:
+        v = np.asarray(idx.val).astype(np.int64)
+        return c.mb.const(
+            val=np.where(v < 0, v + size, v).astype(np.int32), name=f"{c.name}_{tag}_idx"
+        )
+    idx = _int32(c, idx, tag)
+    negative = c.mb.less(x=idx, y=np.int32(0), name=f"{c.name}_{tag}_neg")
+    wrapped = c.mb.add(x=idx, y=np.int32(size), name=f"{c.name}_{tag}_wrap")
+    return c.mb.select(cond=negative, a=wrapped, b=idx, name=f"{c.name}_{tag}_pos")
+
+
+def _broadcast(c, v, shape, tag):
+    """``v`` broadcast to ``shape`` (numpy rules): a reshape to the rank, then a tile."""
+    shape = list(shape)
+    if list(v.shape) == shape:
+        return v
+    if v.val is not None:
+        return c.mb.const(val=np.broadcast_to(np.asarray(v.val), shape).copy(), name=c.name + tag)
+    if v.rank < len(shape):
+        v = c.mb.reshape(x=v, shape=[1] * (len(shape) - v.rank) + list(v.shape), name=c.name + tag)
+    reps = [o if i == 1 else 1 for i, o in zip(v.shape, shape, strict=True)]
+    if all(r == 1 for r in reps):
+        return v
+    return c.mb.tile(x=v, reps=reps, name=c.name + tag + "_tile")
+
+
+def _index_dtype_reason(node, positions):
+    for i in positions:
+        v = node.inputs[i]
+        if v is not None and v.type.dtype == "bool":
+            return f"boolean mask index {v.name} (its result's size depends on the data)"
+        if v is not None and v.type.dtype not in ("int64", "int32", "int16", "int8", "uint8"):
+            return f"index {v.name} of dtype {v.type.dtype}"
+    return None
+
+
+def _data_dtype_reason(value):
+    if value.type.dtype == "bool":
+        return f"gathering from a bool tensor ({value.name})"
+    return None
+
+
+class IndexSelect(Op):
+    """x.index_select(dim, index): the entries of ``index`` (0-d or 1-d) along ``dim``."""
+
+    name = "index_select"
+    inputs = ("x", "index")
+    attrs = {"dim": 0}
+
+    def kernel(x, index, *, dim):
+        return torch.index_select(x, dim, index)
+
+    def lower(c, x, index, *, dim):
+        axis = dim % x.rank if x.rank else 0
+        # torch refuses negative indices here, so they need no wrapping.
+        idx = _int32(c, index, "i")
+        if idx.rank == 0:
+            idx = c.mb.reshape(x=idx, shape=[1], name=c.name + "_i1")
+        return c.mb.gather(x=x, indices=idx, axis=axis, name=c.name)
+
+    def check(node, generation):
+        if node.inputs[0].type.rank == 0:
+            return "index_select of a scalar"
+        return _index_dtype_reason(node, [1]) or _data_dtype_reason(node.inputs[0])
+
+
+class Gather(Op):
+    """torch.gather: out[..., i, ...] = x[..., index[..., i, ...], ...] along ``dim``."""
+
+    name = "gather"
+    inputs = ("x", "index")
+    attrs = {"dim": 0, "sparse_grad": False}
+
+    def kernel(x, index, *, dim, sparse_grad):
+        return torch.gather(x, dim, index)
+
+    def lower(c, x, index, *, dim, sparse_grad):
+        axis = dim % x.rank
+        # torch lets the index be smaller than x in the other dims: those read x's start.
+        end = [
+            s if a == axis else i for a, (s, i) in enumerate(zip(x.shape, index.shape, strict=True))
+        ]
+        if end != list(x.shape):
+            x = c.mb.slice_by_index(x=x, begin=[0] * x.rank, end=end, name=c.name + "_head")
+        idx = _int32(c, index, "i")  # torch refuses negative indices here
+        return c.mb.gather_along_axis(x=x, indices=idx, axis=axis, name=c.name)
+
+    def check(node, generation):
+        x, index = node.inputs
+        if x.type.rank == 0 or x.type.rank != index.type.rank:
+            return "gather of a scalar or with an index of another rank"
+        return _index_dtype_reason(node, [1]) or _data_dtype_reason(x)
+
+
+class TakeAlongDim(Op):
+    """torch.take_along_dim: gather after broadcasting x and indices (all but ``dim``)."""
+
+    name = "take_along_dim"
+    inputs = ("x", "indices")
+    attrs = {"dim": None}
+
+    def kernel(x, indices, *, dim):
+        return torch.take_along_dim(x, indices, dim)
+
+    def lower(c, x, indices, *, dim):
+        if dim is None:
+            x = c.mb.reshape(x=x, shape=[-1], name=c.name + "_flat_x")
+            indices = c.mb.reshape(x=indices, shape=[-1], name=c.name + "_flat_i")
+            axis = 0
+        else:
+            axis = dim % x.rank
+            common = [max(a, b) for a, b in zip(x.shape, indices.shape, strict=True)]
+            x = _broadcast(
+                c,
+                x,
+                [
+                    s if a == axis else m
+                    for a, (s, m) in enumerate(zip(x.shape, common, strict=True))
+                ],
+                "_bx",
+            )
+            ishape = [
+                s if a == axis else m
+                for a, (s, m) in enumerate(zip(indices.shape, common, strict=True))
+            ]
+            indices = _broadcast(c, indices, ishape, "_bi")
+        idx = _int32(c, indices, "i")  # torch refuses negative indices here
+        return c.mb.gather_along_axis(x=x, indices=idx, axis=axis, name=c.name)
+
+    def check(node, generation):
+        x, indices = node.inputs
+        if node.attrs["dim"] is not None and x.type.rank != indices.type.rank:
+            return "take_along_dim with indices of another rank"
+        return _index_dtype_reason(node, [1]) or _data_dtype_reason(x)
+
+
+def _index_layout(indices, rank):
+    """(indexed dims, whether they are adjacent) of an advanced-indexing call."""
+    dims = [d for d, v in enumerate(indices) if v is not None]
+    adjacent = dims == list(range(dims[0], dims[0] + len(dims))) if dims else True
+    return dims, adjacent
+
+
+def _index_vectors(c, x, indices, dims):
+    """x with the indexed dims moved to the front, and the (B..., k) int32 positions."""
+    shapes = [list(indices[d].shape) for d in dims]
+    common = list(np.broadcast_shapes(*[tuple(s) for s in shapes]))
+    perm = dims + [d for d in range(x.rank) if d not in dims]
+    if perm != list(range(x.rank)):
+        x = c.mb.transpose(x=x, perm=perm, name=c.name + "_front")
+    cols = []
+    for d in dims:
+        idx = _positive(c, indices[d], x.shape[perm.index(d)], f"d{d}")
+        cols.append(_broadcast(c, idx, common, f"_d{d}_b"))
+    if len(cols) == 1:
+        stacked = c.mb.expand_dims(x=cols[0], axes=[-1], name=c.name + "_nd")
+    else:
+        stacked = c.mb.stack(values=cols, axis=len(common), name=c.name + "_nd")
+    return x, perm, stacked, len(common)
+
+
+class Index(Op):
+    """x[i0, i1, ...] with index tensors (advanced indexing); absent entries are ``:``.
+
+    As in NumPy, the broadcast index shape replaces the indexed dims in place when they are
+    adjacent, and goes in front otherwise.
+    """
+
+    name = "index"
+    inputs = ("*indices", "x")
+
+    def kernel(indices, x):
+        return torch.ops.aten.index.Tensor(x, list(indices))
+
+    def lower(c, indices, x):
+        dims, adjacent = _index_layout(indices, x.rank)
+        if len(dims) == 1:
+            (d,) = dims
+            idx = _positive(c, indices[d], x.shape[d], "i")
+            return c.mb.gather(x=x, indices=idx, axis=d, name=c.name)
+        xt, perm, stacked, b = _index_vectors(c, x, indices, dims)
+        p = dims[0]
+        if not adjacent or p == 0:
+            return c.mb.gather_nd(x=xt, indices=stacked, name=c.name)
+        out = c.mb.gather_nd(x=xt, indices=stacked, name=c.name + "_nd_out")
+        # [B..., rest...] -> [rest[:p]..., B..., rest[p:]...]
+        rest = out.rank - b
+        order = list(range(b, b + p)) + list(range(b)) + list(range(b + p, b + rest))
+        return c.mb.transpose(x=out, perm=order, name=c.name)
+
+    def check(node, generation):
+        *indices, x = node.inputs
+        positions = [i for i, v in enumerate(indices) if v is not None]
+        if not positions:
+            return "indexing with no index tensors"
+        return _index_dtype_reason(node, positions) or _data_dtype_reason(x)
+
+
+class IndexPut(Op):
+    """x.index_put(indices, values, accumulate): write (or add) ``values`` at x[indices].
+
+    A single boolean mask over x's leading dims with one value is a select; integer indices
+    lower to scatter_nd.
+    """
+
+    name = "index_put"
+    inputs = ("*indices", "x", "values")
+    attrs = {"accumulate": False}
+
+    def kernel(indices, x, values, *, accumulate):
+        return torch.ops.aten.index_put(x, list(indices), values, accumulate)
+
+    def lower(c, indices, x, values, *, accumulate):
+        (values,) = c.promote(values)
+        present = [v for v in indices if v is not None]
+        if present and c.mil_dtype_of(present[0]) == "bool":
+            mask = indices[0]
+            mask = c.mb.reshape(
+                x=mask, shape=list(mask.shape) + [1] * (x.rank - mask.rank), name=c.name + "_m"
+            )
+            value = c.mb.reshape(x=values, shape=[1] * x.rank, name=c.name + "_v")
+            if accumulate:
+                zero = c.mb.mul(x=value, y=c.scalar(0, like=value), name=c.name + "_zero")
+                added = c.mb.select(cond=mask, a=value, b=zero, name=c.name + "_add")
+                return c.mb.add(x=x, y=added, name=c.name)
+            return c.mb.select(cond=mask, a=value, b=x, name=c.name)
+        dims, adjacent = _index_layout(indices, x.rank)
+        xt, perm, stacked, b = _index_vectors(c, x, indices, dims)
+        # The values broadcast to what x[indices] reads, laid out as [B..., rest...].
+        bshape = list(stacked.shape[:-1])
+        rest = [x.shape[d] for d in perm[len(dims) :]]
+        p = dims[0] if adjacent else 0
+        read = rest[:p] + bshape + rest[p:]
+        values = _broadcast(c, values, read, "_vb")
+        if p:
+            order = list(range(p, p + b)) + list(range(p)) + list(range(p + b, len(read)))
+            values = c.mb.transpose(x=values, perm=order, name=c.name + "_vt")
+        mode = "add" if accumulate else "update"
+        if perm == list(range(x.rank)):
+            return c.mb.scatter_nd(data=xt, indices=stacked, updates=values, mode=mode, name=c.name)
+        out = c.mb.scatter_nd(
+            data=xt, indices=stacked, updates=values, mode=mode, name=c.name + "_sc"
+        )
+        back = [perm.index(d) for d in range(x.rank)]
+        return c.mb.transpose(x=out, perm=back, name=c.name)
+
+    def check(node, generation):
+        *indices, x, values = node.inputs
+        present = [v for v in indices if v is not None]
+        if not present:
+            return "index_put with no index tensors"
+        if x.type.dtype == "bool":
+            return f"index_put into a bool tensor ({x.name})"
+        if any(v.type.dtype == "bool" for v in present):
+            mask = indices[0]
+            if len(indices) != 1 or mask is None:
+                return "boolean index_put with more than one index"
+            if tuple(x.type.shape[: mask.type.rank]) != tuple(mask.type.shape):
+                return "boolean index_put whose mask is not x's leading shape"
+            if values.type.numel() != 1:
+                return "boolean index_put of more than one value (positions depend on the data)"
+            return None
+        return _index_dtype_reason(node, [i for i, v in enumerate(indices) if v is not None])

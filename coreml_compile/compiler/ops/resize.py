@@ -1,0 +1,271 @@
+"""Spatial resizing: nearest, bilinear and bicubic upsampling; pixel (un)shuffle.
+
+torch's resizes are separable: along each spatial axis, every output row is a fixed
+combination of input rows. The lowerings read that combination off torch itself (the
+record's kernel run on one-hot inputs, one axis at a time), so they follow torch's
+coordinate rules (sizes vs scale factors, align_corners, clamping) exactly, and pick the
+Core ML op that computes the same thing:
+
+- nearest: an integer upsample is ``upsample_nearest_neighbor``, an integer downsample a
+  strided slice, anything else a ``gather`` of the rows torch picks;
+- bilinear: ``resize_bilinear`` when its sampling grid is torch's, else two ``matmul``s
+  with the interpolation matrices (scale factors whose grid differs from the sizes');
+- bicubic: Core ML has no cubic resize, so always the two ``matmul``s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from coreml_compile.compiler.ops import REQUIRED, Op
+
+_SIZE_ATTRS = {"output_size": None, "scale_factors": None, "scales_h": None, "scales_w": None}
+
+
+def _run(overload, x, output_size, scale_factors, scales_h, scales_w, *extra):
+    """Call the .vec overload, or the default one when it carries per-axis scales."""
+    if scales_h is None and scales_w is None:
+        size = None if output_size is None else list(output_size)
+        factors = None if scale_factors is None else list(scale_factors)
+        return overload.vec(x, size, *extra, factors)
+    return overload.default(x, list(output_size), *extra, scales_h, scales_w)
+
+
+def _axis_attrs(attrs, axis):
+    """The node's attributes restricted to one spatial axis (the other one kept at 1)."""
+    a = dict(attrs)
+    if a["output_size"] is not None:
+        a["output_size"] = [s if i == axis else 1 for i, s in enumerate(a["output_size"])]
+    if a["scale_factors"] is not None:
+        a["scale_factors"] = [f if i == axis else 1.0 for i, f in enumerate(a["scale_factors"])]
+    if axis == 0:
+        a["scales_w"] = None
+    else:
+        a["scales_h"] = None
+    if a["output_size"] is not None and a["scales_h"] is None and a["scales_w"] is None:
+        a["scale_factors"] = None
+    return a
+
+
+def _axis_matrix(record, attrs, n, axis):
+    """M (out, n) with out_rows = M @ in_rows along spatial ``axis`` (0: height, 1: width)."""
+    eye = torch.eye(n, dtype=torch.float64)
+    shape = (n, 1, n, 1) if axis == 0 else (n, 1, 1, n)
+    out = record.kernel(eye.reshape(shape), **_axis_attrs(attrs, axis))
+    return out.reshape(n, -1).T.contiguous().numpy()
+
+
+def _separable(c, x, mh, mw):
+    """x resized by interpolation matrices: mh @ x along H, then along W (identities skipped)."""
+    y = x
+    h, w = x.shape[-2], x.shape[-1]
+    last_h = mw.shape == (w, w) and np.array_equal(mw, np.eye(w))
+    if not (mh.shape == (h, h) and np.array_equal(mh, np.eye(h))):
+        name = c.name if last_h else c.name + "_h"
+        y = c.mb.matmul(x=c.const_like(mh, x), y=y, name=name)
+    if not last_h:
+        y = c.mb.matmul(x=y, y=c.const_like(mw.T, x), name=c.name)
+    if y is x:
+        return c.mb.identity(x=x, name=c.name)
+    return y
+
+
+def _mil_bilinear_matrix(n_in, n_out, mode):
+    """The interpolation matrix of MIL's resize_bilinear sampling modes (its spec's grid)."""
+    i = np.arange(n_out, dtype=np.float64)
+    if mode in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS"):
+        if n_out == 1:
+            grid = np.array([0.0 if mode == "STRICT_ALIGN_CORNERS" else (n_in - 1) / 2])
+        else:
+            grid = i * (n_in - 1) / (n_out - 1)
+    elif mode == "UNALIGN_CORNERS":
+        spacing = n_in / n_out
+        grid = i * spacing + 0.5 * spacing - 0.5
+    elif mode == "OFFSET_CORNERS":
+        delta = max(1, n_in - 1) / n_out
+        grid = 0.5 * delta + i * delta
+    else:  # DEFAULT
+        grid = i * (n_in - n_in / n_out) / (n_out - 1) if n_out > 1 else np.zeros(1)
+    grid = np.clip(grid, 0, n_in - 1)
+    lo = np.floor(grid).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = grid - lo
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return m
+
+
+def _size_check(node):
+    x = node.inputs[0].type
+    if x.rank != 4:
+        return "resizing needs a rank-4 input"
+    if 0 in node.output.type.shape:
+        return "resize to an empty output"
+    return None
+
+
+class UpsampleNearest2d(Op):
+    """Nearest-neighbour resize of the last two dims (sizes or scale factors, as torch)."""
+
+    name = "upsample_nearest2d"
+    inputs = ("x",)
+    attrs = dict(_SIZE_ATTRS)
+
+    def kernel(x, *, output_size, scale_factors, scales_h, scales_w):
+        return _run(
+            torch.ops.aten.upsample_nearest2d, x, output_size, scale_factors, scales_h, scales_w
+        )
+
+    def lower(c, x, **attrs):
+        rows = [
+            _axis_matrix(UpsampleNearest2d, attrs, x.shape[-2 + a], a).argmax(1) for a in (0, 1)
+        ]
+        plans = [_nearest_plan(r, x.shape[-2 + a]) for a, r in enumerate(rows)]
+        if all(kind in ("same", "up") for kind, _ in plans):
+            sh, sw = (arg if kind == "up" else 1 for kind, arg in plans)
+            return c.mb.upsample_nearest_neighbor(
+                x=x, scale_factor_height=sh, scale_factor_width=sw, name=c.name
+            )
+        todo = [(a, kind, arg) for a, (kind, arg) in enumerate(plans) if kind != "same"]
+        y = x
+        for n, (a, kind, arg) in enumerate(todo):
+            axis = x.rank - 2 + a
+            name = c.name if n == len(todo) - 1 else f"{c.name}_ax{a}"
+            if kind == "up":
+                scales = {
+                    "scale_factor_height": arg if a == 0 else 1,
+                    "scale_factor_width": arg if a == 1 else 1,
+                }
+                y = c.mb.upsample_nearest_neighbor(x=y, **scales, name=name)
+            elif kind == "stride":
+                end = list(y.shape)
+                stride = [1] * y.rank
+                stride[axis] = arg
+                y = c.mb.slice_by_index(x=y, begin=[0] * y.rank, end=end, stride=stride, name=name)
+            else:
+                idx = c.mb.const(val=arg.astype(np.int32), name=f"{c.name}_rows{a}")
+                y = c.mb.gather(x=y, indices=idx, axis=axis, name=name)
+        return y
+
+    def check(node, generation):
+        return _size_check(node)
+
+
+def _nearest_plan(rows, n):
+    """How to pick ``rows`` (source row per output row) from ``n``: same, up, stride, gather."""
+    out = len(rows)
+    if out == n and np.array_equal(rows, np.arange(n)):
+        return "same", None
+    if out % n == 0 and np.array_equal(rows, np.arange(out) // (out // n)):
+        return "up", out // n
+    if out > 1:
+        step = int(rows[1] - rows[0])
+        if step > 1 and np.array_equal(rows, np.arange(out) * step):
+            return "stride", step
+    return "gather", rows
+
+
+class UpsampleBilinear2d(Op):
+    """Bilinear resize of the last two dims (sizes or scale factors, ``align_corners``)."""
+
+    name = "upsample_bilinear2d"
+    inputs = ("x",)
+    attrs = {**_SIZE_ATTRS, "align_corners": REQUIRED}
+
+    def kernel(x, *, output_size, scale_factors, scales_h, scales_w, align_corners):
+        return _run(
+            torch.ops.aten.upsample_bilinear2d,
+            x,
+            output_size,
+            scale_factors,
+            scales_h,
+            scales_w,
+            align_corners,
+        )
+
+    def lower(c, x, **attrs):
+        mh, mw = (_axis_matrix(UpsampleBilinear2d, attrs, x.shape[-2 + a], a) for a in (0, 1))
+        mode = "STRICT_ALIGN_CORNERS" if attrs["align_corners"] else "UNALIGN_CORNERS"
+        (oh, h), (ow, w) = mh.shape, mw.shape
+        if np.allclose(mh, _mil_bilinear_matrix(h, oh, mode), atol=1e-6) and np.allclose(
+            mw, _mil_bilinear_matrix(w, ow, mode), atol=1e-6
+        ):
+            return c.mb.resize_bilinear(
+                x=x, target_size_height=oh, target_size_width=ow, sampling_mode=mode, name=c.name
+            )
+        return _separable(c, x, mh.astype(np.float32), mw.astype(np.float32))
+
+    def check(node, generation):
+        return _size_check(node)
+
+
+class UpsampleBicubic2d(Op):
+    """Bicubic resize of the last two dims; lowered as two matrix products."""
+
+    name = "upsample_bicubic2d"
+    inputs = ("x",)
+    attrs = {**_SIZE_ATTRS, "align_corners": REQUIRED}
+
+    def kernel(x, *, output_size, scale_factors, scales_h, scales_w, align_corners):
+        return _run(
+            torch.ops.aten.upsample_bicubic2d,
+            x,
+            output_size,
+            scale_factors,
+            scales_h,
+            scales_w,
+            align_corners,
+        )
+
+    def lower(c, x, **attrs):
+        mh, mw = (_axis_matrix(UpsampleBicubic2d, attrs, x.shape[-2 + a], a) for a in (0, 1))
+        return _separable(c, x, mh.astype(np.float32), mw.astype(np.float32))
+
+    def check(node, generation):
+        return _size_check(node)
+
+
+class PixelShuffle(Op):
+    """(N, C*r*r, H, W) -> (N, C, H*r, W*r)."""
+
+    name = "pixel_shuffle"
+    inputs = ("x",)
+    attrs = {"upscale_factor": REQUIRED}
+
+    def kernel(x, *, upscale_factor):
+        return F.pixel_shuffle(x, upscale_factor)
+
+    def lower(c, x, *, upscale_factor):
+        return c.mb.pixel_shuffle(x=x, upscale_factor=np.int32(upscale_factor), name=c.name)
+
+    def check(node, generation):
+        if node.inputs[0].type.rank != 4:
+            return "pixel_shuffle of a tensor that is not rank 4"
+        if not node.inputs[0].type.dtype.startswith("float"):
+            return "pixel_shuffle of a non-float tensor"
+        return None
+
+
+class PixelUnshuffle(Op):
+    """(N, C, H*r, W*r) -> (N, C*r*r, H, W)."""
+
+    name = "pixel_unshuffle"
+    inputs = ("x",)
+    attrs = {"downscale_factor": REQUIRED}
+    min_target = 16
+
+    def kernel(x, *, downscale_factor):
+        return F.pixel_unshuffle(x, downscale_factor)
+
+    def lower(c, x, *, downscale_factor):
+        return c.mb.pixel_unshuffle(x=x, downscale_factor=np.uint32(downscale_factor), name=c.name)
+
+    def check(node, generation):
+        if node.inputs[0].type.rank != 4:
+            return "pixel_unshuffle of a tensor that is not rank 4"
+        if not node.inputs[0].type.dtype.startswith("float"):
+            return "pixel_unshuffle of a non-float tensor"
+        return None
