@@ -116,6 +116,11 @@ ANE_LAYOUT = [
 # The weight-compression passes, in the order they would run.
 COMPRESSION = ["prune_weights", "quantize_weights", "palettize_weights"]
 
+# Not optimisations but rewrites Core ML needs (ranks above 5 it cannot hold): every
+# pipeline runs them first (the level's clean-up then tidies what they leave), at every
+# level, unless skipped.
+LEGALIZE = ["lower_rank"]
+
 
 def compression_passes(options: CompressionOptions) -> list[str]:
     """The compression passes ``options`` asks for, in the order they must run."""
@@ -134,8 +139,8 @@ def pipeline(
     compression: CompressionOptions | None = None,
     ane_layout: bool = False,
 ) -> list[str]:
-    """The pass names of an -O level (``"O2"``, ``2``) or of an explicit list, less ``skip``,
-    then the compression passes ``compression`` asks for."""
+    """The :data:`LEGALIZE` passes, the pass names of an -O level (``"O2"``, ``2``) or of an
+    explicit list, then the compression passes ``compression`` asks for; less ``skip``."""
     if isinstance(level, int) or (isinstance(level, str) and level.lstrip("Oo").isdigit()):
         key = f"O{str(level).lstrip('Oo')}"
         if key not in PIPELINES:
@@ -143,6 +148,7 @@ def pipeline(
         names = list(PIPELINES[key])
     else:
         names = list(level)
+    names = [n for n in LEGALIZE if n not in names] + names
     if ane_layout:
         names += ANE_LAYOUT
     if compression is not None:

@@ -11,6 +11,7 @@ from coreml_compile.compiler.interpreter import run_graph
 from coreml_compile.passes import (
     ANE_LAYOUT,
     COMPRESSION,
+    LEGALIZE,
     PIPELINES,
     all_passes,
     pipeline,
@@ -20,7 +21,9 @@ from tests.ops.samples import SAMPLES
 
 
 def test_levels_and_skipping():
-    assert pipeline(0) == [] and pipeline("O1") == PIPELINES["O1"]
+    # The legalisation passes run first at every level; they can be skipped like any pass.
+    assert pipeline(0) == LEGALIZE and pipeline("O1") == LEGALIZE + PIPELINES["O1"]
+    assert pipeline(0, skip=LEGALIZE) == [] and pipeline(["fold_constants"])[0] == LEGALIZE[0]
     assert "fold_batch_norm" not in pipeline(2, skip=["fold_batch_norm"])
     with pytest.raises(ValueError, match="unknown pass 'fold_everything'"):
         pipeline(2, skip=["fold_everything"])
@@ -30,7 +33,9 @@ def test_levels_and_skipping():
 
 def test_every_pass_is_in_a_pipeline():
     # Compression passes join a pipeline through the compile options, not a level.
-    assert set(all_passes()) == set(PIPELINES["O2"]) | set(COMPRESSION) | set(ANE_LAYOUT)
+    assert set(all_passes()) == (
+        set(PIPELINES["O2"]) | set(COMPRESSION) | set(ANE_LAYOUT) | set(LEGALIZE)
+    )
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: f"{s.op}-{s.id}")
@@ -53,4 +58,5 @@ def test_report_records_each_pass():
     assert fold.changed and (fold.nodes_before, fold.nodes_after) == (2, 1)
     assert fold.weight_bytes_after < fold.weight_bytes_before
     unoptimised = coreml_compile.compile(model, (torch.randn(1, 3, 8, 8),), optimize=0)
-    assert unoptimised.report.passes == [] and unoptimised.report.mil_ops["batch_norm"] == 1
+    assert [r.name for r in unoptimised.report.passes] == LEGALIZE
+    assert unoptimised.report.mil_ops["batch_norm"] == 1
