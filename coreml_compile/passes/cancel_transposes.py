@@ -38,7 +38,8 @@ def cancel_transposes(graph: Graph) -> bool:
         if node not in graph.nodes:
             continue
         inner = node.inputs[0].producer if node.inputs and node.inputs[0] is not None else None
-        if inner is None or only_user(graph, inner.outputs[0]) is not node:
+        # (a factory such as full has no inputs: nothing to cancel through it)
+        if inner is None or not inner.inputs or only_user(graph, inner.outputs[0]) is not node:
             continue
         x, out = inner.inputs[0], node.outputs[0]
         outer_perm, inner_perm = _perm(node), _perm(inner)

@@ -649,3 +649,127 @@ def _upsample_bilinear(x, scale_factor_height=1, scale_factor_width=1, align_cor
         mode="bilinear",
         align_corners=bool(align_corners),
     )
+
+
+# -- coverage part B: splitting, indexing, resizing, sorting, scans -------------------
+
+
+@kernel("reverse")
+def _reverse(x, axes=None, **_):
+    axes = _axes(axes, x.dim())
+    return torch.flip(x, axes) if axes else x
+
+
+@kernel("gather_nd")
+def _gather_nd(x, indices, batch_dims=0, **_):
+    if int(batch_dims) != 0:
+        raise UnknownMILOp(
+            "gather_nd with batch_dims != 0 is not implemented in the reference executor"
+        )
+    x, idx = _t(x), _t(indices).to(torch.int64)
+    k = idx.shape[-1]
+    idx = torch.where(idx < 0, idx + torch.tensor(x.shape[:k]), idx)
+    return x[tuple(idx[..., i] for i in range(k))]
+
+
+@kernel("scatter_nd")
+def _scatter_nd(data, indices, updates, mode="add", **_):
+    data, idx = _t(data), _t(indices).to(torch.int64)
+    k = idx.shape[-1]
+    idx = torch.where(idx < 0, idx + torch.tensor(data.shape[:k]), idx)
+    # Linear positions in data viewed as [prod(D[:k]), *D[k:]]; updates flattened to match.
+    strides = torch.tensor([math.prod(data.shape[i + 1 : k]) for i in range(k)])
+    flat = (idx * strides).sum(-1).reshape(-1)
+    out = data.reshape(-1, *data.shape[k:]).clone()
+    upd = _t(updates).to(out.dtype).reshape(-1, *data.shape[k:])
+    if mode == "update":
+        out[flat] = upd
+    else:
+        reduce = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}.get(mode)
+        if reduce is None:
+            if mode == "sub":
+                out.index_add_(0, flat, -upd)
+            elif mode == "div":
+                out.index_reduce_(0, flat, 1.0 / upd, "prod")
+            else:
+                raise UnknownMILOp(f"scatter_nd mode {mode!r} is unknown")
+        elif reduce == "sum":
+            out.index_add_(0, flat, upd)
+        else:
+            out.index_reduce_(0, flat, upd, reduce)
+    return out.reshape(data.shape)
+
+
+def _resize_grid(n_in: int, n_out: int, mode: str) -> torch.Tensor:
+    """Source coordinates of resize_bilinear's sampling modes (the MIL spec's formulas)."""
+    i = torch.arange(n_out, dtype=torch.float64)
+    if mode in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS"):
+        if n_out == 1:
+            grid = torch.tensor([0.0 if mode == "STRICT_ALIGN_CORNERS" else (n_in - 1) / 2])
+        else:
+            grid = i * ((n_in - 1) / (n_out - 1))
+    elif mode == "UNALIGN_CORNERS":
+        spacing = n_in / n_out
+        grid = i * spacing + 0.5 * spacing - 0.5
+    elif mode == "OFFSET_CORNERS":
+        delta = max(1, n_in - 1) / n_out
+        grid = 0.5 * delta + i * delta
+    elif mode == "DEFAULT":
+        grid = i * ((n_in - n_in / n_out) / (n_out - 1)) if n_out > 1 else torch.zeros(1)
+    else:
+        raise UnknownMILOp(f"resize_bilinear sampling mode {mode!r} is unknown")
+    return grid.clamp(0, n_in - 1)
+
+
+def _lerp_axis(x: torch.Tensor, grid: torch.Tensor, axis: int) -> torch.Tensor:
+    lo = grid.floor().to(torch.int64)
+    hi = torch.clamp(lo + 1, max=x.shape[axis] - 1)
+    frac = (grid - lo).to(x.dtype)
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    frac = frac.reshape(shape)
+    return x.index_select(axis, lo) * (1 - frac) + x.index_select(axis, hi) * frac
+
+
+@kernel("resize_bilinear")
+def _resize_bilinear(x, target_size_height=1, target_size_width=1, sampling_mode="DEFAULT", **_):
+    h, w = x.shape[-2], x.shape[-1]
+    y = _lerp_axis(x, _resize_grid(h, int(target_size_height), sampling_mode), x.dim() - 2)
+    return _lerp_axis(y, _resize_grid(w, int(target_size_width), sampling_mode), x.dim() - 1)
+
+
+@kernel("pixel_shuffle")
+def _pixel_shuffle(x, upscale_factor, **_):
+    return F.pixel_shuffle(x, int(upscale_factor))
+
+
+@kernel("pixel_unshuffle")
+def _pixel_unshuffle(x, downscale_factor, **_):
+    return F.pixel_unshuffle(x, int(downscale_factor))
+
+
+@kernel("cumsum")
+def _cumsum(x, axis=0, exclusive=False, reverse=False, **_):
+    axis = int(axis)
+    if bool(reverse):
+        x = torch.flip(x, [axis])
+    y = torch.cumsum(x, axis)
+    if bool(exclusive):
+        y = y - x
+    if bool(reverse):
+        y = torch.flip(y, [axis])
+    return y.to(x.dtype)
+
+
+@kernel("topk")
+def _topk(x, k=1, axis=-1, ascending=False, sort=True, return_indices=True, **_):
+    values, indices = torch.topk(x, int(k), int(axis), largest=not bool(ascending), sorted=True)
+    return (values, indices) if bool(return_indices) else values
+
+
+@kernel("argsort")
+def _argsort(x, axis=-1, ascending=False, **_):
+    return torch.argsort(x, dim=int(axis), descending=not bool(ascending), stable=True)
+
+
+# -- end of coverage part B -----------------------------------------------------------

@@ -199,6 +199,438 @@ def _samples() -> list[Sample]:
     add("pad", "constant", lambda a: F.pad(a, (1, 2, 0, 1), value=0.5), x4)
     add("pad", "reflect", lambda a: F.pad(a, (2, 1, 1, 2), mode="reflect"), x4)
     add("pad", "replicate", lambda a: F.pad(a, (1, 1, 2, 0), mode="replicate"), x4)
+    # -- coverage part B: splitting/joining, indexing, resizing, reductions -------------
+    add("pad", "crop", lambda a: F.pad(a, (-1, -2, 0, -3)), x4)
+    add("pad", "crop_and_pad", lambda a: F.pad(a, (2, -1, -2, 1), value=0.5), x4)
+    add("pad", "crop_rank3", lambda a: F.pad(a, (0, 0, -1, 0, 1, -1)), rand(3, 4, 5))
+    add("split", "uneven", lambda a: a.split(4, 1), rand(2, 10))
+    add("split", "sizes_negdim", lambda a: a.split([2, 3, 5], -1), rand(2, 3, 10))
+    add("split", "one_piece", lambda a: a.split(8, 0)[0] * 2, rand(3, 4), also=("mul",))
+    add("split", "some_unused", lambda a: a.split(2, 1)[1], rand(2, 6, 3))
+    add("chunk", "even", lambda a: a.chunk(3, 1), rand(2, 6, 3))
+    add("chunk", "fewer_pieces", lambda a: a.chunk(4, -1), rand(2, 6))  # 3 pieces of 2
+    add("tensor_split", "sections", lambda a: torch.tensor_split(a, 3, 1), rand(2, 10))
+    add("tensor_split", "indices", lambda a: torch.tensor_split(a, [1, 4], -1), rand(2, 3, 6))
+    add("unbind", "dim1", lambda a: a.unbind(1), rand(2, 3, 4))
+    add("unbind", "negdim", lambda a: a.unbind(-1), rand(2, 3, 2))
+    add("stack", "negdim", lambda a, b: torch.stack([a, b, a], -1), rand(2, 3), rand(2, 3))
+    add("stack", "dim0", lambda a, b: torch.stack([a, b]), rand(2, 3), rand(2, 3))
+    add("narrow", "plain", lambda a: a.narrow(1, 2, 3), rand(2, 10))
+    add("narrow", "negdim_negstart", lambda a: a.narrow(-1, -4, 2), rand(2, 3, 6))
+    add(
+        "expand_as",
+        "plain",
+        lambda a, b: a.expand_as(b) + b,
+        rand(3, 1),
+        rand(2, 3, 4),
+        also=("add",),
+    )
+    add("unflatten", "plain", lambda a: a.unflatten(1, (2, -1)), rand(2, 10, 3))
+    add("unflatten", "negdim", lambda a: a.unflatten(-1, (3, 2)), rand(2, 6))
+    add("movedim", "int", lambda a: a.movedim(1, -1), rand(2, 3, 4, 5))
+    add("movedim", "lists", lambda a: torch.movedim(a, (0, 3), (2, 0)), rand(2, 3, 4, 5))
+    add("repeat", "plain", lambda a: a.repeat(2, 1, 3), rand(2, 4, 3))
+    add("repeat", "more_dims", lambda a: a.repeat(2, 1, 3), rand(2, 3))
+    add("repeat", "tile", lambda a: a.tile((2,)), rand(2, 3))
+    add("flip", "negdims", lambda a: a.flip(-1, 1), rand(2, 3, 4))
+    add("roll", "one_dim", lambda a: a.roll(2, -1), rand(2, 5))
+    add("roll", "two_dims_negative", lambda a: a.roll((-1, 7), (0, 2)), rand(3, 2, 5))
+    add("roll", "flattened", lambda a: a.roll(4), rand(2, 3))
+    add("roll", "full_turn", lambda a: a.roll(5, 1) * 2, rand(2, 5), also=("mul",))
+    add(
+        "index_select",
+        "input_index",
+        lambda a, i: a.index_select(1, i),
+        x4,
+        torch.tensor([2, 1, 0, 2]),
+    )
+    add(
+        "index_select",
+        "const_index_negdim",
+        lambda a: a.index_select(-1, torch.tensor([7, 0, 6])),
+        x4,
+        also=("identity",),
+    )
+    idx = torch.tensor([[0, 2, 1], [1, 1, 0]])
+    add("gather", "dim1", lambda a, i: a.gather(1, i), rand(2, 3), idx)
+    add(
+        "gather",
+        "smaller_index_negdim",
+        lambda a, i: a.gather(-1, i),
+        rand(3, 4, 5),
+        torch.tensor([[[4, 1], [0, 2]]]),
+    )
+    add("take_along_dim", "dim", lambda a, i: torch.take_along_dim(a, i, 1), rand(2, 3), idx)
+    add(
+        "take_along_dim",
+        "broadcast",
+        lambda a, i: torch.take_along_dim(a, i, -1),
+        rand(2, 3, 4),
+        torch.tensor([[[3, 0]]]),
+    )
+    add(
+        "take_along_dim",
+        "flat",
+        lambda a, i: torch.take_along_dim(a, i),
+        rand(2, 3),
+        torch.tensor([5, 0, 2]),
+    )
+    add("index", "one_dim", lambda a, i: a[:, i], rand(2, 5, 3), torch.tensor([[4, 0], [-1, 2]]))
+    add("index", "first_dim", lambda a, i: a[i], rand(5, 3), torch.tensor([3, 3, 0]))
+    add(
+        "index",
+        "two_broadcast",
+        lambda a, i, j: a[i, :, j],
+        rand(3, 4, 5),
+        torch.tensor([[0], [2]]),
+        torch.tensor([1, 4, -1]),
+    )
+    add(
+        "index",
+        "adjacent_inner",
+        lambda a, i, j: a[:, i, j],
+        rand(2, 3, 4, 5),
+        torch.tensor([0, 2]),
+        torch.tensor([3, 1]),
+    )
+    rel = torch.randint(0, 7, (4, 4), generator=_g)
+    table = rand(7, 2)
+    add(
+        "index",
+        "const_relative_positions",
+        lambda a: a + table[rel].permute(2, 0, 1),
+        rand(2, 4, 4),
+        also=("add", "permute"),
+    )
+    add(
+        "index_put",
+        "rows",
+        lambda a, i, v: torch.ops.aten.index_put(a, [i], v),
+        rand(5, 3),
+        torch.tensor([0, 3]),
+        rand(2, 3),
+    )
+    add(
+        "index_put",
+        "accumulate_dup",
+        lambda a, i, v: torch.ops.aten.index_put(a, [i], v, True),
+        rand(5, 3),
+        torch.tensor([1, 1, -1]),
+        rand(3, 3),
+    )
+    add(
+        "index_put",
+        "inner_broadcast_value",
+        lambda a, i, v: torch.ops.aten.index_put(a, [None, i], v),
+        rand(2, 5, 3),
+        torch.tensor([4, 0]),
+        rand(3),
+    )
+    add(
+        "index_put",
+        "two_separate",
+        lambda a, i, j, v: torch.ops.aten.index_put(a, [i, None, j], v),
+        rand(3, 2, 4),
+        torch.tensor([0, 2]),
+        torch.tensor([3, 1]),
+        rand(2, 2),
+    )
+
+    def masked_fill_(a, m):
+        a = a.clone()
+        a[m] = 0.25
+        return a
+
+    def masked_add_(a, m):
+        return torch.ops.aten.index_put(a, [m], torch.tensor(2.0), True)
+
+    add("index_put", "bool_mask", masked_fill_, rand(3, 4), rand(3, 4) > 0, also=("identity",))
+    add(
+        "index_put",
+        "bool_mask_leading_add",
+        masked_add_,
+        rand(3, 4, 2),
+        rand(3, 4) > 0,
+        also=("identity",),
+    )
+    x5 = rand(1, 2, 5, 6)
+    up = F.interpolate
+    add("upsample_nearest2d", "scale2", lambda a: up(a, scale_factor=2), x5)
+    add("upsample_nearest2d", "scale_h3_w1", lambda a: up(a, scale_factor=(3, 1)), x5)
+    add("upsample_nearest2d", "size_up_and_stride", lambda a: up(a, size=(10, 3)), x5)
+    add("upsample_nearest2d", "size_uneven", lambda a: up(a, size=(7, 4)), x5)
+    add("upsample_nearest2d", "scale_1_5", lambda a: up(a, scale_factor=1.5), x5)
+    add(
+        "upsample_nearest2d",
+        "default_overload_scales",
+        lambda a: torch.ops.aten.upsample_nearest2d.default(a, [8, 12], 1.7, 2.0),
+        x5,
+    )
+    add("upsample_bilinear2d", "scale2", lambda a: up(a, scale_factor=2, mode="bilinear"), x5)
+    add(
+        "upsample_bilinear2d",
+        "size_align_corners",
+        lambda a: up(a, size=(7, 9), mode="bilinear", align_corners=True),
+        x5,
+    )
+    add(
+        "upsample_bilinear2d",
+        "scale_align_corners",
+        lambda a: up(a, scale_factor=2, mode="bilinear", align_corners=True),
+        x5,
+    )
+    add("upsample_bilinear2d", "size_down", lambda a: up(a, size=(3, 4), mode="bilinear"), x5)
+    add(
+        "upsample_bilinear2d",
+        "scale_1_5_grid_differs",
+        lambda a: up(a, scale_factor=1.5, mode="bilinear"),
+        x5,
+    )
+    add(
+        "upsample_bilinear2d",
+        "default_overload",
+        lambda a: torch.ops.aten.upsample_bilinear2d.default(a, [9, 6], False, 1.7, None),
+        x5,
+    )
+    add("upsample_bicubic2d", "scale2", lambda a: up(a, scale_factor=2, mode="bicubic"), x5)
+    add(
+        "upsample_bicubic2d",
+        "size_align_corners",
+        lambda a: up(a, size=(4, 11), mode="bicubic", align_corners=True),
+        x5,
+    )
+    add("pixel_shuffle", "r2", nn.PixelShuffle(2), rand(2, 8, 3, 4))
+    add("pixel_unshuffle", "r2", nn.PixelUnshuffle(2), rand(2, 3, 4, 6))
+    perm = (torch.randperm(60, generator=_g).float() - 30) / 8  # distinct, exact in fp16
+    add("cumsum", "negdim", lambda a: a.cumsum(-1), rand(2, 3, 5))
+    add("cumsum", "dim0", lambda a: torch.cumsum(a, 0), rand(4, 3))
+    add("cumsum", "int", lambda a: a.cumsum(1), torch.randint(-5, 5, (2, 6), generator=_g))
+    add("argmax", "dim_keepdim", lambda a: a.argmax(1, keepdim=True), perm.reshape(3, 4, 5))
+    add("argmax", "none", lambda a: a.argmax(), perm.reshape(3, 4, 5))
+    add("argmax", "none_keepdim", lambda a: a.argmax(keepdim=True), perm.reshape(3, 4, 5))
+    add("argmin", "negdim", lambda a: a.argmin(-1), perm.reshape(3, 4, 5))
+    add("topk", "largest", lambda a: a.topk(3, -1), perm.reshape(3, 4, 5))
+    add("topk", "smallest_dim1", lambda a: a.topk(2, 1, largest=False), perm.reshape(3, 4, 5))
+    add("sort", "ascending", lambda a: a.sort(-1), perm.reshape(3, 4, 5))
+    add("sort", "descending_dim0", lambda a: a.sort(0, descending=True), perm.reshape(3, 4, 5))
+    add("sort", "argsort", lambda a: a.argsort(1), perm.reshape(3, 4, 5))
+    add("sort", "stable", lambda a: torch.sort(a, dim=1, stable=True)[0], perm.reshape(3, 4, 5))
+    add(
+        "vector_norm",
+        "l2_normalize",
+        lambda a: F.normalize(a, dim=-1),
+        rand(2, 5),
+        also=("clamp", "expand_as", "div"),
+    )
+    add("vector_norm", "l1_keepdim", lambda a: a.norm(p=1, dim=(0, 2), keepdim=True), rand(2, 3, 4))
+    add("vector_norm", "all", lambda a: torch.linalg.vector_norm(a), rand(2, 3, 4))
+    add(
+        "vector_norm", "inf", lambda a: torch.linalg.vector_norm(a, float("inf"), -1), rand(2, 3, 4)
+    )
+    add("vector_norm", "p3", lambda a: torch.linalg.vector_norm(a, 3, 1), rand(2, 3, 4))
+    add("prod", "dim", lambda a: a.prod(-1), rand(2, 3, 4, low=0.5, high=1.5))
+    add("prod", "keepdim", lambda a: a.prod(1, keepdim=True), rand(2, 3, 4, low=0.5, high=1.5))
+    add("prod", "all", lambda a: a.prod(), rand(2, 3, low=0.5, high=1.5))
+    add("var", "unbiased", lambda a: a.var(-1), rand(2, 3, 5))
+    add(
+        "var",
+        "dims_keepdim_biased",
+        lambda a: a.var((0, 2), keepdim=True, correction=0),
+        rand(2, 3, 5),
+    )
+    add("var", "all", lambda a: a.var(), rand(2, 3, 5))
+    add("var", "std", lambda a: a.std(1), rand(2, 3, 5), also=("sqrt",))
+
+    # -- end of coverage part B
+    # -- coverage part A: comparisons, logic, math, activations, factories --------------
+    def grid(*shape: int, lo: int = -8, hi: int = 8) -> torch.Tensor:
+        """Quarters in [lo/4, hi/4): exact in fp16, so comparisons and ties are the same."""
+        return torch.randint(lo, hi, shape, generator=_g) / 4
+
+    def odd16(*shape: int) -> torch.Tensor:
+        """Odd multiples of 1/16 (exact in fp16): never a multiple of 0.75, 1.25 or 1.5."""
+        return (torch.randint(-48, 48, shape, generator=_g) * 2 + 1) / 16
+
+    def divisors(*shape: int) -> torch.Tensor:
+        return torch.tensor([0.75, -1.25, 1.5])[torch.randint(0, 3, shape, generator=_g)]
+
+    def ints(*shape: int, lo: int = -6, hi: int = 6) -> torch.Tensor:
+        return torch.randint(lo, hi, shape, generator=_g)
+
+    def off_grid(*shape: int) -> torch.Tensor:
+        """k/4 + 1/8: exact in fp16, never halfway between integers."""
+        return torch.randint(-40, 40, shape, generator=_g) / 4 + 0.125
+
+    g3, g31 = grid(2, 3, 4), grid(3, 1)
+    add("eq", "broadcast", lambda a, b: a == b, g3, g31)
+    add("eq", "scalar", lambda a: a == 0.5, g3)
+    add("eq", "int_scalar", lambda a: a == 2, ints(3, 4))
+    add("eq", "bools", lambda a, b: (a > 0) == (b > 0), g3, g31, also=("gt",))
+    add("ne", "tensor", lambda a, b: a != b, g3, grid(2, 3, 4))
+    add("ne", "int_vs_float_scalar", lambda a: a != 1.5, ints(3, 4))
+    add("lt", "scalar", lambda a: a < 0.25, g3)
+    add("lt", "int_tensors", lambda a, b: a < b, ints(3, 4), ints(4))
+    add("le", "broadcast", lambda a, b: a <= b, g3, g31)
+    add("gt", "int_scalar_on_float", lambda a: a > 1, g3)
+    add("gt", "float_scalar_on_int", lambda a: a > 1.5, ints(3, 4))
+    add("ge", "tensor", lambda a, b: a >= b, g3, grid(4))
+    add("logical_and", "bitwise_bools", lambda a, b: (a > 0) & (b > 0), g3, g31, also=("gt",))
+    add("logical_and", "floats", torch.logical_and, g3, g31)
+    add("logical_or", "bitwise_bools", lambda a, b: (a > 0) | (b < 0), g3, g31, also=("gt", "lt"))
+    add("logical_or", "logical", lambda a, b: torch.logical_or(a > 0, b), g3, g31 > 0, also=("gt",))
+    add("logical_xor", "bitwise_bools", lambda a, b: (a > 0) ^ (b > 0), g3, g31, also=("gt",))
+    add("logical_xor", "ints", torch.logical_xor, ints(3, 4, lo=-1, hi=2), ints(4, lo=0, hi=2))
+    add("logical_not", "bitwise_bool_input", lambda m: ~m, g3 > 0)
+    add("logical_not", "float", torch.logical_not, g3)
+    add("where", "tensors", lambda a, b: torch.where(a > 0, a, b), g3, g31, also=("gt",))
+    add("where", "scalar_other", lambda a: torch.where(a > 0, a, 0.5), g3, also=("gt",))
+    add("where", "scalar_self", lambda a: torch.where(a > 0, -2.0, a), g3, also=("gt",))
+    add("where", "scalars", lambda a: torch.where(a > 0, 1.0, -1.0), g3, also=("gt",))
+    add("where", "bool_input_int", lambda m, a: torch.where(m, a, 7), g3 > 0, ints(4))
+    add(
+        "masked_fill",
+        "scalar",
+        lambda a, b: a.masked_fill(b > 0, -2.5),
+        rand(2, 3, 4),
+        g31,
+        also=("gt",),
+    )
+    add("masked_fill", "bool_input", lambda a, m: a.masked_fill(m, 3.0), rand(2, 3, 4), g31 > 0)
+    add(
+        "masked_fill",
+        "tensor_value",
+        lambda a: a.masked_fill(a > 0.5, torch.tensor(2.0)),
+        rand(3, 4),
+        also=("gt", "identity"),
+    )
+    add("any", "dim", lambda a: (a > 1).any(-1), g3, also=("gt",))
+    add("any", "dims_keepdim", lambda a: (a > 1).any((0, 2), keepdim=True), g3, also=("gt",))
+    add("any", "all_floats", lambda a: a.any(), g3)
+    add("all", "dim_keepdim", lambda a: (a < 1).all(1, keepdim=True), g3, also=("lt",))
+    add("all", "no_dim", lambda a: (a > -5).all(), g3, also=("gt",))
+    add("all", "ints_negdim", lambda a: a.all(-2), ints(3, 4, lo=0, hi=3))
+    specials = torch.tensor([[0.5, float("nan"), float("inf")], [-float("inf"), -2.0, 0.0]])
+    add("isnan", "specials", lambda a: torch.isnan(a), specials)
+    add("isnan", "int", lambda a: torch.isnan(a), ints(3, 4))
+    add("isinf", "specials", lambda a: torch.isinf(a), specials)
+    add("mul", "bools", lambda a, b: (a > 0) * (b > 0), g3, g31, also=("gt",))
+    add("add", "bools", lambda a, b: (a > 0) + (b > 0), g3, g31, also=("gt",))
+    add("clamp", "ints", lambda a: torch.clamp(a, -2, 3), ints(3, 4))
+    masked = rand(2, 3, 5) * 4
+    masked[0, 1, :] = float("-inf")
+    masked[1, 2, :2] = float("-inf")
+    masked[1, :, 4] = float("-inf")
+    add("safe_softmax", "last", lambda a: torch.ops.aten._safe_softmax(a, -1), masked)
+    add("safe_softmax", "dim1", lambda a: torch.ops.aten._safe_softmax(a, 1), masked)
+    add("sin", "plain", torch.sin, rand(3, 4) * 3)
+    add("sin", "int", torch.sin, ints(3, 4))
+    add("cos", "plain", torch.cos, rand(3, 4) * 3)
+    add("tan", "plain", torch.tan, rand(3, 4, low=-1.2, high=1.2))
+    add("asin", "plain", torch.asin, rand(3, 4, low=-0.9, high=0.9))
+    add("acos", "plain", torch.acos, rand(3, 4, low=-0.9, high=0.9))
+    add("atan", "plain", torch.atan, rand(3, 4) * 5)
+    add("sinh", "plain", torch.sinh, rand(3, 4) * 3)
+    add("cosh", "plain", torch.cosh, rand(3, 4) * 3)
+    add("asinh", "plain", torch.asinh, rand(3, 4) * 5)
+    add("acosh", "plain", torch.acosh, rand(3, 4, low=1.05, high=5))
+    add("atanh", "plain", torch.atanh, rand(3, 4, low=-0.9, high=0.9))
+    add("exp2", "plain", torch.exp2, rand(3, 4) * 3)
+    far = rand(3, 4, low=0.1, high=1) * torch.tensor([1.0, -1.0]).repeat(6).reshape(3, 4)
+    add("atan2", "broadcast", torch.atan2, far, rand(4, low=-1, high=1))
+    axes_y = torch.tensor([0.0, 0.0, 0.0, 1.0, -1.0, 0.5, -0.5])
+    axes_x = torch.tensor([0.0, -1.0, 1.0, 0.0, 0.0, -0.5, -0.5])
+    add("atan2", "axes_and_origin", torch.atan2, axes_y, axes_x)
+    add("log1p", "plain", torch.log1p, rand(3, 4, low=-0.5, high=3))
+    add("expm1", "plain", torch.expm1, rand(3, 4) * 2)
+    add("log2", "plain", torch.log2, rand(3, 4, low=0.1, high=8))
+    add("log10", "plain", torch.log10, rand(3, 4, low=0.1, high=8))
+    add("reciprocal", "plain", torch.reciprocal, far * 2)
+    add("sign", "float", torch.sign, g3)
+    add("sign", "int", torch.sign, ints(3, 4))
+    add("square", "float", torch.square, rand(3, 4) * 3)
+    add("square", "int", torch.square, ints(3, 4))
+    add("floor", "plain", torch.floor, off_grid(3, 4))
+    add("floor", "int", torch.floor, ints(3, 4))
+    add("ceil", "plain", torch.ceil, off_grid(3, 4))
+    add("round", "plain", torch.round, off_grid(3, 4))
+    add("trunc", "plain", torch.trunc, off_grid(3, 4))
+    add("remainder", "tensors", lambda a, b: a % b, odd16(3, 4), divisors(3, 4))
+    add("remainder", "scalar", lambda a: a % 0.75, odd16(3, 4))
+    add("remainder", "scalar_tensor", lambda b: torch.remainder(2.0, b), divisors(3, 4))
+    add(
+        "remainder",
+        "ints",
+        lambda a, b: a % b,
+        ints(3, 4, lo=-9, hi=9),
+        torch.tensor([3, -2, 4, 5]),
+    )
+    add("fmod", "tensors", torch.fmod, odd16(3, 4), divisors(3, 4))
+    add("fmod", "scalar", lambda a: torch.fmod(a, -1.25), odd16(3, 4))
+    add("fmod", "ints", torch.fmod, ints(3, 4, lo=-9, hi=9), torch.tensor([3, -2, 4, 5]))
+    add("minimum", "broadcast", torch.minimum, rand(2, 3, 4), rand(3, 1))
+    add("maximum", "broadcast", torch.maximum, rand(2, 3, 4), rand(4))
+    add("maximum", "ints", torch.maximum, ints(3, 4), ints(3, 4))
+    add(
+        "clamp_tensor",
+        "both",
+        lambda a, lo: torch.clamp(a, lo, lo + 0.5),
+        rand(2, 3, 4),
+        rand(3, 1),
+        also=("add",),
+    )
+    add("clamp_tensor", "min", lambda a, lo: torch.clamp(a, min=lo), rand(2, 3, 4), rand(4))
+    add("clamp_tensor", "max", lambda a, hi: torch.clamp(a, max=hi), rand(2, 3, 4), rand(3, 4))
+    add("softplus", "plain", nn.Softplus(), rand(2, 8) * 6)
+    add("softplus", "beta_threshold", nn.Softplus(beta=2.0, threshold=5.0), rand(2, 8) * 6)
+    add("mish", "plain", nn.Mish(), rand(2, 8) * 4)
+    add("log_sigmoid", "plain", nn.LogSigmoid(), rand(2, 8) * 6)
+    add("glu", "last", nn.GLU(), rand(2, 3, 8) * 3)
+    add("glu", "dim1", nn.GLU(1), rand(2, 4, 3) * 3)
+    prelu_c = nn.PReLU(3)
+    prelu_r2 = nn.PReLU(5)
+    with torch.no_grad():
+        prelu_c.weight.copy_(rand(3))
+        prelu_r2.weight.copy_(rand(5))
+    add("prelu", "channels", prelu_c, rand(2, 3, 4, 4))
+    add("prelu", "one_weight", nn.PReLU(), rand(2, 3, 4, 4))
+    add("prelu", "rank2", prelu_r2, rand(4, 5))
+    add("prelu", "weight_input", F.prelu, rand(2, 3, 4), rand(3))
+    # celu decomposes to where/expm1; aten.elu with input_scale is what others export.
+    add("elu", "input_scale", lambda a: torch.ops.aten.elu(a, 0.5, 1.0, 2.0), rand(2, 8) * 3)
+    add("elu", "selu", nn.SELU(), rand(2, 8) * 3)
+    rms = nn.RMSNorm(8)
+    with torch.no_grad():
+        rms.weight.copy_(rand(8))
+    add("rms_norm", "weight_eps_none", rms, rand(2, 3, 8) * 3)
+    add(
+        "rms_norm",
+        "last_two_no_weight",
+        nn.RMSNorm([3, 8], eps=1e-5, elementwise_affine=False),
+        rand(2, 3, 8),
+    )
+    add("full", "full", lambda a: a + torch.full((3, 4), 2.5), rand(3, 4), also=("add",))
+    add(
+        "full",
+        "scalar_tensor",
+        lambda a: torch.where(a > 0, a, torch.scalar_tensor(-1.0)),
+        rand(3, 4),
+        also=("gt", "where"),
+    )
+    add("full", "zeros_large_fill", lambda a: torch.zeros(64, 80) + a, rand(80), also=("add",))
+    add(
+        "full",
+        "ones_int",
+        lambda a: a + torch.ones(4, dtype=torch.int64),
+        ints(3, 4),
+        also=("add",),
+    )
+    add("full_like", "full_like", lambda a: a * torch.full_like(a, -2.0), rand(3, 4), also=("mul",))
+    add("full_like", "zeros_like_large_fill", torch.zeros_like, rand(64, 80))
+    add("full_like", "ones_like_int", lambda a: torch.ones_like(a, dtype=torch.int32), rand(3, 4))
+    add("arange", "end", lambda a: a + torch.arange(4), rand(3, 4), also=("add",))
+    add("arange", "start_step", lambda a: a * torch.arange(1, 9, 2), ints(2, 4), also=("mul",))
+    add("arange", "float_step", lambda a: a + torch.arange(0, 1, 0.25), rand(3, 4), also=("add",))
+    # -- end of coverage part A ---------------------------------------------------------
     return s
 
 

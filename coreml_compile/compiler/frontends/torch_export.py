@@ -33,7 +33,7 @@ from coreml_compile.compiler.frontends.aten_table import (
 )
 from coreml_compile.compiler.ir import Graph, TensorType, Value
 from coreml_compile.compiler.ops import get_record
-from coreml_compile.compiler.ops.fallback import encode_torch_object
+from coreml_compile.compiler.ops.fallback import allowed_twin, encode_torch_object, refusal
 from coreml_compile.errors import InputSpecError, TraceError
 
 # How many rounds of "decompose what has no mapping" to try; each round can expose
@@ -192,6 +192,18 @@ def _attr_value(v: Any) -> Any:
     return v
 
 
+def _scalar_like(node: torch.fx.Node, out: TensorType) -> TensorType:
+    """The type a Python scalar operand takes: the result's, except for bool results
+    (comparisons: ``x > 2`` compares in x's dtype), where it is the first tensor operand's."""
+    if out.dtype != "bool":
+        return out
+    for arg in node.args:
+        val = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+        if isinstance(val, torch.Tensor):
+            return _tensor_type(val)
+    return out
+
+
 def _bind(target: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
     """ATen call arguments by schema name, defaults filled in."""
     bound: dict[str, Any] = {}
@@ -309,14 +321,16 @@ class _Translator:
         meta = node.meta["val"]
         metas = list(meta) if isinstance(meta, tuple | list) else [meta]
         out_types = [_tensor_type(m) for m in metas[: record.num_outputs]]
+        like = _scalar_like(node, out_types[0])
         inputs: list[Value | None] = []
         for spec in record.inputs:
             name = spec.strip("*?")
             arg = self._source(mapping, bound, name)
             if spec.startswith("*"):
-                inputs.extend(self._as_value(a, out_types[0], node) for a in arg)
+                # A None in the list (index's skipped dims) stays an absent input.
+                inputs.extend(None if a is None else self._as_value(a, like, node) for a in arg)
             else:
-                inputs.append(None if arg is None else self._as_value(arg, out_types[0], node))
+                inputs.append(None if arg is None else self._as_value(arg, like, node))
         attrs = {}
         for name in record.attrs:
             if name in mapping.fixed:
@@ -378,8 +392,16 @@ class _Translator:
         metas = list(meta) if isinstance(meta, tuple | list) else [meta]
         if not all(isinstance(m, torch.Tensor) for m in metas):
             raise TraceError(f"{node.name} ({key}) returns non-tensor values")
-        # The traced key, not the functional twin: an unmapped in-place op runs as traced.
-        target = schema_key(node.target)
+        # A package may only run functional aten ops (compiler/ops/fallback.py): an
+        # in-place or view op runs as its functional or copying twin, which computes the
+        # same values here (writes through views and inputs were functionalised before).
+        traced = schema_key(node.target)
+        target = allowed_twin(traced)
+        if target is None:
+            raise TraceError(
+                f"{node.name} uses {traced}, which Core ML cannot run and a package may not "
+                f"run on torch either: {refusal(traced)}"
+            )
         created = self.graph.add_node(
             "aten",
             tensors,

@@ -21,6 +21,7 @@ frontend's mapping, and sample inputs in tests/ops/samples.py.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,9 +50,20 @@ class Op:
     min_target: ClassVar[int] = 15
     # False for ops whose point is to stay unevaluated (compressed weights).
     foldable: ClassVar[bool] = True
+    # Purity, read by passes through :func:`is_pure` and :func:`has_effects`. A pure op's
+    # outputs depend only on its inputs and attributes and running it does nothing else:
+    # it may be merged, folded, or dropped when unread. A ``nondeterministic`` op (random)
+    # is not pure but has no other effect: never merged or folded, dropped when unread.
+    # ``pure = False`` alone means effects: never dropped. ``nondeterministic`` may be a
+    # function of the node (dropout is random only with train=True).
+    pure: ClassVar[bool] = True
+    nondeterministic: ClassVar[Any] = False
     # True if ``lower`` takes its (constant) inputs as numpy arrays, not MIL values:
     # compressed weights are built from raw arrays and must not also be stored as consts.
     lowers_from_data: ClassVar[bool] = False
+    # True if the kernel reads only its inputs' shapes and dtypes (full_like): constant
+    # folding evaluates such a node without constant inputs.
+    shape_only: ClassVar[bool] = False
     kernel: ClassVar[Any]
     lower: ClassVar[Any] = None
     check: ClassVar[Any] = None
@@ -117,6 +129,60 @@ def op_label(node: Node) -> str:
     return node.attrs.get("target", node.op) if node.op == "aten" else node.op
 
 
+def is_pure(node: Node) -> bool:
+    """True if ``node`` may be merged with an equal node, folded, or dropped when unread:
+    its outputs depend only on its inputs and attributes, and it does nothing else.
+
+    Random ops are not pure. For the ``aten`` fallback the answer comes from torch's
+    schema and tags (``nondeterministic_seeded``, mutable arguments); an overload that
+    cannot be resolved is impure.
+    """
+    return _purity(node) == "pure"
+
+
+def has_effects(node: Node) -> bool:
+    """True if running ``node`` does more than compute its outputs (writes an argument,
+    asserts), so it must not be dropped even when nothing reads it. Random ops have no
+    effects: an unread one may go."""
+    return _purity(node) == "effects"
+
+
+def _purity(node: Node) -> str:
+    """ "pure", "nondeterministic" or "effects"."""
+    if node.op == "aten":
+        return _aten_purity(node.attrs.get("target", ""))
+    record = get_record(node.op)
+    random = record.nondeterministic
+    if random(node) if callable(random) else random:
+        return "nondeterministic"
+    return "pure" if record.pure else "effects"
+
+
+# Overloads whose result is uninitialised memory: its values are not determined either.
+_UNINITIALISED = frozenset(
+    {"empty", "empty_like", "empty_strided", "empty_permuted", "new_empty", "new_empty_strided"}
+)
+
+
+@functools.cache
+def _aten_purity(target: str) -> str:
+    import torch
+
+    from coreml_compile.compiler.ops.fallback import resolve_overload
+
+    try:
+        overload = resolve_overload(target)
+        schema = overload._schema
+    except Exception:  # refused or unknown: nothing is known about it
+        return "effects"
+    if schema.is_mutable or not schema.returns:
+        return "effects"  # writes an argument, or exists for its effect (asserts)
+    packet = target.split("::", 1)[-1].partition(".")[0]
+    if torch.Tag.nondeterministic_seeded in overload.tags or packet in _UNINITIALISED:
+        return "nondeterministic"
+    return "pure"
+
+
 def macs(node: Node) -> int:
     """Multiply-accumulates one run of ``node`` does (0 for ops that are not products)."""
     record = get_record(node.op)
@@ -174,10 +240,14 @@ from coreml_compile.compiler.ops import (  # noqa: E402,F401
     activation,
     compression,
     elementwise,
+    factory,
     fallback,
+    indexing,
     linalg,
+    logic,
     normalization,
     pooling,
     reduction,
+    resize,
     shape,
 )

@@ -111,3 +111,35 @@ class InstanceNorm(Op):
         if node.inputs[0].type.rank not in (3, 4):
             return "instance_norm needs an input of rank 3 or 4"
         return None
+
+
+class RmsNorm(Op):
+    """x / sqrt(mean(x^2 over the last len(normalized_shape) dims) + eps), times weight.
+
+    ``eps`` None is the machine epsilon of x's dtype, as in torch.
+    """
+
+    name = "rms_norm"
+    inputs = ("x", "weight?")
+    attrs = {"normalized_shape": [], "eps": None}
+
+    def kernel(x, weight, *, normalized_shape, eps):
+        return F.rms_norm(x, list(normalized_shape), weight, eps)
+
+    def lower(c, x, weight, *, normalized_shape, eps):
+        import torch
+
+        from coreml_compile.compiler import dtypes
+
+        if eps is None:
+            eps = torch.finfo(dtypes.to_torch(c.node.inputs[0].type.dtype)).eps
+        n = c.name
+        axes = list(range(x.rank - len(normalized_shape), x.rank))
+        square = c.mb.mul(x=x, y=x, name=n + "_sq")
+        mean = c.mb.reduce_mean(x=square, axes=axes, keep_dims=True, name=n + "_ms")
+        inv = c.mb.rsqrt(x=mean, epsilon=c.scalar(eps, like=x), name=n + "_inv")
+        y = c.mb.mul(x=x, y=inv, name=n if weight is None else n + "_normed")
+        if weight is not None:
+            (weight,) = c.promote(weight)
+            y = c.mb.mul(x=y, y=weight, name=n)
+        return y

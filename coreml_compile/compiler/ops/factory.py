@@ -1,0 +1,94 @@
+"""Factories: tensors made from attributes alone (full, arange) or from another tensor's
+shape only (full_like).
+
+Their values never depend on the inputs' data, so constant folding turns them into
+constants (``full_like`` is ``shape_only``); what survives to lowering (at -O0, or a
+result too large to fold) is lowered as a MIL constant, or as MIL's ``fill`` when large.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from coreml_compile.compiler import dtypes
+from coreml_compile.compiler.ops import Op
+
+
+def _lower_as_constant(c, *inputs, **attrs):
+    """The node's value, computed by its kernel, as one MIL constant."""
+    from coreml_compile.compiler.lower import _MIL_NUMPY
+    from coreml_compile.compiler.ops import get_record
+
+    node = c.node
+    metas = [torch.empty(v.type.shape, dtype=dtypes.to_torch(v.type.dtype)) for v in node.inputs]
+    (value,) = get_record(node.op).run(metas, attrs)
+    mil = c.mil_dtype(node.output.type.dtype)
+    array = value.numpy()
+    if (
+        mil == "int32"
+        and array.size
+        and (array.max() > np.iinfo(np.int32).max or array.min() < np.iinfo(np.int32).min)
+    ):
+        raise ValueError(f"{node.name}: values do not fit in int32")
+    with np.errstate(over="ignore"):
+        return c.mb.const(val=array.astype(_MIL_NUMPY[mil]), name=c.name)
+
+
+# Larger filled tensors are built by MIL's fill at run time instead of stored.
+_STORED = 4096
+
+
+def _lower_filled(c, *inputs, fill_value, **attrs):
+    """A constant, or for a large tensor, MIL's fill of the node's shape."""
+    out = c.node.output.type
+    if out.numel() <= _STORED:
+        return _lower_as_constant(c, *inputs, fill_value=fill_value, **attrs)
+    from coreml_compile.compiler.lower import _MIL_NUMPY
+
+    value = _MIL_NUMPY[c.mil_dtype(out.dtype)](fill_value)
+    shape = np.asarray(out.shape, dtype=np.int32)
+    return c.mb.fill(shape=shape, value=value, name=c.name)
+
+
+def _dtype(dtype):
+    return None if dtype is None else dtypes.to_torch(dtype)
+
+
+class Full(Op):
+    """A tensor of ``size`` filled with ``fill_value`` (zeros, ones, scalar_tensor: size [])"""
+
+    name = "full"
+    attrs = {"size": [], "fill_value": 0.0, "dtype": None}
+
+    def kernel(*, size, fill_value, dtype):
+        return torch.full(list(size), fill_value, dtype=_dtype(dtype))
+
+    lower = _lower_filled
+
+
+class FullLike(Op):
+    """A tensor of x's shape filled with ``fill_value`` (zeros_like, ones_like); x's data is
+    not read."""
+
+    name = "full_like"
+    inputs = ("x",)
+    attrs = {"fill_value": 0.0, "dtype": None}
+    shape_only = True
+
+    def kernel(x, *, fill_value, dtype):
+        return torch.full_like(x, fill_value, dtype=_dtype(dtype))
+
+    lower = _lower_filled
+
+
+class Arange(Op):
+    """[start, start + step, ...) below ``end`` (above it for a negative step)"""
+
+    name = "arange"
+    attrs = {"start": 0, "end": 0, "step": 1, "dtype": None}
+
+    def kernel(*, start, end, step, dtype):
+        return torch.arange(start, end, step, dtype=_dtype(dtype))
+
+    lower = _lower_as_constant
