@@ -70,7 +70,12 @@ def load_model(spec: str) -> tuple[Any, Any]:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"1,3,224,224"`` -> (1, 3, 224, 224); raises InputSpecError naming the bad text."""
-    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    if "x" in text.lower() and "," not in text:
+        suggestion = ",".join(p.strip() for p in text.lower().split("x"))
+        raise InputSpecError(
+            f"malformed --input-shape {text!r}: separate dimensions with commas, like {suggestion}"
+        )
+    parts = [p.strip() for p in text.split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:

@@ -7,9 +7,11 @@ so ``--help`` answers at once.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -101,7 +103,8 @@ def cli() -> None:
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=True, file_okay=False),
+    type=click.Path(path_type=Path),
+    metavar="PATH",
     help="Package to write (must end in .mlpackage). Written beside, then renamed: "
     "a failed compile leaves nothing behind.",
 )
@@ -111,7 +114,8 @@ def cli() -> None:
     multiple=True,
     metavar="D0,D1,...",
     help="Trace with a random float input of this shape instead of the file's "
-    "example_inputs(). Repeat once per input, in forward() order.",
+    "example_inputs(). Repeat once per input, in forward() order; the package's "
+    "inputs are named after forward()'s parameters.",
 )
 @click.option(
     "--precision",
@@ -146,14 +150,16 @@ def cli() -> None:
 @click.option(
     "--quantize",
     type=click.Choice(
-        ["int8", "int8-asym", "int8-per-channel", "int8-per-channel-asym"]
+        ["int8", "int8-asym", "int8-per-tensor", "int8-per-tensor-asym"]
+        + ["int8-per-channel", "int8-per-channel-asym"]
         + ["int8-per-block", "int8-per-block-asym"]
         + [f"palette{b}" for b in (1, 2, 4, 6, 8)]
         + [f"palette{b}-grouped" for b in (1, 2, 4, 6, 8)]
     ),
-    help="Compress weights: int8 (one scale per tensor, per output channel, or per block "
-    "of 32 input channels (iOS18); -asym adds a zero point) or n-bit k-means palettes "
-    "(-grouped: one per 16 output channels, iOS18). Needs --target iOS16 or later.",
+    help="Compress weights: int8 (one scale per output channel; int8-per-tensor: one per "
+    "tensor; int8-per-block: per block of 32 input channels, iOS18; -asym adds a zero "
+    "point) or n-bit k-means palettes (-grouped: one per 16 output channels, iOS18). "
+    "Needs --target iOS16 or later.",
 )
 @click.option(
     "--prune",
@@ -220,6 +226,18 @@ def cli() -> None:
     "a large matmul.  [default: 3]",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Also print the pass table, the partitions and where each runs on this machine.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the whole compile report as JSON on stdout instead of the summary.",
+)
 @handle_errors
 def compile_command(
     model_spec: str,
@@ -240,14 +258,20 @@ def compile_command(
     strategy: str,
     min_coreml_nodes: int | None,
     quiet: bool,
+    verbose: bool,
+    as_json: bool,
 ) -> None:
-    """Compile the model in FILE[:NAME] into a Core ML package."""
+    """Compile the model in FILE[:NAME] into a Core ML package.
+
+    Prints a short summary (package, ops, time, and a line if some ops run outside
+    Core ML); -v adds the details, --json gives everything machine-readably.
+    """
     from coreml_compile.artifact import check_writable, package_size
 
     start = time.perf_counter()
     out_path = check_writable(output)
-    say = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    say(f"loading {model_spec}")
+    progress = _Progress(enabled=not quiet)
+    progress(f"loading {model_spec}")
 
     from coreml_compile.model_file import example_inputs, load_model
 
@@ -273,30 +297,86 @@ def compile_command(
         strategy=strategy,
         fallback=fallback,
         min_coreml_nodes=min_coreml_nodes,
-        progress=lambda stage: say(f"{stage}..."),
+        progress=lambda stage: progress(f"compiling {model_spec}: {stage}"),
     )
-    say("save...")
+    progress(f"compiling {model_spec}: save")
     compiled.save(out_path)
     elapsed = time.perf_counter() - start
-    for warning in compiled.report.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if quiet:
-        return
+    progress.done()
     report = compiled.report
+    size = package_size(out_path)
+    if as_json:
+        doc = {
+            "output": str(out_path),
+            "package_bytes": size,
+            "precision": precision,
+            "target": target,
+            "seconds": elapsed,
+            **report.to_dict(),
+            "placements": [str(p) for p in compiled.placements()],
+        }
+        click.echo(json.dumps(doc, indent=2))
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if compiled.plan is not None and not quiet:
+        click.echo(f"warning: {_partition_warning(compiled.plan)}", err=True)
+    if quiet or as_json:
+        return
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stages.items())
     top = ", ".join(f"{k} {v}" for k, v in list(report.mil_ops.items())[:6])
-    if report.passes:
+    if report.passes and verbose:
         from coreml_compile.passes import format_records
 
         click.echo(f"passes (-O{level}):\n{format_records(report.passes)}")
     click.echo(
-        f"wrote {out_path}  ({_human_bytes(package_size(out_path))}, {precision}, {target})\n"
+        f"wrote {out_path}  ({_human_bytes(size)}, {precision}, {target})\n"
         f"  ops:  {sum(report.ir_ops.values())} IR nodes -> {report.mil_op_count} Core ML ops "
         f"({top})\n"
         f"  time: {elapsed:.2f}s total ({stages})"
     )
-    if compiled.plan is not None:
+    if compiled.plan is not None and verbose:
         _print_partitions(compiled)
+
+
+class _Progress:
+    """One status line on stderr, rewritten in place; only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool = True):
+        self.stream = click.get_text_stream("stderr")
+        self.enabled = enabled and self.stream.isatty()
+        self.width = 0
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        line = message[:100]
+        self.stream.write("\r" + line.ljust(self.width))
+        self.stream.flush()
+        self.width = len(line)
+
+    def done(self) -> None:
+        if self.enabled and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
+def _partition_warning(plan: Any) -> str:
+    """One line: how much runs outside Core ML, and what that means for the package."""
+    total = sum(s.node_count for s in plan.steps)
+    ops: dict[str, int] = {}
+    for step in plan.steps:
+        if step.kind != "coreml":
+            for op, n in step.ops.items():
+                ops[op] = ops.get(op, 0) + n
+    on_torch = sum(ops.values())
+    names = ", ".join(list(ops)[:3]) + (f" and {len(ops) - 3} more" if len(ops) > 3 else "")
+    verb = "runs" if on_torch == 1 else "run"
+    return (
+        f"{on_torch} of {total} ops {verb} on torch outside Core ML ({names}), so this "
+        "package needs coreml-compile's runtime (coreml_compile.load, with torch) to run; "
+        "--no-fallback lists what blocks a plain Core ML model (-v for details)"
+    )
 
 
 def _print_partitions(compiled: Any) -> None:
@@ -321,8 +401,9 @@ def _print_partitions(compiled: Any) -> None:
 
 
 def _list_passes(ctx: click.Context) -> None:
-    from coreml_compile.passes import ANE_LAYOUT, COMPRESSION, PIPELINES, all_passes
+    from coreml_compile.passes import ANE_LAYOUT, COMPRESSION, LEGALIZE, PIPELINES, all_passes
 
+    click.echo(f"every level first runs (Core ML needs them): {' '.join(LEGALIZE)}")
     for level, names in PIPELINES.items():
         click.echo(f"-{level}: {' '.join(names) or '(no passes)'}")
     click.echo(f"--ane-layout adds: {' '.join(ANE_LAYOUT)}")
@@ -334,21 +415,76 @@ def _list_passes(ctx: click.Context) -> None:
     ctx.exit()
 
 
-def _read_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
+def _read_inputs(pairs: tuple[str, ...], specs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """--input values as {name: array}: NAME=file.npy, NAME=file.npz (its array NAME, or
+    its only array) or a bare file.npz (every array, by name). Arrays must hold numbers;
+    big-endian ones are made native, and float64 ones fed to a float input become float32
+    (with a note), as Core ML has no float64."""
     import numpy as np
 
     from coreml_compile.errors import InputSpecError
 
-    feeds = {}
+    feeds: dict[str, Any] = {}
     for pair in pairs:
         name, sep, file = pair.partition("=")
-        if not sep or not name or not file:
-            raise InputSpecError(f"malformed --input {pair!r}: expected NAME=file.npy")
-        try:
-            feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputSpecError(f"cannot read --input {name}: {file}: {exc}") from exc
+        if not sep and pair.endswith(".npz"):
+            name, file = "", pair
+        elif not sep or not name or not file:
+            raise InputSpecError(
+                f"malformed --input {pair!r}: expected NAME=file.npy, NAME=file.npz or file.npz"
+            )
+        loaded = _load_array_file(name or file, file)
+        if isinstance(loaded, dict):
+            if not name:
+                feeds.update(loaded)
+            elif name in loaded or len(loaded) == 1:
+                feeds[name] = loaded.get(name, next(iter(loaded.values()), None))
+            else:
+                raise InputSpecError(
+                    f"--input {name}: {file} holds no array named {name} "
+                    f"(it holds {', '.join(loaded) or 'none'})"
+                )
+        else:
+            feeds[name] = loaded
+    for name, array in feeds.items():
+        if array.dtype.kind not in "biuf":
+            kind = {"U": "strings", "S": "bytes", "O": "Python objects"}.get(
+                array.dtype.kind, "no numbers"
+            )
+            raise InputSpecError(
+                f"--input {name}: the array holds {kind} ({array.dtype}); inputs must be numbers"
+            )
+        if not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="))
+        spec = (specs or {}).get(name)
+        if array.dtype == np.float64 and spec is not None and spec[1]:
+            click.echo(f"note: --input {name}: float64 data converted to float32", err=True)
+            array = array.astype(np.float32)
+        feeds[name] = array
     return feeds
+
+
+def _load_array_file(label: str, file: str) -> Any:
+    """An .npy file's array, or an .npz file's arrays as a dict; never unpickles."""
+    import numpy as np
+
+    from coreml_compile.errors import InputSpecError
+
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {key: loaded[key] for key in loaded.files}
+        return loaded
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise InputSpecError(
+                f"--input {label}: {file} holds Python objects (dtype object), not numbers; "
+                "inputs must be numeric arrays"
+            ) from None
+        raise InputSpecError(f"cannot read --input {label}: {file}: {exc}") from exc
+    except OSError as exc:
+        raise InputSpecError(f"cannot read --input {label}: {file}: {exc}") from exc
 
 
 def _random_inputs(compiled: Any, given: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -375,7 +511,9 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "inputs",
         multiple=True,
         metavar="NAME=FILE.npy",
-        help="An input array; repeat per input. Inputs not given are seeded random.",
+        help="An input array; repeat per input. NAME=FILE.npz takes the array NAME from "
+        "an .npz (or its only array); a bare FILE.npz feeds all its arrays by name. "
+        "Inputs are named after forward()'s parameters; those not given are seeded random.",
     )(fn)
 
 
@@ -427,11 +565,25 @@ def devices_command() -> None:
 @cli.command("run")
 @click.argument("package", type=click.Path())
 @input_options
-@click.option("-o", "--output", type=click.Path(), help="Write the outputs to this .npz file.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Write the outputs to this .npz file.",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Also print where each partition runs, and why."
+)
 @backend_options
 @handle_errors
 def run_command(
-    package: str, inputs: tuple[str, ...], output: str | None, seed: int, **where: str | None
+    package: str,
+    inputs: tuple[str, ...],
+    output: Path | None,
+    seed: int,
+    verbose: bool,
+    **where: str | None,
 ) -> None:
     """Run PACKAGE (any ML Program .mlpackage) and print or save its outputs."""
     import numpy as np
@@ -439,7 +591,7 @@ def run_command(
     import coreml_compile
 
     compiled = coreml_compile.load(package, **where)
-    feeds = _random_inputs(compiled, _read_inputs(inputs), seed)
+    feeds = _random_inputs(compiled, _read_inputs(inputs, compiled.input_specs()), seed)
     start = time.perf_counter()
     outputs = compiled.predict(feeds)
     elapsed = time.perf_counter() - start
@@ -452,8 +604,9 @@ def run_command(
             stats = f" min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}"
         click.echo(f"  {name}: {value.dtype}{list(value.shape)}{stats}")
     click.echo(f"  ran in {elapsed * 1000:.1f} ms on {compiled.backend}")
-    for placement in compiled.placements():
-        click.echo(f"    {placement}")
+    if verbose:
+        for placement in compiled.placements():
+            click.echo(f"    {placement}")
 
 
 # Agreement needed per package precision: max abs error relative to the output's scale,
@@ -495,15 +648,28 @@ def verify_command(
     import torch
 
     import coreml_compile
+    from coreml_compile.errors import CoreMLCompileError
     from coreml_compile.model_file import load_model
 
     compiled = coreml_compile.load(package, **where)
+    # Built twice: a model file that builds a different model each time (unseeded random
+    # weights) cannot be verified, and must not be reported as a mismatch.
     model, _module = load_model(model_spec)
-    feeds = _random_inputs(compiled, _read_inputs(inputs), seed)
+    again, _module = load_model(model_spec)
+    _check_same_model(model_spec, model, again)
+    feeds = _random_inputs(compiled, _read_inputs(inputs, compiled.input_specs()), seed)
     got = compiled.predict(feeds)
+    args = [torch.from_numpy(feeds[n]) for n in compiled.input_names]
     with torch.no_grad():
-        expected = model.eval()(*[torch.from_numpy(feeds[n]) for n in compiled.input_names])
+        expected = model.eval()(*args)
+        repeat = again.eval()(*args)
     flat = torch.utils._pytree.tree_leaves(expected)
+    for a, b in zip(flat, torch.utils._pytree.tree_leaves(repeat), strict=False):
+        if isinstance(a, torch.Tensor) and not torch.equal(a, b):
+            raise CoreMLCompileError(
+                f"{model_spec} gives different outputs for the same inputs from one run to "
+                "the next (random ops in forward()?), so it cannot be verified against"
+            )
     if len(flat) != len(got):
         raise click.ClickException(
             f"the package has {len(got)} output(s) but the model returns {len(flat)}"
@@ -512,7 +678,7 @@ def verify_command(
     bound, min_cosine = VERIFY_TOLERANCE[precision]
     if tolerance is not None:
         bound = tolerance
-    failed = []
+    failed: list[str] = []
     for (name, actual), ref in zip(got.items(), flat, strict=True):
         ref = ref.numpy().astype(np.float64)
         act = actual.astype(np.float64)
@@ -533,13 +699,36 @@ def verify_command(
             f"cosine {cosine:.6f}  {'ok' if ok else 'FAIL'}"
         )
     if failed:
+        what = (
+            f"output {failed[0]} differs"
+            if len(failed) == 1
+            else (f"outputs {', '.join(failed)} differ")
+        )
         click.echo(
-            f"error: {', '.join(failed)} differ beyond tolerance "
+            f"error: {what} from the model beyond tolerance "
             f"({bound:g} x scale, cosine >= {min_cosine}; {precision})",
             err=True,
         )
         sys.exit(1)
     click.echo(f"verified: {len(got)} output(s) agree ({precision} tolerance, {compiled.backend})")
+
+
+def _check_same_model(model_spec: str, model: Any, again: Any) -> None:
+    """ModelFileError unless two builds of the model file have the same weights."""
+    from coreml_compile.errors import ModelFileError
+    from coreml_compile.model_file import split_spec
+
+    first, second = model.state_dict(), again.state_dict()
+    same = first.keys() == second.keys() and all(
+        first[k].shape == second[k].shape and bool((first[k] == second[k]).all()) for k in first
+    )
+    if not same:
+        path, name = split_spec(model_spec)
+        raise ModelFileError(
+            f"{model_spec} builds a model with different weights each time it runs (random "
+            "and not seeded), so the package cannot be checked against it: seed it, e.g. "
+            f"torch.manual_seed(0) at the start of {name}() in {path}, then compile again"
+        )
 
 
 def main() -> None:

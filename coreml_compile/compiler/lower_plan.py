@@ -18,6 +18,7 @@ from coreml_compile.compiler.lower import (
     to_mlmodel,
 )
 from coreml_compile.compiler.ops import op_label
+from coreml_compile.errors import CoreMLCompileError
 from coreml_compile.runtime.partition import COREML, Plan
 from coreml_compile.runtime.plan import HybridPlan, Step
 
@@ -36,11 +37,31 @@ class LoweredPlan:
 
 def _passthrough(graph: Graph) -> Graph:
     """A root model for a plan with no Core ML partition: inputs copied to outputs."""
+    wide = [v.name for v in graph.inputs if v.type.dtype == "float64"]
+    if wide:
+        raise CoreMLCompileError(
+            f"no part of this model can run on Core ML: its input(s) {', '.join(wide)} are "
+            "float64, which Core ML has no tensors for; convert the model and its example "
+            "inputs to float32 (.float()) and compile again"
+        )
     root = Graph("passthrough")
     for v in graph.inputs:
         x = root.add_input(v.name, v.type)
         root.outputs.append(root.add_node("identity", [x], name=f"{v.name}_passthrough").output)
     return root
+
+
+def partitioned_description(plan: HybridPlan) -> str:
+    """The short description of a partitioned package's models: what it needs to run."""
+    total = sum(s.node_count for s in plan.steps)
+    on_torch = sum(s.node_count for s in plan.steps if s.kind != COREML)
+    return (
+        f"Partitioned by coreml-compile: {on_torch} of {total} ops "
+        f"{'runs' if on_torch == 1 else 'run'} on torch outside "
+        f"Core ML, in {len(plan.steps)} partitions; this model holds only a part of it. "
+        "Run the package with coreml_compile.load() (needs torch); compile with "
+        "--no-fallback for a plain Core ML model."
+    )
 
 
 def lower_plan(
@@ -71,12 +92,14 @@ def lower_plan(
         else:
             step.graph = sub
         steps.append(step)
+    boundary = [*graph.inputs, *(v for p in partitions.partitions for v in p.outputs)]
     plan = HybridPlan(
         steps,
         {v.name: v.type for v in graph.inputs},
         {v.name: v.type for v in graph.outputs},
         multifunction and bool(functions),
         strategy,
+        {v.name: v.type for v in boundary},
     )
     nested_programs: dict[str, Any] = {}
     if not functions:
@@ -90,4 +113,7 @@ def lower_plan(
     meta = {**metadata, "coreml_compile.partitions": str(len(steps))}
     root_model = to_mlmodel(root_program, target, meta)
     nested_models = {n: to_mlmodel(p, target, meta) for n, p in nested_programs.items()}
+    # What Xcode and coremltools show first: this is not a whole Core ML model.
+    for model in (root_model, *nested_models.values()):
+        model.short_description = partitioned_description(plan)
     return LoweredPlan(plan, root_program, root_model, nested_programs, nested_models)

@@ -75,7 +75,7 @@ def replace_weight(
 ) -> None:
     """Read ``weight`` through a new ``op`` node built from compressed constant ``parts``."""
     inputs = [graph.add_constant(f"{weight.name}_{key}", array) for key, array in parts.items()]
-    first_user = min(weight.users, key=graph.nodes.index)
+    first_user = min(weight.users, key=graph.nodes.order_key)
     node = graph.add_node(
         op, inputs, attrs, [weight.type], name=f"{weight.name}_{op}", before=first_user
     )

@@ -6,11 +6,12 @@
             %w = dequantize(%w_data, %w_scale, %w_zero_point) axis=0
             %y = conv(%x, %w)
 
-Modes: "int8" (one scale per tensor), "int8-per-channel" (one per output channel) and
-"int8-per-block" (one per output channel and block of 32 input channels: iOS18),
-symmetric (int8, zero point 0) or with "-asym" asymmetric (uint8 with a zero point, for
-weights not centred on zero). Lowered to Core ML's constexpr_affine_dequantize (iOS16+)
-or, per block, constexpr_blockwise_shift_scale (iOS18+).
+Modes: "int8" (one scale per output channel, as coremltools' default; also spelled
+"int8-per-channel"), "int8-per-tensor" (one scale per tensor) and "int8-per-block" (one
+per output channel and block of 32 input channels: iOS18), symmetric (int8, zero point 0)
+or with "-asym" asymmetric (uint8 with a zero point, for weights not centred on zero).
+Lowered to Core ML's constexpr_affine_dequantize (iOS16+) or, per block,
+constexpr_blockwise_shift_scale (iOS18+).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from coreml_compile.passes._weights import (
 MODES = (
     "int8",
     "int8-asym",
+    "int8-per-tensor",
+    "int8-per-tensor-asym",
     "int8-per-channel",
     "int8-per-channel-asym",
     "int8-per-block",
@@ -83,7 +86,7 @@ def quantize_weights(graph: Graph, options) -> bool:
         raise CoreMLCompileError(
             f"unknown quantisation {options.quantize!r}; choose one of {', '.join(MODES)}"
         )
-    per_channel = "per-channel" in options.quantize
+    per_channel = "per-tensor" not in options.quantize
     symmetric = not options.quantize.endswith("-asym")
     pruned = pruned_weights(graph, options)
     for node in pruned:

@@ -80,9 +80,66 @@ def test_compiles_a_model_file(workdir):
     result = run_cli("tiny.py", "-o", "tiny.mlpackage", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert (workdir / "tiny.mlpackage" / "Manifest.json").is_file()
-    assert "wrote tiny.mlpackage" in result.stdout and "Core ML ops" in result.stdout
+    # A short summary: package, ops, time; no progress lines when output is captured.
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and result.stderr == "", result.stdout + result.stderr
+    assert lines[0].startswith("wrote tiny.mlpackage  (")
+    assert lines[1].startswith("  ops: ") and "Core ML ops" in lines[1]
+    assert lines[2].startswith("  time: ")
     # Nothing else is left beside the package.
     assert sorted(p.name for p in workdir.iterdir()) == ["branchy.py", "tiny.mlpackage", "tiny.py"]
+
+
+def test_verbose_shows_the_pass_table_and_json_the_whole_report(workdir):
+    verbose = run_cli("tiny.py", "-o", "tiny.mlpackage", "-v", cwd=workdir)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "passes (-O2):" in verbose.stdout and "fold_constants" in verbose.stdout
+    assert "wrote tiny.mlpackage" in verbose.stdout
+    as_json = run_cli("tiny.py", "-o", "tiny.mlpackage", "--json", cwd=workdir)
+    assert as_json.returncode == 0, as_json.stderr
+    import json
+
+    doc = json.loads(as_json.stdout)
+    assert doc["output"] == "tiny.mlpackage" and doc["package_bytes"] > 0
+    assert doc["precision"] == "fp16" and doc["target"] == "iOS16"
+    assert doc["mil_ops"]["conv"] == 1 and doc["mil_op_count"] >= 3
+    assert {"export", "lower", "serialise"} <= set(doc["stages"])
+    assert any(r["name"] == "fold_constants" for r in doc["passes"])
+    assert doc["partitions"] == [] and doc["fallback_reasons"] == {}
+
+
+def test_progress_is_one_line_updated_in_place_on_a_terminal(workdir, monkeypatch):
+    import io
+
+    from coreml_compile.cli import main as cli_main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream, expect_output in ((terminal, True), (pipe, False)):
+        monkeypatch.setattr(cli_main.click, "get_text_stream", lambda _name, s=stream: s)
+        progress = cli_main._Progress()
+        progress("compiling tiny.py: export")
+        progress("compiling tiny.py: lower")
+        progress.done()
+        text = stream.getvalue()
+        if expect_output:
+            # Each status overwrites the last; done() blanks the line and returns.
+            assert "\n" not in text
+            parts = [part.strip() for part in text.split("\r")]
+            assert parts == ["", "compiling tiny.py: export", "compiling tiny.py: lower", "", ""]
+        else:
+            assert text == ""
+
+
+def test_help_names_paths_and_input_names(workdir):
+    result = run_cli("compile", "--help", cwd=workdir)
+    assert "-o, --output PATH" in result.stdout and "DIRECTORY" not in result.stdout
+    assert "forward()'s parameters" in result.stdout
+    ran = run_cli("run", "--help", cwd=workdir)
+    assert "-o, --output PATH" in ran.stdout and "file.npz" in ran.stdout.lower()
 
 
 def test_input_shape_overrides_example_inputs(workdir):
@@ -102,6 +159,7 @@ BAD_INPUTS = [
     (["tiny.py:not_a_module"], "returned int, not a torch.nn.Module"),
     (["branchy.py"], "torch.export failed"),
     (["tiny.py", "--input-shape", "1,three,8"], "malformed --input-shape '1,three,8'"),
+    (["tiny.py", "--input-shape", "1x3x8x8"], "separate dimensions with commas, like 1,3,8,8"),
     (["tiny.py", "--input-shape", "1,3,2,2"], "torch.export failed"),
 ]
 
@@ -172,7 +230,21 @@ def test_run_and_verify_a_package(workdir):
     )
     bad = run_cli("verify", "tiny.mlpackage", "--against", "other.py", cwd=workdir)
     assert bad.returncode == 1
-    assert "FAIL" in bad.stdout and "differ beyond tolerance" in bad.stderr
+    assert "FAIL" in bad.stdout
+    assert bad.stderr.startswith("error: output output differs from the model beyond tolerance")
+
+
+def test_verify_says_an_unseeded_model_file_is_not_seeded(workdir):
+    (workdir / "unseeded.py").write_text(
+        (workdir / "tiny.py").read_text().replace("torch.manual_seed(0)", "pass")
+    )
+    assert run_cli("unseeded.py", "-o", "u.mlpackage", "-q", cwd=workdir).returncode == 0
+    result = run_cli("verify", "u.mlpackage", "--against", "unseeded.py", cwd=workdir)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: unseeded.py builds a model with different weights each time")
+    assert "torch.manual_seed(0) at the start of model() in unseeded.py" in line
+    assert "FAIL" not in result.stdout and "beyond tolerance" not in result.stderr
 
 
 def test_run_reports_bad_inputs_in_one_line(workdir):
@@ -207,7 +279,7 @@ class M(nn.Module):
 
     def forward(self, x):
         y = torch.relu(self.conv(x))
-        return torch.relu(torch.cumsum(y, 1) * 0.5 + 1) - 0.25
+        return torch.relu(torch.linalg.inv(y + 3 * torch.eye(6)) * 0.5 + 1) - 0.25
 
 def model():
     torch.manual_seed(0)
@@ -220,15 +292,35 @@ def example_inputs():
 
 def test_partitioned_compile_says_what_runs_where(workdir):
     (workdir / "partial.py").write_text(textwrap.dedent(PARTIAL))
-    result = run_cli("partial.py", "-o", "p.mlpackage", cwd=workdir)
+    short = run_cli("partial.py", "-o", "p.mlpackage", cwd=workdir)
+    assert short.returncode == 0, short.stderr
+    # By default: the summary and one warning line saying what the package needs.
+    assert len(short.stdout.splitlines()) == 3 and "partition_" not in short.stdout
+    (warning,) = short.stderr.strip().splitlines()
+    assert warning.startswith("warning: 1 of ") and "ops runs on torch outside Core ML" in warning
+    assert "(aten::linalg_inv.default)" in warning and "coreml-compile's runtime" in warning
+    assert "--no-fallback lists what blocks a plain Core ML model" in warning
+
+    result = run_cli("partial.py", "-o", "p.mlpackage", "-v", cwd=workdir)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "partitions: 3, " in out and "of IR nodes on Core ML" in out
     assert "kept on Core ML: holds a convolution" in out
-    assert "aten::cumsum.default: no Core ML lowering  (cumsum)" in out
+    assert "aten::linalg_inv.default: no Core ML lowering  (linalg_inv)" in out
     assert "partition_1 (fallback) -> torch:cpu" in out
 
+    # The package's models say so where Xcode and coremltools show it.
+    from coreml_compile.runtime.package import read_program
+
+    mlmodel, _program = read_program(workdir / "p.mlpackage")
+    description = mlmodel.short_description
+    assert description.startswith("Partitioned by coreml-compile: 1 of ")
+    assert "coreml_compile.load()" in description and "--no-fallback" in description
+
     ran = run_cli("run", "p.mlpackage", "--fallback", "cpu", cwd=workdir)
+    assert ran.returncode == 0, ran.stderr
+    assert "partition_" not in ran.stdout
+    ran = run_cli("run", "p.mlpackage", "--fallback", "cpu", "-v", cwd=workdir)
     assert ran.returncode == 0, ran.stderr
     assert "partition_1 (fallback) -> torch:cpu: asked for" in ran.stdout
     ok = run_cli("verify", "p.mlpackage", "--against", "partial.py", cwd=workdir)
@@ -237,7 +329,7 @@ def test_partitioned_compile_says_what_runs_where(workdir):
     strict = run_cli("partial.py", "-o", "strict.mlpackage", "--no-fallback", cwd=workdir)
     assert strict.returncode == 1 and not (workdir / "strict.mlpackage").exists()
     (line,) = strict.stderr.strip().splitlines()[-1:]
-    assert line.startswith("error: Core ML cannot run 1 op(s): aten::cumsum.default")
+    assert line.startswith("error: Core ML cannot run 1 op(s): aten::linalg_inv.default")
 
     if not _has_mps():
         gpu = run_cli("run", "p.mlpackage", "--fallback", "mps", cwd=workdir)
