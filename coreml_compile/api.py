@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from coreml_compile import __version__
 from coreml_compile.compiler import targets
 from coreml_compile.compiler.ir import Graph
-from coreml_compile.errors import CoreMLCompileError, InputSpecError
+from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError
 
 if TYPE_CHECKING:
     from coreml_compile.runtime.plan import HybridPlan
@@ -44,6 +46,24 @@ class CompileReport:
     @property
     def mil_op_count(self) -> int:
         return sum(self.mil_ops.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in the report as JSON-ready values (``coreml-compile --json``)."""
+        return {
+            "stages": dict(self.stages),
+            "total_seconds": self.total_seconds,
+            "ir_ops": dict(self.ir_ops),
+            "mil_ops": dict(self.mil_ops),
+            "mil_op_count": self.mil_op_count,
+            "weight_bytes": self.weight_bytes,
+            "warnings": list(self.warnings),
+            "passes": [
+                dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in self.passes
+            ],
+            "coreml_share": self.coreml_share,
+            "partitions": list(self.partitions),
+            "fallback_reasons": dict(self.fallback_reasons),
+        }
 
 
 class _Stopwatch:
@@ -156,9 +176,17 @@ class CompiledModel:
         return specs
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the package to ``path`` (built beside it, then renamed into place)."""
-        from coreml_compile.artifact import write_atomically
+        """Write the package to ``path`` (built beside it, then swapped into place).
+
+        The same model and options give the same bytes. coremltools' scratch copy of the
+        package (in TMPDIR) is removed once saved: the model then reads from ``path``.
+        """
+        from coreml_compile import artifact
         from coreml_compile.compiler.lower import quiet_coremltools
+        from coreml_compile.reproducible import item_path
+
+        models = {name: model for name, (_program, model) in self._nested.items()}
+        written: list[tuple] = []
 
         def write(tmp: Path) -> None:
             with quiet_coremltools():
@@ -166,10 +194,15 @@ class CompiledModel:
             if self.plan is not None:
                 from coreml_compile.runtime.plan import write_items
 
-                models = {name: model for name, (_program, model) in self._nested.items()}
                 write_items(tmp, self.plan, models)
 
-        self.path = write_atomically(path, write)
+        self.path = artifact.write_atomically(path, write, written.append)
+        if artifact.package_identity(self.path) == written[-1]:  # not replaced since
+            artifact.adopt(self.mlmodel, self.path)
+            for name, mlmodel in models.items():
+                nested = item_path(self.path, f"{name}.mlpackage")
+                if nested is not None:
+                    artifact.adopt(mlmodel, nested)
         return self.path
 
     # -- running ----------------------------------------------------------------------
@@ -210,9 +243,55 @@ class CompiledModel:
                 self._executor = ReferenceExecutor(self.program, device=self.choice.device)
         return self._executor
 
-    def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Run on named numpy arrays; returns named numpy arrays (like MLModel.predict)."""
-        return self._runner().predict(inputs)
+    def predict(self, inputs: Any) -> dict[str, Any]:
+        """Run on named numpy arrays; returns named numpy arrays (like MLModel.predict).
+
+        A model with one input also takes the array itself, and a list or tuple gives
+        the inputs in order. Inputs must be numbers: float64 is refused for a float
+        input (Core ML has no float64; cast to float32), big-endian arrays are converted.
+        """
+        feeds = self._feeds(inputs)
+        try:
+            return self._runner().predict(feeds)
+        except (IndexError, ExecutionError) as exc:
+            # An index out of range (a gather or embedding) comes from the inputs' values.
+            cause = exc if isinstance(exc, IndexError) else exc.__cause__
+            ranges = [
+                f"{name} holds {int(x.min())}..{int(x.max())}"
+                for name, x in ((n, np.asarray(v)) for n, v in feeds.items())
+                if x.size and x.dtype.kind in "iu"
+            ]
+            if not ranges or not isinstance(cause, IndexError):
+                raise
+            raise InputSpecError(
+                f"an index is out of range while running the model ({'; '.join(ranges)}): "
+                "integer inputs such as token ids must be below the size of the table "
+                "they index"
+            ) from exc
+
+    def _feeds(self, inputs: Any) -> dict[str, Any]:
+        """``inputs`` as {name: array}, each array checked and made native-endian."""
+        import torch
+
+        names = self.input_names
+        takes = f"the model takes {len(names)} input(s): {', '.join(names)}"
+        if isinstance(inputs, np.ndarray | torch.Tensor):
+            if len(names) != 1:
+                raise InputSpecError(f"one array given but {takes}; pass {{name: array}}")
+            inputs = {names[0]: inputs}
+        elif isinstance(inputs, list | tuple):
+            if len(inputs) != len(names):
+                raise InputSpecError(f"{len(inputs)} array(s) given but {takes}")
+            inputs = dict(zip(names, inputs, strict=True))
+        elif not isinstance(inputs, Mapping):
+            raise InputSpecError(
+                f"predict() takes {{name: array}}, not {type(inputs).__name__} ({takes})"
+            )
+        from coreml_compile.runtime.reference import check_input_names
+
+        check_input_names(names, inputs)  # missing and unknown names first
+        specs = self.input_specs()
+        return {name: _input_array(name, x, specs.get(name)) for name, x in inputs.items()}
 
     def __call__(self, *args: Any) -> Any:
         """Run on tensors in input order, like the source nn.Module (torch in, torch out)."""
@@ -240,6 +319,39 @@ class CompiledModel:
         )
 
 
+def _input_array(name: str, x: Any, spec: tuple[list[int], bool] | None) -> Any:
+    """One input checked for predict(): numbers only, no float64 for a float input."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        if x.dtype == torch.float64 and (spec is None or spec[1]):
+            raise InputSpecError(
+                f"input {name}: float64 data, but Core ML has no float64; "
+                "convert it with .float() first"
+            )
+        return x
+    try:
+        array = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise InputSpecError(f"input {name}: not an array of numbers ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        raise InputSpecError(
+            f"input {name}: {array.dtype} data ({_KINDS.get(array.dtype.kind, 'not numbers')}); "
+            "give a float32 or integer array"
+        )
+    if array.dtype.kind == "f" and array.dtype.itemsize == 8 and (spec is None or spec[1]):
+        raise InputSpecError(
+            f"input {name}: float64 data, but Core ML has no float64; "
+            "convert it with .astype(np.float32) first"
+        )
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+_KINDS = {"O": "Python objects", "U": "strings", "S": "bytes", "M": "dates", "m": "time spans"}
+
+
 def _as_tuple(example_inputs: Any) -> tuple:
     import torch
 
@@ -248,6 +360,16 @@ def _as_tuple(example_inputs: Any) -> tuple:
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     return tuple(example_inputs)
+
+
+def _onnx_shapes(example_inputs: Any) -> Any:
+    """Shapes for an ONNX model's inputs from example inputs: a tensor, a sequence of
+    tensors/arrays/shape tuples, or {name: ...}; None keeps the graph's shapes."""
+    if example_inputs is None or isinstance(example_inputs, Mapping):
+        return example_inputs
+    if hasattr(example_inputs, "shape"):
+        return [example_inputs]
+    return list(example_inputs)
 
 
 def compile(  # noqa: A001 - mirrors coreml_compile.compile
@@ -277,11 +399,14 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     """Compile a PyTorch model into a Core ML ML Program.
 
     ``model`` is an ``nn.Module`` (traced on ``example_inputs``, a tensor or a tuple of
-    them) or a ``torch.export.ExportedProgram``. ``precision`` is "fp16" (default) or
-    "fp32"; ``minimum_deployment_target`` a name like "iOS16" or "macOS13".
+    them), a ``torch.export.ExportedProgram``, or an ONNX model (a path ending in
+    ``.onnx`` or an ``onnx.ModelProto``; ``example_inputs`` are then optional and give
+    or override input shapes: tensors, arrays or shape tuples, in order or by name).
+    ``precision`` is "fp16" (default) or "fp32"; ``minimum_deployment_target`` a name
+    like "iOS16" or "macOS13".
     ``optimize`` is an -O level ("O0", "O1", "O2" = default, or 0/1/2) or an explicit
     list of pass names; ``skip_passes`` leaves some out (see coreml_compile.passes).
-    ``quantize`` ("int8", "int8-per-channel", "...-asym", "palette1/2/4/6/8") and
+    ``quantize`` ("int8" = per channel, "int8-per-tensor", "...-asym", "palette1/2/4/6/8") and
     ``prune`` (0.5, "2:4") compress weights of at least ``compress_min_elements``
     elements (skipping the first and last layer if ``compress_skip_first_last``); they
     need a target of iOS16 or later; ``compress_op_types`` limits them to some op types
@@ -338,11 +463,18 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
 
     report = CompileReport()
     clock = _Stopwatch(report, progress)
-    if isinstance(model, torch.export.ExportedProgram):
-        ep = model
+    from coreml_compile.compiler.frontends import onnx_import
+
+    if onnx_import.is_onnx_source(model):
+        # example_inputs, if any, give (or override) the ONNX inputs' shapes.
+        shapes = _onnx_shapes(example_inputs)
+        graph = clock.stage("to_ir", onnx_import.to_ir, model, name, shapes)
     else:
-        ep = clock.stage("export", torch_export.export, model, _as_tuple(example_inputs))
-    graph = clock.stage("to_ir", torch_export.to_ir, ep, name)
+        if isinstance(model, torch.export.ExportedProgram):
+            ep = model
+        else:
+            ep = clock.stage("export", torch_export.export, model, _as_tuple(example_inputs))
+        graph = clock.stage("to_ir", torch_export.to_ir, ep, name)
     clock.stage("verify", graph.verify)
     report.passes = clock.stage("optimise", run_pipeline, graph, pass_names, options=compression)
     report.ir_ops = graph.op_counts()
@@ -459,13 +591,18 @@ def load(
     ``fallback`` ("auto", "mps", "cuda", "cpu") and ``strategy`` ("auto", "battery")
     override that here.
     """
+    from coreml_compile.artifact import read_consistently
     from coreml_compile.runtime.package import load_package
 
-    return load_package(
+    # One version of the package, should a save replace it while it is read.
+    return read_consistently(
         path,
-        backend=backend,
-        compute_units=compute_units,
-        device=device,
-        fallback=fallback,
-        strategy=strategy,
+        lambda: load_package(
+            path,
+            backend=backend,
+            compute_units=compute_units,
+            device=device,
+            fallback=fallback,
+            strategy=strategy,
+        ),
     )

@@ -8,6 +8,8 @@ names) and the program's interface:
   as coremltools does: a cast after each float input, fp16 weights, a cast before each
   output. ``"fp32"`` computes in fp32 throughout.
 - int64 tensors become int32 (Core ML has no int64 tensors).
+- bool inputs and outputs are int32 arrays of 0/1 (Core ML has no bool multiarrays);
+  bool values inside the program stay bool.
 
 coremltools' default pass pipeline is not run: optimisation belongs to our passes. The
 serialiser still runs its small backend pipeline (naming, I/O types), which it needs.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,7 +167,17 @@ class LowerContext:
 
 
 def _io_dtype(ir_dtype: str) -> str:
-    return "fp32" if dtypes.is_float(ir_dtype) else _IR_TO_MIL[ir_dtype]
+    """The MIL dtype of a program input or output of IR dtype ``ir_dtype``.
+
+    Floats are fp32 at the interface (computed in the precision inside). Core ML has no
+    bool multiarrays: a bool input or output is an int32 array of 0 and 1, cast to and
+    from bool inside the program (coremltools would otherwise make it fp32).
+    """
+    if dtypes.is_float(ir_dtype):
+        return "fp32"
+    if ir_dtype == "bool":
+        return "int32"
+    return _IR_TO_MIL[ir_dtype]
 
 
 def check_supported(graph: Graph, generation: int) -> None:
@@ -320,21 +333,38 @@ def to_mlmodel(
     program: Any, target: str | int = targets.DEFAULT, metadata: dict[str, str] | None = None
 ) -> Any:
     """Serialise a MIL program into an in-memory ML Program model (coremltools.MLModel)."""
+    from coreml_compile import artifact
+
     ct = import_coremltools()
-    with quiet_coremltools(), _fp16_weights_without_copies():
-        model = ct.convert(
-            program,
-            convert_to="mlprogram",
-            minimum_deployment_target=targets.to_coremltools(target),
-            # Precision was applied during lowering; ask coremltools for no fp16 pass.
-            compute_precision=ct.precision.FLOAT32,
-            pass_pipeline=ct.PassPipeline.EMPTY,
-            skip_model_load=True,
-        )
+    # coremltools' package and its temporary files go in a folder of ours (TMPDIR),
+    # removed on failure, once saved or when the model is dropped (artifact.py).
+    scratch = artifact.scratch_dir()
+    try:
+        with (
+            quiet_coremltools(),
+            _fp16_weights_without_copies(),
+            artifact.coremltools_temp_files_in(scratch),
+        ):
+            model = ct.convert(
+                program,
+                convert_to="mlprogram",
+                minimum_deployment_target=targets.to_coremltools(target),
+                # Precision was applied during lowering; ask coremltools for no fp16 pass.
+                compute_precision=ct.precision.FLOAT32,
+                pass_pipeline=ct.PassPipeline.EMPTY,
+                skip_model_load=True,
+                package_dir=str(scratch / "model.mlpackage"),
+            )
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    # Once saved, the model reads from the saved package; should that go, it rebuilds.
+    metadata = dict(metadata or {})
+    artifact.own(model, scratch, lambda: to_mlmodel(program, target, metadata))
     # Dates in the metadata would make two compiles of the same model differ.
     user_defined = model._spec.description.metadata.userDefined
     user_defined.pop("com.github.apple.coremltools.conversion_date", None)
     user_defined["com.github.apple.coremltools.source"] = "coreml_compile"
-    for key, value in (metadata or {}).items():
+    for key, value in metadata.items():
         user_defined[key] = value
     return model
