@@ -314,10 +314,11 @@ def own(mlmodel: Any, scratch: Path, rebuild: Callable[[], Any]) -> None:
     mlmodel.__class__ = _owned_class(type(mlmodel))
     mlmodel._cc_rebuild = rebuild
     mlmodel._cc_source = None  # None: the package in the scratch folder
-    _remove_with(mlmodel, scratch)
+    remove_with(mlmodel, scratch)
 
 
-def _remove_with(mlmodel: Any, scratch: Path) -> None:
+def remove_with(mlmodel: Any, scratch: Path) -> None:
+    """Remove ``scratch`` (the folder of ``mlmodel``'s package) once the model is dropped."""
     mlmodel._cc_scratch = str(scratch)
     mlmodel._cc_cleanup = weakref.finalize(mlmodel, shutil.rmtree, str(scratch), True)
 
@@ -364,7 +365,7 @@ def _ensure_source(mlmodel: Any) -> None:
     mlmodel.package_path = fresh.package_path
     mlmodel._weights_dir = fresh._weights_dir
     mlmodel._cc_source = None
-    _remove_with(mlmodel, Path(fresh._cc_scratch))
+    remove_with(mlmodel, Path(fresh._cc_scratch))
 
 
 def package_identity(package: str | os.PathLike) -> tuple:

@@ -7,11 +7,17 @@ parsed here); the reference executor runs it anywhere.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+from coreml_compile import artifact
 from coreml_compile.errors import PackageError
 from coreml_compile.package.files import PackageFiles
+
+# The largest model.mlmodel read (an ML Program's spec holds the program; its weights
+# are in weights/).
+MAX_SPEC_BYTES = 1 << 30
 
 
 def read_program(path: str | os.PathLike | PackageFiles) -> tuple[Any, Any]:
@@ -28,16 +34,35 @@ def read_program(path: str | os.PathLike | PackageFiles) -> tuple[Any, Any]:
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
 
     model_file = files.root_model.path.name
+    # The spec is read and parsed here, and coremltools gets a private copy of the
+    # package: opening a package through coremltools rewrites its Manifest.json, and its
+    # weight reader needs write access. So loading never writes into the package, works
+    # on read-only packages, and reads one version of the weights.
+    spec = ct.proto.Model_pb2.Model()
+    try:
+        spec.ParseFromString(files.read_bytes(files.root_model.path, limit=MAX_SPEC_BYTES))
+    except Exception as exc:  # protobuf's DecodeError, or a nested message it refuses
+        raise PackageError(
+            f"{path}: {model_file} is not a readable Core ML model: {_first_line(exc)}"
+        ) from None
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise PackageError(f"{path} holds a {spec.WhichOneof('Type')} model, not an ML Program")
+    weights = files.find("weights", "com.apple.CoreML")
+    if weights is None or not weights.path.is_dir():
+        raise PackageError(f"{path}: the ML Program's weights folder is missing")
+    scratch = artifact.scratch_dir()
     with quiet_coremltools():
         try:
-            mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
-            spec = mlmodel.get_spec()
+            with artifact.coremltools_temp_files_in(scratch):
+                mlmodel = ct.models.MLModel(
+                    spec, weights_dir=str(weights.path), skip_model_load=True
+                )
         except Exception as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
             raise PackageError(
                 f"{path}: {model_file} is not a readable Core ML model: {_first_line(exc)}"
             ) from exc
-        if spec.WhichOneof("Type") != "mlProgram":
-            raise PackageError(f"{path} holds a {spec.WhichOneof('Type')} model, not an ML Program")
+        artifact.remove_with(mlmodel, scratch)
         try:
             program = milproto_load(
                 spec,
