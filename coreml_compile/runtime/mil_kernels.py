@@ -773,3 +773,188 @@ def _argsort(x, axis=-1, ascending=False, **_):
 
 
 # -- end of coverage part B -----------------------------------------------------------
+
+
+# -- recurrent layers: lstm, gru, rnn ---------------------------------------------------
+# As the MIL spec defines them (mil/ops/defs/iOS15/recurrent.py, iOS18's gru), with the
+# details its device-run numpy references pin down: a "reverse" run emits its steps in
+# the order it processes them (last time step first), a "bidirectional" lstm aligns the
+# backward half with the input's time steps; lstm's clip bounds the cell state; gru
+# before iOS18 resets before the hidden product, W_ho (r * h).
+
+
+def _hard_sigmoid(v: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(0.2 * v + 0.5, 0.0, 1.0)
+
+
+# Each with its default parameters: scaled_tanh is tanh, linear the identity.
+_RECURRENT_ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "scaled_tanh": torch.tanh,
+    "relu": torch.relu,
+    "linear": lambda v: v,
+    "hard_sigmoid": _hard_sigmoid,
+    "sigmoid_hard": _hard_sigmoid,
+}
+
+
+def _activation(name: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    fn = _RECURRENT_ACTIVATIONS.get(str(name).lower())
+    if fn is None:
+        raise ValueError(f"unknown recurrent activation {name!r}")
+    return fn
+
+
+def _scan(x: torch.Tensor, state: tuple, step: Callable, reverse: bool) -> tuple:
+    """Run ``step`` over the time steps of x (seq, batch, in); outputs in processing order."""
+    order = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    outputs = []
+    for t in order:
+        state = step(x[t], state)
+        outputs.append(state[0])
+    return torch.stack(outputs), state
+
+
+def _sequence(outputs: torch.Tensor, output_sequence: Any) -> torch.Tensor:
+    return outputs if bool(output_sequence) else outputs[-1:]
+
+
+def _zeros_or(v: Any, n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(n, dtype=like.dtype) if v is None else _t(v).to(like.dtype)
+
+
+@kernel("rnn")
+def _rnn(
+    x,
+    initial_h,
+    weight_ih,
+    weight_hh,
+    bias=None,
+    direction="forward",
+    output_sequence=False,
+    activation="tanh",
+    **_,
+):
+    act = _activation(activation)
+    b = _zeros_or(bias, weight_ih.shape[0], x)
+
+    def step(xt, state):
+        (h,) = state
+        return (act(xt @ weight_ih.T + h @ weight_hh.T + b),)
+
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"rnn direction {direction!r}")
+    outputs, (h,) = _scan(x, (initial_h,), step, direction == "reverse")
+    return _sequence(outputs, output_sequence), h
+
+
+@kernel("gru")
+def _gru(
+    x,
+    initial_h,
+    weight_ih,
+    weight_hh,
+    bias=None,
+    direction="forward",
+    output_sequence=False,
+    recurrent_activation="sigmoid",
+    activation="tanh",
+    reset_after=False,
+    input_bias=None,
+    **_,
+):
+    gate, act = _activation(recurrent_activation), _activation(activation)
+    hidden = weight_hh.shape[1]
+    # Gate blocks: r (reset), o (output, torch's n), z (update).
+    w_ir, w_io, w_iz = weight_ih.split(hidden)
+    w_hr, w_ho, w_hz = weight_hh.split(hidden)
+    b_ir, b_io, b_iz = _zeros_or(input_bias, 3 * hidden, x).split(hidden)
+    b_hr, b_ho, b_hz = _zeros_or(bias, 3 * hidden, x).split(hidden)
+    after = bool(reset_after)
+
+    def step(xt, state):
+        (h,) = state
+        r = gate(xt @ w_ir.T + b_ir + h @ w_hr.T + b_hr)
+        z = gate(xt @ w_iz.T + b_iz + h @ w_hz.T + b_hz)
+        if after:
+            o = act(xt @ w_io.T + b_io + r * (h @ w_ho.T + b_ho))
+        else:
+            o = act(xt @ w_io.T + b_io + (r * h) @ w_ho.T + b_ho)
+        return ((1 - z) * o + z * h,)
+
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"gru direction {direction!r}")
+    outputs, (h,) = _scan(x, (initial_h,), step, direction == "reverse")
+    return _sequence(outputs, output_sequence), h
+
+
+def _lstm_step(weight_ih, weight_hh, bias, peephole, gate, cell_act, act, clip) -> Callable:
+    hidden = weight_hh.shape[1]
+    p_i, p_f, p_o = peephole.split(hidden) if peephole is not None else (None, None, None)
+
+    def step(xt, state):
+        h, c = state
+        pre = xt @ weight_ih.T + h @ weight_hh.T
+        if bias is not None:
+            pre = pre + bias
+        # Gate blocks: input, forget, output, cell.
+        a_i, a_f, a_o, a_z = pre.split(hidden, dim=-1)
+        if p_i is not None:
+            a_i, a_f = a_i + c * p_i, a_f + c * p_f
+        c = gate(a_f) * c + gate(a_i) * cell_act(a_z)
+        if clip is not None:
+            c = torch.clamp(c, -clip, clip)
+        if p_o is not None:
+            a_o = a_o + c * p_o
+        return gate(a_o) * act(c), c
+
+    return step
+
+
+@kernel("lstm")
+def _lstm(
+    x,
+    initial_h,
+    initial_c,
+    weight_ih,
+    weight_hh,
+    bias=None,
+    peephole=None,
+    weight_ih_back=None,
+    weight_hh_back=None,
+    bias_back=None,
+    peephole_back=None,
+    direction="forward",
+    output_sequence=False,
+    recurrent_activation="sigmoid",
+    cell_activation="tanh",
+    activation="tanh",
+    clip=None,
+    **_,
+):
+    fns = [_activation(a) for a in (recurrent_activation, cell_activation, activation)]
+    bound = None if clip is None else _float(clip)
+    forward = _lstm_step(weight_ih, weight_hh, bias, peephole, *fns, bound)
+    if direction in ("forward", "reverse"):
+        outputs, (h, c) = _scan(x, (initial_h, initial_c), forward, direction == "reverse")
+        return _sequence(outputs, output_sequence), h, c
+    if direction != "bidirectional":
+        raise ValueError(f"lstm direction {direction!r}")
+    if weight_ih_back is None or weight_hh_back is None:
+        raise ValueError("a bidirectional lstm needs weight_ih_back and weight_hh_back")
+    backward = _lstm_step(weight_ih_back, weight_hh_back, bias_back, peephole_back, *fns, bound)
+    hidden = weight_hh.shape[1]
+    h_f, h_b = initial_h.split(hidden, dim=-1)
+    c_f, c_b = initial_c.split(hidden, dim=-1)
+    out_f, (h_f, c_f) = _scan(x, (h_f, c_f), forward, False)
+    out_b, (h_b, c_b) = _scan(x, (h_b, c_b), backward, True)
+    if bool(output_sequence):
+        # The backward half back in time order: step t holds what it saw from t on.
+        outputs = torch.cat([out_f, torch.flip(out_b, [0])], dim=-1)
+    else:
+        outputs = torch.cat([out_f[-1:], out_b[-1:]], dim=-1)
+    return outputs, torch.cat([h_f, h_b], dim=-1), torch.cat([c_f, c_b], dim=-1)
+
+
+# -- end of recurrent layers ------------------------------------------------------------

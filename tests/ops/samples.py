@@ -630,7 +630,70 @@ def _samples() -> list[Sample]:
     add("arange", "end", lambda a: a + torch.arange(4), rand(3, 4), also=("add",))
     add("arange", "start_step", lambda a: a * torch.arange(1, 9, 2), ints(2, 4), also=("mul",))
     add("arange", "float_step", lambda a: a + torch.arange(0, 1, 0.25), rand(3, 4), also=("add",))
+
     # -- end of coverage part A ---------------------------------------------------------
+    # -- recurrent layers (compiler/ops/recurrent.py) ------------------------------------
+    class Recurrent(nn.Module):
+        """An nn.LSTM/GRU/RNN returning its outputs flat: output, h_n (, c_n)."""
+
+        def __init__(self, layer: nn.Module):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x, *state):
+            hx = None if not state else state[0] if len(state) == 1 else tuple(state)
+            out, h = self.layer(x, hx)
+            return (out, *h) if isinstance(h, tuple) else (out, h)
+
+    def rnn(op, id, layer, *inputs, also=()):
+        add(op, id, Recurrent(layer), *inputs, also=also)
+
+    rnn("lstm", "one_layer", nn.LSTM(4, 6), rand(5, 2, 4), also=("full",))
+    rnn(
+        "lstm",
+        "two_layers_bidirectional_batch_first_h0_c0",
+        nn.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True),
+        rand(2, 5, 4),
+        rand(4, 2, 6),
+        rand(4, 2, 6),
+    )
+    rnn(
+        "lstm",
+        "no_bias_h0_c0",
+        nn.LSTM(3, 5, bias=False),
+        rand(4, 1, 3),
+        rand(1, 1, 5),
+        rand(1, 1, 5),
+    )
+    # A projection has no Core ML form: runs on torch (the record's check says why).
+    rnn("lstm", "proj_size_on_torch", nn.LSTM(4, 6, proj_size=3), rand(5, 2, 4), also=("full",))
+    # The default target (iOS16) lowers a GRU step by step; iOS18's gru op is tested in
+    # tests/ops/test_recurrent.py.
+    rnn("gru", "one_layer", nn.GRU(4, 6), rand(5, 2, 4), also=("full",))
+    rnn(
+        "gru",
+        "two_layers_bidirectional_batch_first_h0",
+        nn.GRU(4, 6, num_layers=2, bidirectional=True, batch_first=True),
+        rand(2, 5, 4),
+        rand(4, 2, 6),
+    )
+    rnn("gru", "no_bias", nn.GRU(4, 6, bias=False), rand(5, 2, 4), rand(1, 2, 6))
+    rnn("rnn", "tanh", nn.RNN(4, 6), rand(5, 2, 4), also=("full",))
+    rnn(
+        "rnn",
+        "relu_two_layers_bidirectional_no_bias_h0",
+        nn.RNN(4, 6, num_layers=2, nonlinearity="relu", bidirectional=True, bias=False),
+        rand(5, 2, 4),
+        rand(4, 2, 6),
+    )
+    rnn(
+        "rnn",
+        "relu_batch_first",
+        nn.RNN(4, 6, nonlinearity="relu", batch_first=True),
+        rand(2, 5, 4),
+        also=("full",),
+    )
+    # -- end of recurrent layers ---------------------------------------------------------
     return s
 
 

@@ -3,7 +3,8 @@
 An entry names the IR record and, where the names differ, which ATen argument feeds
 each IR input or attribute. Unless an entry says otherwise, IR input ``x`` reads ATen's
 ``self`` or ``input`` and ``y`` reads ``other``; every other IR name reads the ATen
-argument of the same name. ``fixed`` sets attributes the overload implies, and
+argument of the same name (a ``(name, index)`` pair reads one element of a list
+argument: ``("hx", 0)``). ``fixed`` sets attributes the overload implies, and
 ``accept`` rejects calls the record does not model (those stay ``aten`` fallback nodes).
 
 In-place overloads (``relu_``) use the entry of their functional twin (``relu``).
@@ -19,7 +20,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Mapping:
     op: str
-    rename: dict[str, str] = field(default_factory=dict)
+    rename: dict[str, str | tuple[str, int]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     accept: Callable[[dict[str, Any]], bool] | None = None
 
@@ -284,6 +285,12 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::arange.start": M("arange"),
     "aten::arange.start_step": M("arange"),
     # -- end of coverage part A ----------------------------------------------------------
+    # -- recurrent layers (compiler/ops/recurrent.py): flat torch weights, hx split -------
+    "aten::lstm.input": M("lstm", {"weights": "params", "h0": ("hx", 0), "c0": ("hx", 1)}),
+    "aten::gru.input": M("gru", {"weights": "params", "h0": "hx"}),
+    "aten::rnn_tanh.input": M("rnn", {"weights": "params", "h0": "hx"}, {"nonlinearity": "tanh"}),
+    "aten::rnn_relu.input": M("rnn", {"weights": "params", "h0": "hx"}, {"nonlinearity": "relu"}),
+    # -- end of recurrent layers ---------------------------------------------------------
 }
 
 # Overloads whose result shares storage with their input: an in-place update of such a

@@ -347,7 +347,11 @@ class _Translator:
 
     def _source(self, mapping: Mapping, bound: dict[str, Any], name: str) -> Any:
         if name in mapping.rename:
-            return bound.get(mapping.rename[name])
+            source = mapping.rename[name]
+            if isinstance(source, tuple):  # one element of a list argument: ("hx", 0)
+                items = bound.get(source[0])
+                return items[source[1]] if items is not None else None
+            return bound.get(source)
         for candidate in DEFAULT_SOURCES.get(name, (name,)):
             if candidate in bound:
                 return bound[candidate]
