@@ -278,7 +278,7 @@ def partitioning(nodes: int = 1000) -> None:
     import torch
 
     from coreml_compile.compiler.frontends.torch_export import trace
-    from coreml_compile.runtime.partition import partition
+    from coreml_compile.compiler.partition import partition
 
     class Chain(torch.nn.Module):
         def forward(self, x):

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from coreml_compile.api import CompiledModel
-    from coreml_compile.runtime.strategy import HybridExecutionStrategy
+    from coreml_compile.compiler.strategy import HybridExecutionStrategy
 
 __all__ = [
     "CompiledModel",
@@ -51,7 +51,7 @@ def __getattr__(name: str) -> Any:
 
         return CompiledModel
     if name == "HybridExecutionStrategy":
-        from coreml_compile.runtime.strategy import HybridExecutionStrategy
+        from coreml_compile.compiler.strategy import HybridExecutionStrategy
 
         return HybridExecutionStrategy
     raise AttributeError(name)

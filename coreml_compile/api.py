@@ -18,8 +18,8 @@ from coreml_compile.compiler.ir import Graph
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError
 
 if TYPE_CHECKING:
-    from coreml_compile.runtime.plan import HybridPlan
-    from coreml_compile.runtime.strategy import HybridExecutionStrategy
+    from coreml_compile.compiler.plan import HybridPlan
+    from coreml_compile.compiler.strategy import HybridExecutionStrategy
 
 
 @dataclass
@@ -123,8 +123,8 @@ class CompiledModel:
         nested: dict[str, tuple[Any, Any]] | None = None,
         strategy: HybridExecutionStrategy | None = None,
     ):
+        from coreml_compile.compiler.strategy import HybridExecutionStrategy
         from coreml_compile.runtime.devices import choose
-        from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
         self.graph = graph
         self.mlmodel = mlmodel
@@ -192,7 +192,7 @@ class CompiledModel:
             with quiet_coremltools():
                 self.mlmodel.save(str(tmp))
             if self.plan is not None:
-                from coreml_compile.runtime.plan import write_items
+                from coreml_compile.package.items import write_items
 
                 write_items(tmp, self.plan, models)
 
@@ -459,7 +459,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
 
     from coreml_compile.compiler.frontends import torch_export
     from coreml_compile.compiler.lower import build_program, check_supported, to_mlmodel
-    from coreml_compile.runtime.partition import COREML, partition
+    from coreml_compile.compiler.partition import COREML, partition
 
     report = CompileReport()
     clock = _Stopwatch(report, progress)
@@ -514,7 +514,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
 def _strategy(
     strategy: str | HybridExecutionStrategy, fallback: str | None, min_coreml_nodes: int | None
 ) -> HybridExecutionStrategy:
-    from coreml_compile.runtime.strategy import HybridExecutionStrategy
+    from coreml_compile.compiler.strategy import HybridExecutionStrategy
 
     if not isinstance(strategy, HybridExecutionStrategy):
         strategy = HybridExecutionStrategy.named(strategy)
@@ -592,17 +592,26 @@ def load(
     override that here.
     """
     from coreml_compile.artifact import read_consistently
-    from coreml_compile.runtime.package import load_package
+    from coreml_compile.runtime.devices import choose
+    from coreml_compile.runtime.package import read_package
 
+    choose(backend, compute_units, device)  # an unavailable backend fails before reading
     # One version of the package, should a save replace it while it is read.
-    return read_consistently(
-        path,
-        lambda: load_package(
-            path,
-            backend=backend,
-            compute_units=compute_units,
-            device=device,
-            fallback=fallback,
-            strategy=strategy,
-        ),
+    loaded = read_consistently(
+        path, lambda: read_package(path, fallback=fallback, strategy=strategy)
+    )
+    spec_version = loaded.mlmodel._spec.specificationVersion
+    return CompiledModel(
+        None,
+        loaded.mlmodel,
+        loaded.program,
+        precision=loaded.metadata.get("coreml_compile.precision", "unknown"),
+        target=loaded.metadata.get("coreml_compile.target", f"spec{spec_version}"),
+        path=Path(path),
+        plan=loaded.plan,
+        nested=loaded.nested,
+        strategy=loaded.strategy,
+        backend=backend,
+        compute_units=compute_units,
+        device=device,
     )

@@ -1,6 +1,6 @@
 """Lowering a partitioned graph: Core ML partitions to ML Programs, the rest kept as IR.
 
-The result is what ``CompiledModel`` saves as one package (layout: ``runtime/plan.py``).
+The result is what ``CompiledModel`` saves as one package (layout: ``package/items.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from coreml_compile.compiler.lower import (
     to_mlmodel,
 )
 from coreml_compile.compiler.ops import op_label
+from coreml_compile.compiler.partition import COREML, Plan
+from coreml_compile.compiler.plan import HybridPlan, Step
 from coreml_compile.errors import CoreMLCompileError
-from coreml_compile.runtime.partition import COREML, Plan
-from coreml_compile.runtime.plan import HybridPlan, Step
 
 # Core ML runs multifunction models from this generation (iOS18/macOS15) on.
 MULTIFUNCTION_GENERATION = 18

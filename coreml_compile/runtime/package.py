@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from coreml_compile import artifact
@@ -104,21 +104,27 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
-def load_package(
-    path: str | os.PathLike,
-    *,
-    fallback: str | None = None,
-    strategy: str | None = None,
-    **run_options: Any,
-) -> Any:
-    """A CompiledModel for the package at ``path`` (options: see api.load)."""
-    from coreml_compile.api import CompiledModel
-    from coreml_compile.package.validate import check_plan, strategy_from_plan
-    from coreml_compile.runtime.devices import choose
-    from coreml_compile.runtime.plan import read_items
-    from coreml_compile.runtime.strategy import HybridExecutionStrategy
+@dataclass
+class LoadedPackage:
+    """A checked package, ready to run: what ``api.load`` makes a CompiledModel of."""
 
-    choose(**run_options)  # an unavailable backend fails before the package is read
+    mlmodel: Any  # the root model (coremltools MLModel over a private copy)
+    program: Any  # its MIL program
+    metadata: dict[str, str]
+    plan: Any = None  # HybridPlan of a partitioned package
+    nested: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # step -> (program, model)
+    strategy: Any = None  # the HybridExecutionStrategy to run it with
+
+
+def read_package(
+    path: str | os.PathLike, *, fallback: str | None = None, strategy: str | None = None
+) -> LoadedPackage:
+    """Read and check the package at ``path`` (``fallback``/``strategy`` override the
+    settings it was compiled with)."""
+    from coreml_compile.compiler.strategy import HybridExecutionStrategy
+    from coreml_compile.package.items import read_items
+    from coreml_compile.package.validate import check_plan, strategy_from_plan
+
     files = PackageFiles(path)
     mlmodel, program = read_program(files)
     metadata = dict(mlmodel._spec.description.metadata.userDefined)
@@ -134,15 +140,4 @@ def load_package(
         policy = strategy_from_plan(HybridExecutionStrategy, plan.strategy)
     battery = None if strategy is None else HybridExecutionStrategy.named(strategy).battery
     policy = policy.with_overrides(fallback=fallback, battery=battery)
-    return CompiledModel(
-        None,
-        mlmodel,
-        program,
-        precision=metadata.get("coreml_compile.precision", "unknown"),
-        target=metadata.get("coreml_compile.target", f"spec{mlmodel._spec.specificationVersion}"),
-        path=Path(path),
-        plan=plan,
-        nested=nested,
-        strategy=policy,
-        **run_options,
-    )
+    return LoadedPackage(mlmodel, program, metadata, plan, nested, policy)

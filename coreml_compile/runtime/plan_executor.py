@@ -17,11 +17,12 @@ import torch
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.interpreter import run_graph
+from coreml_compile.compiler.plan import HybridPlan, Step
+from coreml_compile.compiler.strategy import HybridExecutionStrategy
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, PackageError
 from coreml_compile.runtime.devices import Choice, coreml_available
-from coreml_compile.runtime.plan import HybridPlan, Step
+from coreml_compile.runtime.placement import fallback_device
 from coreml_compile.runtime.reference import check_input_names, input_tensor
-from coreml_compile.runtime.strategy import HybridExecutionStrategy
 
 
 @dataclass
@@ -145,7 +146,7 @@ def _core_ml_step(
 
 
 def _fallback_step(step: Step, strategy: HybridExecutionStrategy) -> tuple[_Runner, Placement]:
-    decision = strategy.fallback_device(step.graph)
+    decision = fallback_device(strategy, step.graph)
     device = torch.device(decision.where)
     graph = step.graph
     # Weights go to the device once, not on every call.

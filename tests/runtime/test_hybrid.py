@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import coreml_compile
-from coreml_compile.errors import DeviceNotAvailable, UnsupportedOpError
-from coreml_compile.errors import PlanFormatError
+from coreml_compile.errors import DeviceNotAvailable, PlanFormatError, UnsupportedOpError
 from tests.conftest import assert_close
 from tests.ops.samples import Fn
 

@@ -382,7 +382,7 @@ def test_a_read_that_a_swap_interrupts_is_done_again(tmp_path):
         calls.append(1)
         if len(calls) == 1:  # a writer swaps b in while this read is under way
             artifact.write_atomically(path, lambda t: shutil.copytree(b, t))
-        from coreml_compile.runtime.package import load_package
+        from coreml_compile.api import load as load_package
 
         return load_package(path)
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from coreml_compile.compiler.frontends.torch_export import trace
-from coreml_compile.runtime.partition import COREML, FALLBACK, check_acyclic, partition
-from coreml_compile.runtime.strategy import HybridExecutionStrategy
+from coreml_compile.compiler.partition import COREML, FALLBACK, check_acyclic, partition
+from coreml_compile.compiler.strategy import HybridExecutionStrategy
 from tests.ops.samples import Fn
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from coreml_compile.compiler.ir import Graph, TensorType
+from coreml_compile.compiler.strategy import HybridExecutionStrategy
 from coreml_compile.errors import CoreMLCompileError, DeviceNotAvailable
 from coreml_compile.runtime import devices
-from coreml_compile.runtime.strategy import HybridExecutionStrategy
+from coreml_compile.runtime.placement import fallback_device
 
 
 def _graph(elements: int) -> Graph:
@@ -31,29 +32,29 @@ def gpu(monkeypatch):
 def test_auto_takes_the_gpu_for_large_partitions_only(gpu):
     strategy = HybridExecutionStrategy()
     big, small = _graph(1 << 20), _graph(100)  # 12 MiB moved vs 1.2 KB
-    assert strategy.fallback_device(big).where == "mps"
-    decision = strategy.fallback_device(small)
+    assert fallback_device(strategy, big).where == "mps"
+    decision = fallback_device(strategy, small)
     assert decision.where == "cpu" and "cheaper on the CPU" in decision.reason
 
 
 def test_memory_limit_keeps_large_partitions_off_the_gpu(gpu):
     strategy = HybridExecutionStrategy(gpu_memory_limit_mb=4)
-    decision = strategy.fallback_device(_graph(1 << 20))
+    decision = fallback_device(strategy, _graph(1 << 20))
     assert decision.where == "cpu" and "over the GPU memory limit" in decision.reason
 
 
 def test_battery_mode_stays_on_the_cpu_and_asks_for_the_neural_engine(gpu):
     strategy = HybridExecutionStrategy.named("battery")
-    assert strategy.fallback_device(_graph(1 << 20)).where == "cpu"
+    assert fallback_device(strategy, _graph(1 << 20)).where == "cpu"
     assert strategy.compute_units(None) == "cpu_and_ne"
     assert strategy.compute_units("all") == "all"  # an explicit choice wins
 
 
 def test_explicit_devices_are_checked():
-    assert HybridExecutionStrategy(fallback="cpu").fallback_device(_graph(8)).where == "cpu"
+    assert fallback_device(HybridExecutionStrategy(fallback="cpu"), _graph(8)).where == "cpu"
     if not devices.torch_device_available("cuda"):
         with pytest.raises(DeviceNotAvailable, match="'cuda' is not available"):
-            HybridExecutionStrategy(fallback="cuda").fallback_device(_graph(8))
+            fallback_device(HybridExecutionStrategy(fallback="cuda"), _graph(8))
 
 
 def test_bad_settings_are_named():

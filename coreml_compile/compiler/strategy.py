@@ -1,8 +1,9 @@
 """HybridExecutionStrategy: the policy that decides where each partition runs.
 
 The partitioner asks it about each Core ML partition wedged between fallbacks (keep it
-on Core ML, or run it on the fallback executor to save two hand-offs?), and the plan
-runner asks it which torch device runs each fallback partition. Every answer comes with
+on Core ML, or run it on the fallback executor to save two hand-offs?): a compile-time
+decision, made here. Which torch device runs each fallback partition is decided when a
+package is loaded, from the same settings, by ``runtime/placement.py``. Every answer comes with
 a one-line reason, which the compile report and ``coreml-compile run`` show.
 
 The rules, in order:
@@ -28,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from coreml_compile.compiler.ir import Graph, Node
+from coreml_compile.compiler.ir import Node
 from coreml_compile.compiler.ops import get_record, macs
-from coreml_compile.errors import CoreMLCompileError, DeviceNotAvailable
+from coreml_compile.errors import CoreMLCompileError
 
 FALLBACK_DEVICES = ("auto", "mps", "cuda", "cpu")
 STRATEGIES = ("auto", "battery")
@@ -109,37 +110,3 @@ class HybridExecutionStrategy:
         if requested is None and self.battery:
             return "cpu_and_ne"
         return requested
-
-    def fallback_device(self, graph: Graph) -> Decision:
-        from coreml_compile.runtime.devices import torch_device_available
-
-        if self.fallback in ("mps", "cuda"):
-            if not torch_device_available(self.fallback):
-                raise DeviceNotAvailable(
-                    f"fallback device {self.fallback!r} is not available on this machine"
-                )
-            return Decision(self.fallback, "asked for")
-        if self.fallback == "cpu":
-            return Decision("cpu", "asked for")
-        if self.battery:
-            return Decision("cpu", "battery mode does not wake the GPU for fallback work")
-        gpu = next((d for d in ("mps", "cuda") if torch_device_available(d)), None)
-        if gpu is None:
-            return Decision("cpu", "no mps or cuda device here")
-        moved = _bytes_moved(graph)
-        if moved < self.gpu_min_bytes:
-            return Decision("cpu", f"moves {moved:,} bytes: cheaper on the CPU than a copy")
-        if self.gpu_memory_limit_mb is not None and moved > self.gpu_memory_limit_mb * 2**20:
-            return Decision("cpu", f"needs {moved / 2**20:.0f} MiB, over the GPU memory limit")
-        return Decision(gpu, f"GPU present; moves {moved:,} bytes")
-
-
-def _bytes_moved(graph: Graph) -> int:
-    """Bytes of a partition's inputs, weights and outputs: what a GPU would hold."""
-    from coreml_compile.compiler import dtypes
-
-    def size(v) -> int:  # type: ignore[no-untyped-def]
-        return v.type.numel() * dtypes.NUMPY[v.type.dtype].itemsize if v.type.is_static else 0
-
-    values = [*graph.inputs, *graph.constants.values(), *graph.outputs]
-    return sum(size(v) for v in values)

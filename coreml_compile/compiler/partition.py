@@ -13,7 +13,7 @@ execution order. Groups of one kind are then merged wherever no path between the
 through a third group, so that the partitions are maximal.
 
 Whether a small Core ML partition between fallbacks is worth its two hand-offs is the
-strategy's call (``runtime/strategy.py``); one that is not is run as fallback instead,
+strategy's call (``compiler/strategy.py``); one that is not is run as fallback instead,
 and the groups are formed again.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.ops import unsupported_reason
-from coreml_compile.runtime.strategy import HybridExecutionStrategy
+from coreml_compile.compiler.strategy import HybridExecutionStrategy
 
 COREML = "coreml"
 FALLBACK = "fallback"
