@@ -109,3 +109,18 @@ def example_inputs(module: Any, shapes: list[str] | None, seed: int = 0) -> tupl
     if not all(isinstance(t, torch.Tensor) for t in inputs):
         raise InputSpecError("example_inputs() must return a tensor or a tuple of tensors")
     return inputs
+
+
+def compile_source(spec: str, shapes: list[str] | None) -> tuple[Any, Any]:
+    """What ``compile`` takes for a model spec: (model, example inputs).
+
+    An ONNX file (``*.onnx``) is passed on as its path, with the ``--input-shape``
+    shapes (or None: the graph's own); a Python model file is loaded and its inputs
+    made as :func:`example_inputs` does.
+    """
+    if spec.lower().endswith(".onnx"):
+        if not Path(spec).is_file():
+            raise ModelFileError(f"ONNX model not found: {spec}")
+        return spec, [parse_shape(s) for s in shapes] if shapes else None
+    model, module = load_model(spec)
+    return model, example_inputs(module, shapes)

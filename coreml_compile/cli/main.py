@@ -82,6 +82,7 @@ Examples:
   coreml-compile models/resnet.py -o small.mlpackage --quantize palette4
   coreml-compile models/resnet.py:resnet18_with_fallback -o r18f.mlpackage  # partitioned
   coreml-compile verify resnet.mlpackage --against models/resnet.py
+  coreml-compile model.onnx -o model.mlpackage  # an ONNX model (--input-shape fills symbolic dims)
 
 A model file is a Python file: FILE[:NAME] calls NAME (default: model) to get an
 nn.Module, and example_inputs() for the inputs to trace with (or give --input-shape).
@@ -273,10 +274,9 @@ def compile_command(
     progress = _Progress(enabled=not quiet)
     progress(f"loading {model_spec}")
 
-    from coreml_compile.model_file import example_inputs, load_model
+    from coreml_compile.model_file import compile_source
 
-    model, module = load_model(model_spec)
-    inputs = example_inputs(module, list(input_shapes) or None)
+    model, inputs = compile_source(model_spec, list(input_shapes) or None)
 
     import coreml_compile
 

@@ -10,7 +10,8 @@
   outputs agree with it;
 - a fallback step's graph reads and makes exactly its step's tensors, with the declared
   types; each node is an op of the table with the attributes it takes, each ``aten``
-  node passes the allow-rule (``compiler/ops/fallback.py``), and each node's declared
+  node passes the allow-rule (``compiler/ops/fallback.py``), and so does each ``onnx``
+  node (its own rule there: standard-domain ONNX ops only), and each node's declared
   output types are what the op computes from its inputs (on fake tensors, so nothing
   is allocated), within the size cap;
 - a Core ML step's function takes and returns exactly its step's tensors, with the
@@ -239,7 +240,7 @@ def _check_fallback(step: Any, declared: dict[str, TensorType]) -> None:
 def check_fallback_graph(graph: Graph, where: str) -> None:
     """Each node an allowed op whose declared outputs are what it computes."""
     from coreml_compile.compiler.ops import get_record
-    from coreml_compile.compiler.ops.fallback import FallbackOpRefused, refusal
+    from coreml_compile.compiler.ops.fallback import FallbackOpRefused, onnx_node, refusal
 
     for node in graph.nodes:
         record = get_record(node.op)
@@ -248,6 +249,12 @@ def check_fallback_graph(graph: Graph, where: str) -> None:
             reason = refusal(node.attrs.get("target"))
             if reason is not None:
                 raise PackageError(f"{label} may not run: {reason}")
+        elif node.op == "onnx":
+            try:
+                attrs = node.attrs
+                onnx_node(attrs.get("op_type"), attrs.get("opset"), attrs.get("node"))
+            except FallbackOpRefused as exc:
+                raise PackageError(f"{label} may not run: {exc}") from None
         try:
             node.attrs = record.bind_attrs(node.attrs)
         except TypeError as exc:

@@ -24,10 +24,12 @@ def _flat(out):
 
 def test_every_record_has_a_sample():
     sampled = {s.op for s in SAMPLES}
-    # "aten" is the fallback record (tests/compiler/test_torch_frontend.py); compressed
-    # weights come only from passes (tests/passes/test_compression_passes.py).
+    # "aten" is the fallback record (tests/compiler/test_torch_frontend.py), "onnx" the
+    # ONNX one (tests/compiler/test_onnx_frontend.py); compressed weights come only from
+    # passes (tests/passes/test_compression_passes.py).
     elsewhere = {
         "aten",
+        "onnx",
         "dequantize",
         "lut_to_dense",
         "sparse_to_dense",

@@ -126,6 +126,8 @@ class Op:
 
 def op_label(node: Node) -> str:
     """The op's name for people: its record, or for the fallback, the ATen overload."""
+    if node.op == "onnx":
+        return f"onnx::{node.attrs.get('op_type', '?')}"
     return node.attrs.get("target", node.op) if node.op == "aten" else node.op
 
 
@@ -247,6 +249,7 @@ from coreml_compile.compiler.ops import (  # noqa: E402,F401
     logic,
     normalization,
     pooling,
+    recurrent,
     reduction,
     resize,
     shape,

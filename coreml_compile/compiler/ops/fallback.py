@@ -219,3 +219,134 @@ class Aten(Op):
                 )
             types.append(t)
         return types
+
+
+# -- the ``onnx`` fallback: an ONNX node with no record, run by onnx.reference ------------
+
+# The ONNX domains whose ops a package may run: the standard operator set only.
+ONNX_DOMAINS = ("", "ai.onnx")
+_ONNX_RANDOM = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+     "Bernoulli", "Dropout"}
+)  # fmt: skip
+
+
+def onnx_refusal(domain: Any, op_type: Any, opset: Any, proto: Any = None) -> str | None:
+    """Why an ONNX node may not run from a package, or None: the ONNX allow-rule.
+
+    - the standard domain only (no custom domains, no model-local functions);
+    - an op the installed onnx defines at that opset (``onnx.defs.get_schema``);
+    - no subgraph or reference attributes (If/Loop/Scan bodies), so the node is the
+      whole of what runs; ``onnx.reference`` runs it on numpy arrays (no file access).
+    """
+    import onnx
+
+    if domain not in ONNX_DOMAINS:
+        return f"{domain}::{op_type}: only standard ONNX ops may run, not domain {domain!r}"
+    if not isinstance(op_type, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", op_type):
+        return f"{op_type!r} is not an ONNX op name"
+    if type(opset) is not int or not 1 <= opset <= onnx.defs.onnx_opset_version():
+        return f"{op_type}: opset {opset!r} is not one the installed onnx knows"
+    try:
+        onnx.defs.get_schema(op_type, opset, "")
+    except Exception:
+        return f"{op_type}: no such standard ONNX op at opset {opset}"
+    if proto is not None:
+        if proto.op_type != op_type or proto.domain not in ONNX_DOMAINS:
+            return f"{op_type}: the stored node is a {proto.domain}::{proto.op_type}"
+        for a in proto.attribute:
+            if a.type in (a.GRAPH, a.GRAPHS) or a.ref_attr_name:
+                return f"{op_type}: attribute {a.name!r} is a subgraph or a reference"
+    return None
+
+
+def onnx_node(op_type: Any, opset: Any, node: Any) -> Any:
+    """The NodeProto an ``onnx`` node stores (base64 text), if the allow-rule passes."""
+    import base64
+    import binascii
+
+    import onnx
+
+    if not isinstance(node, str):
+        raise FallbackOpRefused("an onnx node must store its NodeProto as base64 text")
+    try:
+        proto = onnx.NodeProto.FromString(base64.b64decode(node, validate=True))
+    except (binascii.Error, ValueError, Exception) as exc:  # protobuf's DecodeError
+        raise FallbackOpRefused(f"the stored ONNX node does not decode: {exc}") from None
+    reason = onnx_refusal(proto.domain, op_type, opset, proto)
+    if reason is not None:
+        raise FallbackOpRefused(reason)
+    return proto
+
+
+class Onnx(Op):
+    """An ONNX node the table has no record for, kept as its NodeProto (base64 in
+    ``node``) and run by ``onnx.reference``; output types from ONNX shape inference."""
+
+    name = "onnx"
+    inputs = ("*tensors",)
+    attrs = {"op_type": "", "opset": 0, "node": ""}
+
+    def nondeterministic(node):
+        return node.attrs.get("op_type") in _ONNX_RANDOM
+
+    def kernel(tensors, *, op_type, opset, node):
+        import numpy as np
+        from onnx.reference import ReferenceEvaluator
+
+        proto = onnx_node(op_type, opset, node)
+        feeds = {
+            name: t.detach().cpu().numpy()
+            for name, t in zip(proto.input, tensors, strict=False)
+            if name and t is not None
+        }
+        outs = ReferenceEvaluator(proto, opsets={"": opset}).run(None, feeds)
+        return tuple(torch.from_numpy(np.array(o, order="C")) for o in outs)
+
+    @classmethod
+    def infer(cls, inputs, attrs):
+        """Output types by ONNX shape inference on the node alone (nothing runs)."""
+        import onnx
+        from onnx import helper
+
+        proto = onnx_node(attrs["op_type"], attrs["opset"], attrs["node"])
+        elem = {v: k for k, v in _ONNX_ELEM.items()}
+        value_infos = []
+        for name, v in zip(proto.input, inputs, strict=False):
+            if not name or v is None:
+                continue
+            if not v.type.is_static:
+                raise NotImplementedError("onnx fallback: symbolic shapes")
+            value_infos.append(
+                helper.make_tensor_value_info(name, elem[v.type.dtype], v.type.shape)
+            )
+        outputs = [helper.make_empty_tensor_value_info(n) for n in proto.output if n]
+        graph = helper.make_graph([proto], "node", value_infos, outputs)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", attrs["opset"])])
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        found = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output]}
+        types = []
+        for name in proto.output:
+            vi = found.get(name)
+            t = vi.type.tensor_type if vi is not None else None
+            if (
+                t is None
+                or t.elem_type not in _ONNX_ELEM
+                or not t.HasField("shape")
+                or not all(d.HasField("dim_value") for d in t.shape.dim)
+            ):
+                raise FallbackOpRefused(
+                    f"{attrs['op_type']}: ONNX cannot infer a static type for output {name!r}"
+                )
+            tt = TensorType(_ONNX_ELEM[t.elem_type], tuple(d.dim_value for d in t.shape.dim))
+            if tt.numel() * dtypes.NUMPY[tt.dtype].itemsize > MAX_TENSOR_BYTES:
+                raise FallbackOpRefused(
+                    f"{attrs['op_type']} would make a {tt} tensor, over the size limit"
+                )
+            types.append(tt)
+        return types
+
+
+# ONNX TensorProto element types the IR has.
+_ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
+              9: "bool", 10: "float16", 11: "float64"}  # fmt: skip
