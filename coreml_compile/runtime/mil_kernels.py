@@ -958,3 +958,12 @@ def _lstm(
 
 
 # -- end of recurrent layers ------------------------------------------------------------
+
+
+# -- attention (iOS18) ------------------------------------------------------------------
+
+
+@kernel("scaled_dot_product_attention")
+def _scaled_dot_product_attention(query, key, value, attn_mask=None, **_):
+    # MIL's op: softmax(Q K^T / sqrt(E) + mask) V, a bool mask marking what takes part.
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)

@@ -694,6 +694,31 @@ def _samples() -> list[Sample]:
         also=("full",),
     )
     # -- end of recurrent layers ---------------------------------------------------------
+    # attention
+    q, k, v = rand(2, 4, 6, 8), rand(2, 4, 5, 8), rand(2, 4, 5, 8)
+    sdpa = F.scaled_dot_product_attention
+    add("sdpa", "plain", lambda a, b, c: sdpa(a, b, c), q, k, v)
+    add("sdpa", "float_mask", lambda a, b, c, m: sdpa(a, b, c, attn_mask=m), q, k, v, rand(6, 5))
+    keep = torch.rand(2, 1, 6, 5, generator=_g) > 0.3
+    keep[..., 0] = True  # no row fully masked (torch gives NaN there)
+    add("sdpa", "bool_mask", lambda a, b, c: sdpa(a, b, c, attn_mask=keep), q, k, v)
+    add(
+        "sdpa",
+        "causal",
+        lambda a, b, c: sdpa(a, b, c, is_causal=True),
+        q,
+        rand(2, 4, 6, 8),
+        rand(2, 4, 6, 8),
+    )
+    add("sdpa", "scale", lambda a, b, c: sdpa(a, b, c, scale=0.3), q, k, v)
+    add(
+        "sdpa",
+        "gqa",
+        lambda a, b, c: sdpa(a, b, c, enable_gqa=True),
+        q,
+        rand(2, 2, 5, 8),
+        rand(2, 2, 5, 8),
+    )
     return s
 
 

@@ -96,6 +96,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::conv_transpose2d.input": M("conv_transpose"),
     "aten::conv_transpose3d.input": M("conv_transpose"),
     "aten::embedding.default": M("embedding"),
+    "aten::scaled_dot_product_attention.default": M("sdpa"),
     # pooling
     "aten::max_pool2d.default": M("max_pool2d"),
     "aten::avg_pool2d.default": M("avg_pool2d"),

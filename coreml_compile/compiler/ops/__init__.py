@@ -240,6 +240,7 @@ def unsupported_reason(node: Node, generation: int) -> str | None:
 # Importing the family modules registers their records.
 from coreml_compile.compiler.ops import (  # noqa: E402,F401
     activation,
+    attention,
     compression,
     elementwise,
     factory,
