@@ -6,7 +6,10 @@
 - A ``Node`` applies one op of the op table (``node.op`` names its record) to input
   Values and attributes; optional inputs that are absent are ``None``.
 - ``Graph.nodes`` is kept in a topological order that only changes when a pass asks,
-  so printing, lowering and saving are deterministic.
+  so printing, lowering and saving are deterministic. Inserting a node (at the end or
+  before another), removing one and asking whether a node is in the graph cost O(1),
+  and so do adding and removing one user of a value: a pass's edits cost what they
+  touch, not the graph's size.
 
 Dimensions are ints, or strings naming a symbolic dimension ("batch", "seq"): the
 frontends fill them in, so dynamic shapes fit without changing these types.
@@ -15,7 +18,7 @@ frontends fill them in, so dynamic shapes fit without changing these types.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +57,80 @@ class TensorType:
         return f"{dtypes.SHORT[self.dtype]}[{','.join(str(d) for d in self.shape)}]"
 
 
+class Users:
+    """The nodes that read a value, as a list would hold them: a node that reads the value
+    twice is there twice. Adding or removing one use, and ``count``, cost O(1).
+
+    Iteration yields each node as often as it reads the value, grouped by node in the
+    order nodes first started reading; it walks a copy, so edits during it are safe.
+    """
+
+    __slots__ = ("_counts", "_total")
+
+    def __init__(self, nodes: Iterable[Node] = ()):
+        self._counts: dict[Node, int] = {}
+        self._total = 0
+        for node in nodes:
+            self.append(node)
+
+    def append(self, node: Node) -> None:
+        self._counts[node] = self._counts.get(node, 0) + 1
+        self._total += 1
+
+    def remove(self, node: Node) -> None:
+        """Remove one use by ``node``."""
+        count = self._counts.get(node, 0)
+        if count == 0:
+            raise ValueError(f"{node!r} is not a user")
+        if count == 1:
+            del self._counts[node]
+        else:
+            self._counts[node] = count - 1
+        self._total -= 1
+
+    def clear(self) -> None:
+        self._counts.clear()
+        self._total = 0
+
+    def count(self, node: Node) -> int:
+        return self._counts.get(node, 0)
+
+    def distinct(self) -> list[Node]:
+        """Each reading node once."""
+        return list(self._counts)
+
+    def only(self) -> Node | None:
+        """The one node that reads the value (however often), or None."""
+        return next(iter(self._counts)) if len(self._counts) == 1 else None
+
+    def _list(self) -> list[Node]:
+        return [node for node, count in self._counts.items() for _ in range(count)]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._list())
+
+    def __len__(self) -> int:
+        return self._total
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._counts
+
+    def __getitem__(self, index: int) -> Node:
+        if index == 0 and self._counts:
+            return next(iter(self._counts))
+        return self._list()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Users):
+            other = other._list()
+        return isinstance(other, list) and self._list() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Users({self._list()!r})"
+
+
 class Value:
     """An SSA value: a graph input, a constant, or one output of a node."""
 
@@ -63,8 +140,7 @@ class Value:
         self.name = name
         self.type = type
         self.producer: Node | None = None
-        # A node that reads this value twice appears twice: removing one use is exact.
-        self.users: list[Node] = []
+        self.users = Users()
         self.data = data
 
     @property
@@ -109,6 +185,117 @@ class Node:
 
 _NAME_SAFE = re.compile(r"[^0-9A-Za-z_]")
 
+# Order keys are spaced this far apart, so a node inserted between two neighbours gets
+# a key between theirs; when a gap runs out, every key is renumbered (rare: 32 halvings).
+_GAP = 1 << 32
+
+
+class NodeList:
+    """A graph's nodes in order: a doubly linked list with an order key per node.
+
+    Appending, inserting before a node, removing and ``in`` cost O(1); ``order_key``
+    compares two nodes' positions in O(1). Iterating (and indexing) walks a list that is
+    rebuilt after an edit, so a loop over ``graph.nodes`` that edits the graph sees the
+    nodes as they were when it started.
+    """
+
+    __slots__ = ("_links", "_first", "_last", "_snapshot")
+
+    def __init__(self, nodes: Iterable[Node] = ()):
+        # node -> [previous node, next node, order key]
+        self._links: dict[Node, list[Any]] = {}
+        self._first: Node | None = None
+        self._last: Node | None = None
+        self._snapshot: list[Node] | None = None
+        for node in nodes:
+            self.append(node)
+
+    def append(self, node: Node) -> None:
+        if node in self._links:
+            raise ValueError(f"{node!r} is already in the graph")
+        last = self._last
+        key = self._links[last][2] + _GAP if last is not None else 0
+        self._links[node] = [last, None, key]
+        if last is None:
+            self._first = node
+        else:
+            self._links[last][1] = node
+        self._last = node
+        self._snapshot = None
+
+    def insert_before(self, node: Node, before: Node) -> None:
+        if node in self._links:
+            raise ValueError(f"{node!r} is already in the graph")
+        links = self._links
+        previous, _, after_key = links[before]
+        before_key = links[previous][2] if previous is not None else after_key - 2 * _GAP
+        key = (before_key + after_key) // 2
+        if key == before_key:
+            self._renumber()
+            return self.insert_before(node, before)
+        links[node] = [previous, before, key]
+        links[before][0] = node
+        if previous is None:
+            self._first = node
+        else:
+            links[previous][1] = node
+        self._snapshot = None
+
+    def remove(self, node: Node) -> None:
+        previous, following, _ = self._links.pop(node)
+        if previous is None:
+            self._first = following
+        else:
+            self._links[previous][1] = following
+        if following is None:
+            self._last = previous
+        else:
+            self._links[following][0] = previous
+        self._snapshot = None
+
+    def reorder(self, nodes: Iterable[Node]) -> None:
+        """Hold exactly ``nodes``, in that order."""
+        nodes = list(nodes)
+        self._links.clear()
+        self._first = self._last = None
+        for node in nodes:
+            self.append(node)
+
+    def order_key(self, node: Node) -> int:
+        """A number that orders nodes as the list does (valid until the next edit)."""
+        return self._links[node][2]
+
+    def _renumber(self) -> None:
+        for i, node in enumerate(self._list()):
+            self._links[node][2] = i * _GAP
+
+    def _list(self) -> list[Node]:
+        if self._snapshot is None:
+            out, node, links = [], self._first, self._links
+            while node is not None:
+                out.append(node)
+                node = links[node][1]
+            self._snapshot = out
+        return self._snapshot
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._list())
+
+    def __reversed__(self) -> Iterator[Node]:
+        return reversed(self._list())
+
+    def __getitem__(self, index: int) -> Node:
+        return self._list()[index]
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._links
+
+    def __repr__(self) -> str:
+        return f"NodeList({self._list()!r})"
+
 
 class Graph:
     """A computation: inputs, constants, nodes in topological order, outputs."""
@@ -117,9 +304,18 @@ class Graph:
         self.name = name
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
-        self.nodes: list[Node] = []
+        self.nodes = NodeList()
         self.constants: dict[str, Value] = {}
         self._names: set[str] = set()
+        # base name -> the suffix to try first, so naming n nodes "mul" costs O(n)
+        self._next_suffix: dict[str, int] = {}
+        # Called with each node an edit may have made rewritable (the rewrite engine's
+        # worklist listens here): a new node, a node whose inputs changed, a producer that
+        # lost a reader, and the one node left reading a value.
+        self.on_change: Callable[[Node], None] | None = None
+
+    def __contains__(self, node: object) -> bool:
+        return node in self.nodes
 
     # -- construction -----------------------------------------------------------------
 
@@ -128,12 +324,18 @@ class Graph:
         base = _NAME_SAFE.sub("_", base) or "v"
         if base[0].isdigit():
             base = "_" + base
-        name, i = base, 1
-        while name in self._names:
+        name, i = base, self._next_suffix.get(base, 1)
+        if name in self._names:
+            while f"{base}_{i}" in self._names:
+                i += 1
             name = f"{base}_{i}"
-            i += 1
+            self._next_suffix[base] = i + 1
         self._names.add(name)
         return name
+
+    def claim_name(self, name: str) -> None:
+        """Mark ``name`` as taken by a value or node built elsewhere (a copy, a loaded one)."""
+        self._names.add(name)
 
     def rename(self, value: Value, name: str) -> None:
         """Give ``value`` the name ``name``, or a fresh variant of it if another value has it."""
@@ -174,25 +376,49 @@ class Graph:
             out = Value(node_name if i == 0 else self.fresh_name(f"{node_name}_{i}"), t)
             outputs.append(out)
         node = Node(op, node_name, inputs, attrs, outputs)
+        self._link(node, before)
+        return node
+
+    def add_existing_node(self, node: Node, before: Node | None = None) -> Node:
+        """Add a node built elsewhere (a copy, a loaded one), keeping its names and types:
+        its names are taken, its inputs list it as a user and its outputs as producer."""
+        self._names.add(node.name)
+        for out in node.outputs:
+            self._names.add(out.name)
+        self._link(node, before)
+        return node
+
+    def _link(self, node: Node, before: Node | None) -> None:
         for v in node.present_inputs():
             v.users.append(node)
-        for out in outputs:
+        for out in node.outputs:
             out.producer = node
         if before is None:
             self.nodes.append(node)
         else:
-            self.nodes.insert(self.nodes.index(before), node)
-        return node
+            self.nodes.insert_before(node, before)
+        if self.on_change is not None:
+            self.on_change(node)
 
     # -- editing ----------------------------------------------------------------------
 
     def replace_all_uses(self, old: Value, new: Value) -> None:
         """Make every reader of ``old`` (nodes and graph outputs) read ``new``."""
-        for user in old.users:
+        if old is new:
+            return
+        readers = old.users.distinct()
+        for user in readers:
+            count = old.users.count(user)
             user.inputs = [new if v is old else v for v in user.inputs]
-            new.users.append(user)
-        old.users = []
-        self.outputs = [new if v is old else v for v in self.outputs]
+            for _ in range(count):
+                new.users.append(user)
+        old.users.clear()
+        if any(v is old for v in self.outputs):
+            self.outputs = [new if v is old else v for v in self.outputs]
+        if self.on_change is not None:
+            for user in readers:
+                self.on_change(user)
+            self._lost_reader(old)
 
     def set_input(self, node: Node, index: int, value: Value | None) -> None:
         old = node.inputs[index]
@@ -201,6 +427,10 @@ class Graph:
         node.inputs[index] = value
         if value is not None:
             value.users.append(node)
+        if self.on_change is not None:
+            self.on_change(node)
+            if old is not None:
+                self._lost_reader(old)
 
     def remove_node(self, node: Node) -> None:
         """Remove a node whose outputs nobody reads."""
@@ -213,6 +443,16 @@ class Graph:
         for v in node.present_inputs():
             if v.is_constant and not v.users and v not in self.outputs:
                 self.constants.pop(v.name, None)
+            elif self.on_change is not None:
+                self._lost_reader(v)
+
+    def _lost_reader(self, value: Value) -> None:
+        # Its producer may now be dead, and a last remaining reader may now fuse with it.
+        if value.producer is not None and value.producer in self.nodes:
+            self.on_change(value.producer)
+        last = value.users.only()
+        if last is not None:
+            self.on_change(last)
 
     def extract(
         self, nodes: Sequence[Node], inputs: Sequence[Value], outputs: Sequence[Value], name: str
@@ -228,7 +468,7 @@ class Graph:
 
         def copy(v: Value) -> Value:
             c = Value(v.name, v.type, v.data)
-            sub._names.add(v.name)
+            sub.claim_name(v.name)
             copies[id(v)] = c
             return c
 
@@ -245,13 +485,9 @@ class Graph:
                         )
                     sub.constants[v.name] = copy(v)
                 ins.append(None if v is None else copies[id(v)])
-            new = Node(node.op, node.name, ins, node.attrs, [copy(o) for o in node.outputs])
-            sub._names.add(node.name)
-            for v in new.present_inputs():
-                v.users.append(new)
-            for out in new.outputs:
-                out.producer = new
-            sub.nodes.append(new)
+            sub.add_existing_node(
+                Node(node.op, node.name, ins, node.attrs, [copy(o) for o in node.outputs])
+            )
         sub.outputs = [copies[id(v)] for v in outputs]
         return sub
 

@@ -167,7 +167,7 @@ def graph_from_json(doc: dict[str, Any], blob: bytes | memoryview | np.ndarray) 
         if value.name in values:
             raise GraphFormatError(f"value {value.name} is defined twice")
         values[value.name] = value
-        graph._names.add(value.name)
+        graph.claim_name(value.name)
         return value
 
     try:
@@ -185,13 +185,7 @@ def graph_from_json(doc: dict[str, Any], blob: bytes | memoryview | np.ndarray) 
                 raise GraphFormatError(f"node {item['name']} reads undefined {missing[0]}")
             ins = [None if n is None else values[n] for n in item["inputs"]]
             outs = [define(Value(o["name"], _type_from_json(o))) for o in item["outputs"]]
-            node = Node(item["op"], item["name"], ins, item["attrs"], outs)
-            graph._names.add(node.name)
-            for v in node.present_inputs():
-                v.users.append(node)
-            for out in outs:
-                out.producer = node
-            graph.nodes.append(node)
+            graph.add_existing_node(Node(item["op"], item["name"], ins, item["attrs"], outs))
         graph.outputs = [values[name] for name in doc["outputs"]]
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise GraphFormatError(f"stored graph {doc.get('name')!r} is malformed: {exc}") from exc

@@ -2,7 +2,9 @@
 
 A pass is a function ``Graph -> bool`` (did it change anything) registered with
 :func:`register_pass`, one per file, each starting with a docstring that shows the
-pattern it rewrites. A pipeline is a list of pass names, so a user can print it, skip a
+pattern it rewrites. Most passes state rewrite rules (pattern + check + replacement) and
+hand them to the one engine in ``_engine.py``, which owns traversal and runs them to a
+fixed point. A pipeline is a list of pass names, so a user can print it, skip a
 pass, or reorder it; :func:`run_pipeline` runs one and records, per pass, its time, the
 node count and the weight bytes before and after.
 

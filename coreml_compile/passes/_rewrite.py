@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from coreml_compile.compiler.ir import Graph, Node, Value
+from coreml_compile.compiler.ops import has_effects
 
 
 def const(value: Value | None) -> np.ndarray | None:
@@ -20,9 +21,9 @@ def is_const_equal(value: Value | None, number: float) -> bool:
 
 def only_user(graph: Graph, value: Value) -> Node | None:
     """The one node that reads ``value``, if there is exactly one and it is not an output."""
-    if value in graph.outputs or len(set(map(id, value.users))) != 1:
+    if value in graph.outputs:
         return None
-    return value.users[0]
+    return value.users.only()
 
 
 def producer(value: Value | None, *ops: str) -> Node | None:
@@ -85,7 +86,7 @@ def drop_dead(graph: Graph, node: Node | None) -> None:
         node = work.pop()
         if node is None or node not in graph.nodes:
             continue
-        if any(o.users or o in graph.outputs for o in node.outputs):
+        if has_effects(node) or any(o.users or o in graph.outputs for o in node.outputs):
             continue
         inputs = list(node.present_inputs())
         graph.remove_node(node)

@@ -14,33 +14,30 @@ import numpy as np
 
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import const, forward, new_constant
+from coreml_compile.passes._engine import Const, Match, New, Pattern, Rule, rewrite
+from coreml_compile.passes._rewrite import new_constant
+
+
+def _scale_and_shift(graph: Graph, m: Match) -> New:
+    bn, x, channels = m.root, m["x"], m["x"].type.shape[1]
+    gamma, beta, mean, var = (m[k] for k in ("gamma", "beta", "mean", "var"))
+    g = gamma.data.astype(np.float64) if gamma is not None else np.ones(channels)
+    b = beta.data.astype(np.float64) if beta is not None else np.zeros(channels)
+    scale = g / np.sqrt(var.data.astype(np.float64) + bn.attrs["eps"])
+    shift = b - mean.data.astype(np.float64) * scale
+    s = new_constant(graph, f"{bn.name}_scale", scale.astype(mean.data.dtype))
+    t = new_constant(graph, f"{bn.name}_shift", shift.astype(mean.data.dtype))
+    scaled = New("mul", [x, s], type=x.type, name=f"{bn.name}_scaled")
+    return New("add", [scaled, t], {"alpha": 1})
+
+
+RULE = Rule(
+    Pattern("batch_norm", "x", *(Const(name) for name in ("gamma?", "beta?", "mean", "var"))),
+    _scale_and_shift,
+    check=lambda m: m["x"].type.rank == 2,
+)
 
 
 @register_pass("batch_norm_to_scale")
 def batch_norm_to_scale(graph: Graph) -> bool:
-    changed = False
-    for bn in [n for n in graph.nodes if n.op == "batch_norm"]:
-        x, gamma, beta, mean, var = bn.inputs
-        if x.type.rank != 2 or const(mean) is None or const(var) is None:
-            continue
-        if any(v is not None and const(v) is None for v in (gamma, beta)):
-            continue
-        channels = x.type.shape[1]
-        g = const(gamma).astype(np.float64) if gamma is not None else np.ones(channels)
-        b = const(beta).astype(np.float64) if beta is not None else np.zeros(channels)
-        scale = g / np.sqrt(const(var).astype(np.float64) + bn.attrs["eps"])
-        shift = b - const(mean).astype(np.float64) * scale
-        dtype = const(mean).dtype
-        s = new_constant(graph, f"{bn.name}_scale", scale.astype(dtype))
-        t = new_constant(graph, f"{bn.name}_shift", shift.astype(dtype))
-        scaled = graph.add_node("mul", [x, s], {}, [x.type], name=f"{bn.name}_scaled", before=bn)
-        shifted = graph.add_node(
-            "add", [scaled.output, t], {"alpha": 1}, [bn.output.type], name=bn.name, before=bn
-        )
-        if forward(graph, bn.output, shifted.output):
-            changed = True
-        else:
-            graph.remove_node(shifted)
-            graph.remove_node(scaled)
-    return changed
+    return rewrite(graph, [RULE])

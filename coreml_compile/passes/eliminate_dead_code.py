@@ -3,11 +3,14 @@
 %a = relu(%x)          # %a unused
 %b = add(%x, %c)       ⇒   %b = add(%x, %c)
 return %b                  return %b
+
+Ops with effects (they write an argument, or assert) stay; an unread random op goes.
 """
 
 from __future__ import annotations
 
 from coreml_compile.compiler.ir import Graph
+from coreml_compile.compiler.ops import has_effects
 from coreml_compile.passes import register_pass
 
 
@@ -15,8 +18,10 @@ from coreml_compile.passes import register_pass
 def eliminate_dead_code(graph: Graph) -> bool:
     changed = False
     outputs = {id(v) for v in graph.outputs}
-    for node in reversed(list(graph.nodes)):
-        if all(not o.users and id(o) not in outputs for o in node.outputs):
+    # Readers come after producers: one backward sweep sees each node's readers gone.
+    for node in reversed(graph.nodes):
+        unread = all(not o.users and id(o) not in outputs for o in node.outputs)
+        if unread and not has_effects(node):  # an unread random op goes too
             graph.remove_node(node)
             changed = True
     for name, value in list(graph.constants.items()):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.compiler.ops._helpers import as_tuple
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import only_user, replace_with_node
+from coreml_compile.passes._engine import Match, New, Pattern, Rule, rewrite
 
 
 def _folds(node, value: float) -> bool:
@@ -27,32 +27,39 @@ def _folds(node, value: float) -> bool:
     return False
 
 
+def _fold(graph: Graph, m: Match) -> New | None:
+    conv, pad = m.root, m.node("pad")
+    if not _folds(conv, pad.attrs["value"] or 0.0):
+        return None
+    spatial = 2 if conv.op != "conv" else conv.inputs[1].type.rank - 2
+    pads = list(pad.attrs["pad"])
+    # A negative pad crops: convolution padding cannot express it.
+    if len(pads) > 2 * spatial or any(p < 0 for p in pads):
+        return None
+    pairs = [(pads[i], pads[i + 1]) for i in range(0, len(pads), 2)][::-1]
+    pairs = [(0, 0)] * (spatial - len(pairs)) + pairs
+    if any(before != after for before, after in pairs):
+        return None
+    old = as_tuple(conv.attrs["padding"], spatial)
+    attrs = dict(conv.attrs, padding=[o + p for o, (p, _) in zip(old, pairs, strict=True)])
+    if conv.op != "conv" and any(
+        2 * p > k for p, k in zip(attrs["padding"], as_tuple(attrs["kernel_size"], 2), strict=True)
+    ):
+        return None  # torch and Core ML pools take at most half the window as padding
+    return New(conv.op, [m["x"], *conv.inputs[1:]], attrs)
+
+
+RULE = Rule(
+    Pattern(
+        ("conv", "avg_pool2d", "max_pool2d"),
+        Pattern(
+            "pad", "x", bind="pad", single_use=True, check=lambda p: p.attrs["mode"] == "constant"
+        ),
+    ),
+    _fold,
+)
+
+
 @register_pass("fold_pad")
 def fold_pad(graph: Graph) -> bool:
-    changed = False
-    for conv in [n for n in graph.nodes if n.op in ("conv", "avg_pool2d", "max_pool2d")]:
-        padded = conv.inputs[0]
-        pad = padded.producer
-        if pad is None or pad.op != "pad" or only_user(graph, padded) is not conv:
-            continue
-        if pad.attrs["mode"] != "constant" or not _folds(conv, pad.attrs["value"] or 0.0):
-            continue
-        spatial = 2 if conv.op != "conv" else conv.inputs[1].type.rank - 2
-        pads = list(pad.attrs["pad"])
-        # A negative pad crops: convolution padding cannot express it.
-        if len(pads) > 2 * spatial or any(p < 0 for p in pads):
-            continue
-        pairs = [(pads[i], pads[i + 1]) for i in range(0, len(pads), 2)][::-1]
-        pairs = [(0, 0)] * (spatial - len(pairs)) + pairs
-        if any(before != after for before, after in pairs):
-            continue
-        old = as_tuple(conv.attrs["padding"], spatial)
-        attrs = dict(conv.attrs, padding=[o + p for o, (p, _) in zip(old, pairs, strict=True)])
-        if conv.op != "conv" and any(
-            2 * p > k
-            for p, k in zip(attrs["padding"], as_tuple(attrs["kernel_size"], 2), strict=True)
-        ):
-            continue  # torch and Core ML pools take at most half the window as padding
-        inputs = [pad.inputs[0], *conv.inputs[1:]]
-        changed |= replace_with_node(graph, conv.output, conv.op, inputs, attrs)
-    return changed
+    return rewrite(graph, [RULE])

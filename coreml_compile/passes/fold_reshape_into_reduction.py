@@ -12,29 +12,34 @@ from __future__ import annotations
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.compiler.ops._helpers import as_tuple, normalize_axes
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import only_user, replace_with_node
+from coreml_compile.passes._engine import Match, New, Pattern, Rule, rewrite
 
 _REDUCTIONS = ("mean", "sum", "amax", "amin")
 
 
+def _fold(graph: Graph, m: Match) -> New | None:
+    red, x = m.node("reduced"), m["x"]
+    if red.op in _REDUCTIONS and red.attrs["keepdim"]:
+        op, dims = red.op, normalize_axes(red.attrs["dim"], x.type.rank)
+    elif red.op == "adaptive_avg_pool2d" and as_tuple(red.attrs["output_size"], 2) == (1, 1):
+        op, dims = "mean", [x.type.rank - 2, x.type.rank - 1]
+    else:
+        return None
+    dropped = tuple(d for i, d in enumerate(x.type.shape) if i not in dims)
+    if tuple(m.root.output.type.shape) != dropped:
+        return None
+    return New(op, [x], {"dim": dims, "keepdim": False}, name=red.name)
+
+
+RULE = Rule(
+    Pattern(
+        ("reshape", "flatten", "squeeze"),
+        Pattern((*_REDUCTIONS, "adaptive_avg_pool2d"), "x", bind="reduced", single_use=True),
+    ),
+    _fold,
+)
+
+
 @register_pass("fold_reshape_into_reduction")
 def fold_reshape_into_reduction(graph: Graph) -> bool:
-    changed = False
-    for node in [n for n in graph.nodes if n.op in ("reshape", "flatten", "squeeze")]:
-        reduced = node.inputs[0]
-        red = reduced.producer
-        if red is None or only_user(graph, reduced) is not node:
-            continue
-        x = red.inputs[0]
-        if red.op in _REDUCTIONS and red.attrs["keepdim"]:
-            op, dims = red.op, normalize_axes(red.attrs["dim"], x.type.rank)
-        elif red.op == "adaptive_avg_pool2d" and as_tuple(red.attrs["output_size"], 2) == (1, 1):
-            op, dims = "mean", [x.type.rank - 2, x.type.rank - 1]
-        else:
-            continue
-        dropped = tuple(d for i, d in enumerate(x.type.shape) if i not in dims)
-        if tuple(node.output.type.shape) != dropped:
-            continue
-        attrs = {"dim": dims, "keepdim": False}
-        changed |= replace_with_node(graph, node.output, op, [x], attrs, red.name)
-    return changed
+    return rewrite(graph, [RULE])

@@ -15,7 +15,8 @@ import numpy as np
 
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import const, new_constant, only_user, replace_with_node
+from coreml_compile.passes._engine import Const, Match, New, Pattern, Rule, rewrite
+from coreml_compile.passes._rewrite import new_constant
 
 
 def _channel_vector(c: np.ndarray, out: Value, layer: Node) -> np.ndarray | None:
@@ -31,42 +32,40 @@ def _channel_vector(c: np.ndarray, out: Value, layer: Node) -> np.ndarray | None
     return None
 
 
-def _matmul_to_linear(graph: Graph, node: Node) -> bool:
-    x, w = node.inputs
-    data = const(w)
-    if data is None or data.ndim != 2 or x.type.rank < 1:
-        return False
-    weight = new_constant(graph, f"{node.name}_weight_t", np.ascontiguousarray(data.T))
-    return replace_with_node(graph, node.output, "linear", [x, weight, None], {})
+def _to_linear(graph: Graph, m: Match) -> New | None:
+    data = m["w"].data
+    if data.ndim != 2 or m["x"].type.rank < 1:
+        return None
+    weight = new_constant(graph, f"{m.root.name}_weight_t", np.ascontiguousarray(data.T))
+    return New("linear", [m["x"], weight, None])
+
+
+def _absorb(graph: Graph, m: Match) -> New | None:
+    layer, weight, bias = m.node("y"), m["w"], m["b"]
+    vector = _channel_vector(m["c"].data, m["y"], layer)
+    if vector is None:
+        return None
+    old = bias.data.astype(np.float64) if bias is not None else 0.0
+    b_value = new_constant(graph, f"{layer.name}_bias", (old + vector).astype(weight.data.dtype))
+    return New(layer.op, [m["x"], weight, b_value], layer.attrs, name=layer.name)
+
+
+RULES = [
+    Rule(Pattern("matmul", "x", Const("w")), _to_linear),
+    Rule(
+        Pattern(
+            "add",
+            Pattern(("linear", "conv"), "x", Const("w"), Const("b?"), bind="y", single_use=True),
+            Const("c"),
+            commute=True,
+            check=lambda add: add.attrs["alpha"] == 1,
+        ),
+        _absorb,
+        check=lambda m: m.root.output.type == m["y"].type,
+    ),
+]
 
 
 @register_pass("fuse_bias")
 def fuse_bias(graph: Graph) -> bool:
-    changed = False
-    for node in [n for n in graph.nodes if n.op == "matmul"]:
-        changed |= _matmul_to_linear(graph, node)
-    for add in [n for n in graph.nodes if n.op == "add"]:
-        if add not in graph.nodes or add.attrs["alpha"] != 1:
-            continue
-        for y, c_value in (add.inputs, add.inputs[::-1]):
-            layer = y.producer
-            c = const(c_value)
-            if c is None or layer is None or layer.op not in ("linear", "conv"):
-                continue
-            if only_user(graph, y) is not add or add.output.type != y.type:
-                continue
-            weight, bias = layer.inputs[1], layer.inputs[2]
-            if const(weight) is None or (bias is not None and const(bias) is None):
-                continue
-            vector = _channel_vector(c, y, layer)
-            if vector is None:
-                continue
-            old = const(bias).astype(np.float64) if bias is not None else 0.0
-            dtype = const(weight).dtype
-            b_value = new_constant(graph, f"{layer.name}_bias", (old + vector).astype(dtype))
-            inputs = [layer.inputs[0], weight, b_value]
-            changed |= replace_with_node(
-                graph, add.output, layer.op, inputs, layer.attrs, layer.name
-            )
-            break
-    return changed
+    return rewrite(graph, RULES)

@@ -19,13 +19,10 @@ import math
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._algebra import close, product, scalar_value
+from coreml_compile.passes._engine import Match, New, NodeRule, Pattern, Rule, rewrite
 from coreml_compile.passes._rewrite import only_user, replace_with_node
 
 _GATED = {"sigmoid": "silu", "hardsigmoid": "hardswish"}
-
-
-def _replace(graph: Graph, node: Node, op: str, x, attrs: dict) -> bool:
-    return replace_with_node(graph, node.output, op, [x], attrs)
 
 
 def _one_plus(graph: Graph, value: Value, op: str) -> Value | None:
@@ -91,38 +88,40 @@ def _recompose_gelu(graph: Graph, node: Node) -> bool:
     for x, a in (found[1], found[1][::-1]):
         kind = _gelu_kind(graph, x, a)
         if kind is not None and x.type == node.output.type:
-            return _replace(graph, node, "gelu", x, {"approximate": kind})
+            return replace_with_node(graph, node.output, "gelu", [x], {"approximate": kind})
     return False
+
+
+def _softmax(graph: Graph, m: Match) -> New | None:
+    dims = m.node("s").attrs["dim"]
+    dims = [dims] if isinstance(dims, int) else list(dims or [])
+    if len(dims) != 1 or len(m["e"].users.distinct()) != 2:
+        return None
+    return New("softmax", [m["x"]], {"dim": dims[0]})
+
+
+RULES = [
+    Rule(
+        Pattern(
+            "mul", "x", Pattern(tuple(_GATED), "x", bind="gate", single_use=True), commute=True
+        ),
+        lambda graph, m: New(_GATED[m.node("gate").op], [m["x"]]),
+        check=lambda m: m.root.output.type == m["x"].type,
+    ),
+    Rule(
+        Pattern(
+            "div",
+            Pattern("exp", "x", bind="e"),
+            Pattern("sum", "e", bind="s", check=lambda n: n.attrs["keepdim"]),
+            check=lambda n: n.attrs["rounding_mode"] is None,
+        ),
+        _softmax,
+    ),
+    # The GELU products are found by their factors, however grouped: up to 8 nodes deep.
+    NodeRule(_recompose_gelu, frozenset({"mul", "div"}), depth=8),
+]
 
 
 @register_pass("recompose_activations")
 def recompose_activations(graph: Graph) -> bool:
-    changed = False
-    for node in list(graph.nodes):
-        if node not in graph.nodes:
-            continue
-        if node.op in ("mul", "div") and _recompose_gelu(graph, node):
-            changed = True
-            continue
-        if node.op == "mul":
-            for x, gate in (node.inputs, node.inputs[::-1]):
-                g = gate.producer
-                if g is None or g.op not in _GATED or g.inputs[0] is not x:
-                    continue
-                if only_user(graph, gate) is not node or node.output.type != x.type:
-                    continue
-                changed |= _replace(graph, node, _GATED[g.op], x, {})
-                break
-        elif node.op == "div" and node.attrs["rounding_mode"] is None:
-            e, s = node.inputs
-            exp, total = e.producer, s.producer
-            if exp is None or total is None or exp.op != "exp" or total.op != "sum":
-                continue
-            if total.inputs[0] is not e or not total.attrs["keepdim"]:
-                continue
-            dims = total.attrs["dim"]
-            dims = [dims] if isinstance(dims, int) else list(dims or [])
-            if len(dims) != 1 or len(set(map(id, e.users))) != 2:
-                continue
-            changed |= _replace(graph, node, "softmax", exp.inputs[0], {"dim": dims[0]})
-    return changed
+    return rewrite(graph, RULES)

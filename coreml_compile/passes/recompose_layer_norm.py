@@ -15,6 +15,7 @@ from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.ops._helpers import normalize_axes
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._algebra import close, scalar_value
+from coreml_compile.passes._engine import NodeRule, rewrite
 from coreml_compile.passes._rewrite import const, only_user, replace_with_node
 
 
@@ -89,20 +90,20 @@ def _affine(graph: Graph, value: Value, shape: tuple) -> tuple[Value | None, Val
     return gamma, beta, value
 
 
+def _recompose(graph: Graph, node: Node) -> bool:
+    core = _match_core(node)
+    if core is None:
+        return False
+    x, dims, eps = core
+    shape = tuple(x.type.shape[dims[0] :])
+    gamma, beta, last = _affine(graph, node.output, shape)
+    if last.type != x.type:
+        return False
+    attrs = {"normalized_shape": list(shape), "eps": eps}
+    return replace_with_node(graph, last, "layer_norm", [x, gamma, beta], attrs)
+
+
 @register_pass("recompose_layer_norm")
 def recompose_layer_norm(graph: Graph) -> bool:
-    changed = False
-    for node in list(graph.nodes):
-        if node not in graph.nodes:
-            continue
-        core = _match_core(node)
-        if core is None:
-            continue
-        x, dims, eps = core
-        shape = tuple(x.type.shape[dims[0] :])
-        gamma, beta, last = _affine(graph, node.output, shape)
-        if last.type != x.type:
-            continue
-        attrs = {"normalized_shape": list(shape), "eps": eps}
-        changed |= replace_with_node(graph, last, "layer_norm", [x, gamma, beta], attrs)
-    return changed
+    # The normalised core is found from its div (or mul by rsqrt), looking 6 nodes deep.
+    return rewrite(graph, [NodeRule(_recompose, frozenset({"div", "mul"}), depth=6)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.ops._helpers import as_tuple
 from coreml_compile.passes import register_pass
+from coreml_compile.passes._engine import NodeRule, rewrite
 from coreml_compile.passes._rewrite import forward, is_const_equal
 
 
@@ -60,15 +61,15 @@ def _passthrough(node: Node) -> Value | None:
     return None
 
 
+def _remove(graph: Graph, node: Node) -> bool:
+    source = _passthrough(node)
+    return (
+        source is not None
+        and source.type == node.outputs[0].type
+        and (forward(graph, node.outputs[0], source))
+    )
+
+
 @register_pass("remove_noops")
 def remove_noops(graph: Graph) -> bool:
-    changed = False
-    for node in list(graph.nodes):
-        if node not in graph.nodes:
-            continue
-        source = _passthrough(node)
-        out = node.outputs[0]
-        if source is None or source.type != out.type:
-            continue
-        changed |= forward(graph, out, source)
-    return changed
+    return rewrite(graph, [NodeRule(_remove)])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from coreml_compile.compiler.ir import Graph, TensorType
 from coreml_compile.passes import register_pass
-from coreml_compile.passes._rewrite import forward, only_user
+from coreml_compile.passes._engine import Match, New, Pattern, Rule, rewrite
 
 ELEMENTWISE = frozenset(
     {
@@ -25,44 +25,17 @@ ELEMENTWISE = frozenset(
 _LAYOUT = ("permute", "transpose", "squeeze", "unsqueeze")
 
 
+def _sink(graph: Graph, m: Match) -> New:
+    node, layout, x = m.root, m.node("moved"), m["x"]
+    moved_type = TensorType(node.output.type.dtype, x.type.shape)
+    inner = New(node.op, [x], node.attrs, type=moved_type, name=node.name)
+    return New(layout.op, [inner], layout.attrs, name=layout.name)
+
+
+# Each rewrite moves a layout change past one op; the engine repeats until nothing moves.
+RULE = Rule(Pattern(ELEMENTWISE, Pattern(_LAYOUT, "x", bind="moved", single_use=True)), _sink)
+
+
 @register_pass("sink_transposes")
 def sink_transposes(graph: Graph) -> bool:
-    # Each round moves a layout change past one op; repeat until nothing moves.
-    changed = False
-    while _sink_once(graph):
-        changed = True
-    return changed
-
-
-def _sink_once(graph: Graph) -> bool:
-    changed = False
-    for node in list(graph.nodes):
-        if node not in graph.nodes or node.op not in ELEMENTWISE:
-            continue
-        moved = node.inputs[0]
-        layout = moved.producer
-        if layout is None or layout.op not in _LAYOUT or only_user(graph, moved) is not node:
-            continue
-        x = layout.inputs[0]
-        inner = graph.add_node(
-            node.op,
-            [x],
-            node.attrs,
-            [TensorType(node.output.type.dtype, x.type.shape)],
-            name=node.name,
-            before=node,
-        )
-        outer = graph.add_node(
-            layout.op,
-            [inner.output],
-            layout.attrs,
-            [node.output.type],
-            name=layout.name,
-            before=node,
-        )
-        if forward(graph, node.output, outer.output):
-            changed = True
-        else:
-            graph.remove_node(outer)
-            graph.remove_node(inner)
-    return changed
+    return rewrite(graph, [RULE])

@@ -35,7 +35,7 @@ def test_builder_infers_types_and_links():
 
 def test_verify_rejects_use_before_definition():
     g = _small_graph()
-    g.nodes.reverse()
+    g.nodes.reorder(reversed(g.nodes))
     with pytest.raises(IRVerificationError, match="before it is defined"):
         g.verify()
 
@@ -108,3 +108,67 @@ def test_rename_never_duplicates_a_name():
     g.rename(mul.output, "mul_1")  # freed by the rename above
     assert mul.output.name == "mul_1"
     g.verify()
+
+
+def test_node_list_inserts_removes_and_orders_in_constant_time():
+    g = _small_graph()
+    mul, relu, add = g.nodes
+    neg = g.add_node("neg", [mul.output], before=relu)
+    assert list(g.nodes) == [mul, neg, relu, add] and len(g.nodes) == 4
+    keys = [g.nodes.order_key(n) for n in g.nodes]
+    assert keys == sorted(keys) and neg in g and neg in g.nodes
+    # Many insertions at one place exhaust the gaps between order keys: they are renumbered.
+    before = relu
+    for _ in range(100):
+        before = g.add_node("neg", [mul.output], before=before)
+    order = list(g.nodes)
+    assert [g.nodes.order_key(n) for n in order] == sorted(g.nodes.order_key(n) for n in order)
+    assert order[1] is neg and order[2] is before and order[-2:] == [relu, add]
+    for node in order[1:-2]:
+        if node is not neg:
+            g.remove_node(node)
+    g.replace_all_uses(neg.output, mul.output)
+    g.remove_node(neg)
+    assert list(g.nodes) == [mul, relu, add] and neg not in g and g.nodes[-1] is add
+    g.verify()
+
+
+def test_iterating_nodes_while_editing_sees_the_nodes_as_they_were():
+    g = _small_graph()
+    seen = []
+    for node in g.nodes:
+        seen.append(node.op)
+        if node.op == "mul":
+            g.add_node("neg", [node.output], before=g.nodes[1])
+    assert seen == ["mul", "relu", "add"] and [n.op for n in g.nodes][:2] == ["mul", "neg"]
+
+
+def test_users_count_each_read_and_edit_in_constant_time():
+    g = Graph()
+    x = g.add_input("x", TensorType("float32", (2,)))
+    square = g.add_node("mul", [x, x])
+    neg = g.add_node("neg", [x])
+    assert x.users == [square, square, neg] and len(x.users) == 3
+    assert x.users.count(square) == 2 and x.users.distinct() == [square, neg]
+    assert x.users.only() is None and square.output.users.only() is None
+    g.outputs.append(g.add_node("add", [square.output, neg.output], {"alpha": 1}).output)
+    g.set_input(neg, 0, square.output)
+    assert x.users == [square, square] and x.users.only() is square
+    assert square.output.users == [g.nodes[-1], neg]
+    g.verify()
+
+
+def test_add_existing_node_takes_its_names():
+    g = _small_graph()
+    copy = g.extract(list(g.nodes), g.inputs, g.outputs, "copy")
+    assert [n.name for n in copy.nodes] == [n.name for n in g.nodes]
+    assert copy.fresh_name("mul") == "mul_1" and copy.fresh_name("x") == "x_1"
+    copy.verify()
+
+
+def test_naming_many_nodes_alike_stays_fast():
+    g = Graph()
+    x = g.add_input("x", TensorType("float32", (2,)))
+    for _ in range(3000):
+        x = g.add_node("neg", [x], output_types=[x.type]).output
+    assert x.name == "neg_2999" and len(g._names) == 3001
