@@ -57,7 +57,7 @@ def measure(tool: str, name: str, out: Path) -> dict:
     """Runs in the child process: export, compile with ``tool``, save; report figures."""
     import torch
 
-    from coreml_compile.compiler.lower import import_coremltools, quiet_coremltools
+    from coreml_compile.compiler.mil import import_coremltools, quiet_coremltools
 
     ct = import_coremltools()
     model, inputs = _load(name)

@@ -86,7 +86,7 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
     import coreml_compile
-    from coreml_compile.compiler.lower import import_coremltools, quiet_coremltools
+    from coreml_compile.compiler.mil import import_coremltools, quiet_coremltools
 
     ct = import_coremltools()
     model = calibrated(args.model)

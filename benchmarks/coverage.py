@@ -67,7 +67,7 @@ def measure(tool: str, name: str, out: Path) -> dict:
     import torch
 
     import coreml_compile
-    from coreml_compile.compiler.lower import import_coremltools, quiet_coremltools
+    from coreml_compile.compiler.mil import import_coremltools, quiet_coremltools
     from coreml_compile.runtime.package import read_program
 
     sys.path.insert(0, str(MODELS_DIR))

@@ -182,7 +182,7 @@ class CompiledModel:
         package (in TMPDIR) is removed once saved: the model then reads from ``path``.
         """
         from coreml_compile import artifact
-        from coreml_compile.compiler.lower import quiet_coremltools
+        from coreml_compile.compiler.mil import quiet_coremltools
         from coreml_compile.reproducible import item_path
 
         models = {name: model for name, (_program, model) in self._nested.items()}

@@ -17,64 +17,25 @@ serialiser still runs its small backend pipeline (naming, I/O types), which it n
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from coreml_compile.compiler import dtypes, targets
 from coreml_compile.compiler.ir import Graph, Node, Value
+from coreml_compile.compiler.mil import (
+    IR_TO_MIL,
+    MIL_NUMPY,
+    fp16_weights_without_copies,
+    import_coremltools,
+    io_dtype,
+    quiet_coremltools,
+)
 from coreml_compile.compiler.ops import get_record, group_variadic, unsupported_reason
 from coreml_compile.errors import LoweringError, UnsupportedOpError
 
 PRECISIONS = ("fp16", "fp32")
-
-_IR_TO_MIL = {
-    "int64": "int32",
-    "int32": "int32",
-    "int16": "int16",
-    "int8": "int8",
-    "uint8": "uint8",
-    "bool": "bool",
-}
-_MIL_NUMPY = {
-    "fp16": np.float16,
-    "fp32": np.float32,
-    "int32": np.int32,
-    "int16": np.int16,
-    "int8": np.int8,
-    "uint8": np.uint8,
-    "bool": np.bool_,
-}
-
-
-@contextlib.contextmanager
-def quiet_coremltools() -> Iterator[None]:
-    """Silence coremltools' import warnings and progress bars (they are not ours to show)."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        import coremltools.converters.mil.mil.passes.pass_pipeline as pipeline
-
-        real_tqdm = pipeline.tqdm
-        pipeline.tqdm = lambda iterable, *a, **k: iterable
-        try:
-            yield
-        finally:
-            pipeline.tqdm = real_tqdm
-    finally:
-        logger.setLevel(level)
-
-
-def import_coremltools() -> Any:
-    with quiet_coremltools():
-        import coremltools
-
-    return coremltools
 
 
 class LowerContext:
@@ -98,7 +59,7 @@ class LowerContext:
         """The MIL dtype an IR dtype computes in."""
         if dtypes.is_float(ir_dtype):
             return self.precision
-        return _IR_TO_MIL[ir_dtype]
+        return IR_TO_MIL[ir_dtype]
 
     @staticmethod
     def mil_dtype_of(var: Any) -> str:
@@ -111,11 +72,11 @@ class LowerContext:
     def scalar(self, value: float | int, like: Any = None) -> Any:
         """A scalar of ``like``'s dtype (or the float compute dtype)."""
         mil = self.mil_dtype_of(like) if like is not None else self.precision
-        return _MIL_NUMPY[mil](value)
+        return MIL_NUMPY[mil](value)
 
     def const_like(self, array: np.ndarray, like: Any) -> Any:
         """A constant array in ``like``'s dtype."""
-        return np.ascontiguousarray(array, dtype=_MIL_NUMPY[self.mil_dtype_of(like)])
+        return np.ascontiguousarray(array, dtype=MIL_NUMPY[self.mil_dtype_of(like)])
 
     def promote(self, *vars: Any) -> list[Any]:
         """Cast operands to the node's output dtype, as torch's type promotion would."""
@@ -125,7 +86,7 @@ class LowerContext:
             if self.mil_dtype_of(v) == target:
                 out.append(v)
             elif v.val is not None:
-                out.append(self.mb.const(val=np.asarray(v.val).astype(_MIL_NUMPY[target])))
+                out.append(self.mb.const(val=np.asarray(v.val).astype(MIL_NUMPY[target])))
             else:
                 out.append(self.mb.cast(x=v, dtype=target, name=f"{self.name}_in{i}_cast"))
         return out
@@ -147,7 +108,7 @@ class LowerContext:
                     "in the fp16 program (compile with precision fp32 to keep it)"
                 )
         with np.errstate(over="ignore"):
-            array = np.asarray(data).astype(_MIL_NUMPY[mil], copy=False)
+            array = np.asarray(data).astype(MIL_NUMPY[mil], copy=False)
         return self.mb.const(val=array, name=value.name)
 
     # -- values -----------------------------------------------------------------------
@@ -164,20 +125,6 @@ class LowerContext:
 
     def set(self, value: Value, var: Any) -> None:
         self._env[id(value)] = var
-
-
-def _io_dtype(ir_dtype: str) -> str:
-    """The MIL dtype of a program input or output of IR dtype ``ir_dtype``.
-
-    Floats are fp32 at the interface (computed in the precision inside). Core ML has no
-    bool multiarrays: a bool input or output is an int32 array of 0 and 1, cast to and
-    from bool inside the program (coremltools would otherwise make it fp32).
-    """
-    if dtypes.is_float(ir_dtype):
-        return "fp32"
-    if ir_dtype == "bool":
-        return "int32"
-    return _IR_TO_MIL[ir_dtype]
 
 
 def check_supported(graph: Graph, generation: int) -> None:
@@ -212,7 +159,7 @@ def build_function(
     placeholders = {
         v.name: mb.placeholder(
             shape=list(v.type.shape),
-            dtype=types.string_to_builtin(_io_dtype(v.type.dtype)),
+            dtype=types.string_to_builtin(io_dtype(v.type.dtype)),
             allow_rank0_input=v.type.rank == 0,
         )
         for v in graph.inputs
@@ -232,7 +179,7 @@ def build_function(
         outs = []
         for v in graph.outputs:
             var = c.get(v)
-            want = _io_dtype(v.type.dtype)
+            want = io_dtype(v.type.dtype)
             if c.mil_dtype_of(var) != want:
                 var = mb.cast(x=var, dtype=want, name=v.name)
             elif var.name != v.name:
@@ -279,9 +226,7 @@ def _lower_node(c: LowerContext, node: Node, output_names: dict[int, str]) -> No
     c.node = node
     out = node.outputs[0]
     # A graph output computed in fp16 is cast to fp32 under its own name at the end.
-    needs_cast = id(out) in output_names and c.mil_dtype(out.type.dtype) != _io_dtype(
-        out.type.dtype
-    )
+    needs_cast = id(out) in output_names and c.mil_dtype(out.type.dtype) != io_dtype(out.type.dtype)
     c.name = f"{out.name}_{c.precision}" if needs_cast else out.name
     if record.lowers_from_data:
         args = [None if v is None else v.data for v in node.inputs]
@@ -300,35 +245,6 @@ def _lower_node(c: LowerContext, node: Node, output_names: dict[int, str]) -> No
             c.set(value, var)
 
 
-@contextlib.contextmanager
-def _fp16_weights_without_copies() -> Iterator[None]:
-    """Write fp16 weights from a view of the array instead of two temporary copies.
-
-    coremltools 9 writes each fp16 weight as ``val.flatten().tobytes()``: two full
-    copies of the largest weight at once (+400 MB peak for VGG-16's classifier). The
-    blob writer only needs the bits as uint16, which a view of a contiguous array gives.
-    Other dtypes go through coremltools' own writer.
-    """
-    from coremltools.converters.mil.backend.mil import helper
-
-    original = getattr(helper, "_get_offset_by_writing_data", None)
-    if original is None:  # a coremltools without this hook: nothing to improve
-        yield
-        return
-
-    def write(output_var: Any, blob_writer: Any) -> int:
-        val = output_var.val
-        if isinstance(val, np.ndarray) and val.dtype == np.float16 and val.flags.c_contiguous:
-            return blob_writer.write_fp16_data(val.reshape(-1).view(np.uint16))
-        return original(output_var, blob_writer)
-
-    helper._get_offset_by_writing_data = write
-    try:
-        yield
-    finally:
-        helper._get_offset_by_writing_data = original
-
-
 def to_mlmodel(
     program: Any, target: str | int = targets.DEFAULT, metadata: dict[str, str] | None = None
 ) -> Any:
@@ -342,7 +258,7 @@ def to_mlmodel(
     try:
         with (
             quiet_coremltools(),
-            _fp16_weights_without_copies(),
+            fp16_weights_without_copies(),
             artifact.coremltools_temp_files_in(scratch),
         ):
             model = ct.convert(

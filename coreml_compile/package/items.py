@@ -44,7 +44,7 @@ def write_items(package: Path, plan: HybridPlan, nested: dict[str, Any]) -> None
     package has already (coremltools copies them along when a loaded package is saved
     again) are overwritten in place.
     """
-    from coreml_compile.compiler.lower import quiet_coremltools
+    from coreml_compile.compiler.mil import quiet_coremltools
 
     arrays = ArrayWriter()
     doc = plan.to_json(arrays)

@@ -28,7 +28,7 @@ import re
 from typing import Any
 
 from coreml_compile.compiler.ir import Graph, TensorType
-from coreml_compile.compiler.lower import _io_dtype as io_dtype
+from coreml_compile.compiler.mil import io_dtype
 from coreml_compile.compiler.serialize import graph_from_json, tensor_type_from_json
 from coreml_compile.errors import CoreMLCompileError, PackageError, PlanFormatError
 

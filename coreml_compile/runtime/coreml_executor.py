@@ -25,7 +25,7 @@ class CoreMLExecutor:
     """``predict({name: array}) -> {name: array}`` through coremltools.models.MLModel."""
 
     def __init__(self, mlmodel: Any, compute_units: str = "all", function_name: str = "main"):
-        from coreml_compile.compiler.lower import import_coremltools
+        from coreml_compile.compiler.mil import import_coremltools
 
         ct = import_coremltools()
         unit = getattr(ct.ComputeUnit, _UNITS[compute_units])

@@ -39,7 +39,7 @@ def coreml_available() -> tuple[bool, str]:
     """(True, "") if Core ML can run models here, else (False, why not)."""
     if sys.platform != "darwin":
         return False, f"Core ML runs only on macOS (this is {sys.platform})"
-    from coreml_compile.compiler.lower import quiet_coremltools
+    from coreml_compile.compiler.mil import quiet_coremltools
 
     with quiet_coremltools():
         try:

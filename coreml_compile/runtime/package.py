@@ -26,7 +26,7 @@ def read_program(path: str | os.PathLike | PackageFiles) -> tuple[Any, Any]:
     The folder and its manifest are checked first (``package/files.py``), so coremltools
     only ever reads files inside the package; whatever it cannot parse is a PackageError.
     """
-    from coreml_compile.compiler.lower import import_coremltools, quiet_coremltools
+    from coreml_compile.compiler.mil import import_coremltools, quiet_coremltools
 
     files = path if isinstance(path, PackageFiles) else PackageFiles(path)
     path = files.label

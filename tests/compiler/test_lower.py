@@ -26,7 +26,7 @@ def test_fp16_weight_writer_writes_the_same_bytes_as_coremltools(tmp_path, monke
     ours = coreml_compile.compile(model, (x,)).save(tmp_path / "ours.mlpackage")
 
     # The same compile with coremltools' own weight writer.
-    monkeypatch.setattr(lower, "_fp16_weights_without_copies", _no_patch)
+    monkeypatch.setattr(lower, "fp16_weights_without_copies", _no_patch)
     theirs = coreml_compile.compile(model, (x,)).save(tmp_path / "theirs.mlpackage")
     assert _weights_digest(ours) == _weights_digest(theirs)
 

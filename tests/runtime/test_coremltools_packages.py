@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import coreml_compile
-from coreml_compile.compiler.lower import import_coremltools, quiet_coremltools
+from coreml_compile.compiler.mil import import_coremltools, quiet_coremltools
 from coreml_compile.runtime.package import read_program
 from coreml_compile.runtime.reference import ReferenceExecutor
 from tests.conftest import assert_close

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import coreml_compile
-from coreml_compile.compiler.lower import import_coremltools
+from coreml_compile.compiler.mil import import_coremltools
 from coreml_compile.errors import InputSpecError
 from coreml_compile.runtime.mil_kernels import UnknownMILOp
 from coreml_compile.runtime.reference import ReferenceExecutor

@@ -32,7 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from coreml_compile.compiler.frontends.onnx_table import ONNX_TO_IR, NotMapped
+from coreml_compile.compiler.frontends.onnx_table import (
+    ONNX_DTYPES,
+    ONNX_TO_IR,
+    NotMapped,
+    ir_dtype,
+)
 from coreml_compile.compiler.ir import _NAME_SAFE, Graph, Node, TensorType, Value
 from coreml_compile.compiler.ops import get_record
 from coreml_compile.errors import InputSpecError, ModelFileError
@@ -48,28 +53,6 @@ _NO_FOLD = frozenset(
 )  # fmt: skip
 # A folded constant bigger than this stays a node (as big as a tensor may be).
 _FOLD_LIMIT_BYTES = 1 << 32
-
-_DTYPES = {
-    1: "float32",
-    2: "uint8",
-    3: "int8",
-    5: "int16",
-    6: "int32",
-    7: "int64",
-    9: "bool",
-    10: "float16",
-    11: "float64",
-}
-
-
-def ir_dtype(elem_type: int) -> str:
-    """ONNX TensorProto element type -> IR dtype name."""
-    if elem_type not in _DTYPES:
-        import onnx
-
-        name = onnx.TensorProto.DataType.Name(elem_type)
-        raise NotMapped(f"ONNX element type {name} has no IR equivalent")
-    return _DTYPES[elem_type]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -327,7 +310,8 @@ class _Importer:
         from onnx import numpy_helper
 
         for tensor in self.model.graph.initializer:
-            ir_dtype(tensor.data_type) if tensor.data_type in _DTYPES else self._bad_type(tensor)
+            if tensor.data_type not in ONNX_DTYPES:
+                self._bad_type(tensor)
             array = numpy_helper.to_array(tensor)
             self.env[tensor.name] = self.graph.add_constant(tensor.name, array)
 
@@ -458,7 +442,7 @@ class _Importer:
         return True
 
     def _bind_constant(self, name: str, array: np.ndarray) -> None:
-        if array.dtype.kind not in "biuf" or array.dtype.name not in _DTYPES.values():
+        if array.dtype.kind not in "biuf" or array.dtype.name not in ONNX_DTYPES.values():
             array = array.astype(np.float32) if array.dtype.kind == "f" else array
         self.env[name] = self.graph.add_constant(name, np.array(array, order="C"))
 

@@ -504,8 +504,6 @@ def mean_of(ctx, node):
 
 
 def cast(ctx, node):
-    from coreml_compile.compiler.frontends.onnx_import import ir_dtype
-
     return [ctx.add("cast", [ctx.input(0)], dtype=ir_dtype(node.attr("to")))]
 
 
@@ -951,3 +949,27 @@ ONNX_TO_IR: dict[str, Translation] = {
     "Resize": resize,
     "Upsample": resize,
 }
+
+
+# ONNX TensorProto element types the IR has.
+ONNX_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+}
+
+
+def ir_dtype(elem_type: int) -> str:
+    """ONNX TensorProto element type -> IR dtype name."""
+    if elem_type not in ONNX_DTYPES:
+        import onnx
+
+        name = onnx.TensorProto.DataType.Name(elem_type)
+        raise NotMapped(f"ONNX element type {name} has no IR equivalent")
+    return ONNX_DTYPES[elem_type]

@@ -30,7 +30,7 @@ def _float_of(c, like_dtype: str) -> type:
 
 def _sub_byte(nbits: int):
     """The numpy dtypes coremltools uses for uint<nbits> and uint1 constants (iOS18)."""
-    from coreml_compile.compiler.lower import import_coremltools
+    from coreml_compile.compiler.mil import import_coremltools
 
     import_coremltools()
     from coremltools.converters.mil.mil import types

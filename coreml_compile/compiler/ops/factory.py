@@ -17,7 +17,7 @@ from coreml_compile.compiler.ops import Op
 
 def _lower_as_constant(c, *inputs, **attrs):
     """The node's value, computed by its kernel, as one MIL constant."""
-    from coreml_compile.compiler.lower import _MIL_NUMPY
+    from coreml_compile.compiler.mil import MIL_NUMPY
     from coreml_compile.compiler.ops import get_record
 
     node = c.node
@@ -32,7 +32,7 @@ def _lower_as_constant(c, *inputs, **attrs):
     ):
         raise ValueError(f"{node.name}: values do not fit in int32")
     with np.errstate(over="ignore"):
-        return c.mb.const(val=array.astype(_MIL_NUMPY[mil]), name=c.name)
+        return c.mb.const(val=array.astype(MIL_NUMPY[mil]), name=c.name)
 
 
 # Larger filled tensors are built by MIL's fill at run time instead of stored.
@@ -44,9 +44,9 @@ def _lower_filled(c, *inputs, fill_value, **attrs):
     out = c.node.output.type
     if out.numel() <= _STORED:
         return _lower_as_constant(c, *inputs, fill_value=fill_value, **attrs)
-    from coreml_compile.compiler.lower import _MIL_NUMPY
+    from coreml_compile.compiler.mil import MIL_NUMPY
 
-    value = _MIL_NUMPY[c.mil_dtype(out.dtype)](fill_value)
+    value = MIL_NUMPY[c.mil_dtype(out.dtype)](fill_value)
     shape = np.asarray(out.shape, dtype=np.int32)
     return c.mb.fill(shape=shape, value=value, name=c.name)
 

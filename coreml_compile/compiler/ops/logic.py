@@ -22,10 +22,10 @@ def _cast(c, var, dtype: str, i: int):
     if c.mil_dtype_of(var) == dtype:
         return var
     if var.val is not None:
-        from coreml_compile.compiler.lower import _MIL_NUMPY
+        from coreml_compile.compiler.mil import MIL_NUMPY
 
         return c.mb.const(
-            val=np.asarray(var.val).astype(_MIL_NUMPY[dtype]), name=f"{c.name}_in{i}_{dtype}"
+            val=np.asarray(var.val).astype(MIL_NUMPY[dtype]), name=f"{c.name}_in{i}_{dtype}"
         )
     return c.mb.cast(x=var, dtype=dtype, name=f"{c.name}_in{i}_{dtype}")
 
