@@ -150,7 +150,9 @@ def test_input_shape_overrides_example_inputs(workdir):
     assert result.stdout == "" and result.stderr == ""
     import coreml_compile
 
-    assert coreml_compile.load(workdir / "t.mlpackage").predict.__self__ is not None
+    # The file's example_inputs() are 1x3x8x8: the package must take the shape given.
+    specs = coreml_compile.load(workdir / "t.mlpackage").input_specs()
+    assert [shape for shape, _is_float in specs.values()] == [[2, 3, 16, 16]]
 
 
 BAD_INPUTS = [
