@@ -7,6 +7,19 @@ and exits non-zero, and shows the traceback only with ``--debug``.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name if it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def with_type(exc: BaseException) -> str:
+    """``"TypeName: first line"`` (just the type's name for an exception without a message):
+    how an error from a library we called is quoted in one of ours."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 class CoreMLCompileError(Exception):
     """Base class: an expected failure with a one-line message for the user."""
 

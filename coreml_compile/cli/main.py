@@ -51,9 +51,10 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if debug:
                 raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            from coreml_compile.errors import with_type
+
             click.echo(
-                f"error: internal error: {type(exc).__name__}: {message} "
+                f"error: internal error: {with_type(exc)} "
                 "(rerun with --debug for the traceback, and please report it)",
                 err=True,
             )

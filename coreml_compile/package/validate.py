@@ -30,7 +30,7 @@ from typing import Any
 from coreml_compile.compiler.ir import Graph, TensorType
 from coreml_compile.compiler.mil import io_dtype
 from coreml_compile.compiler.serialize import graph_from_json, tensor_type_from_json
-from coreml_compile.errors import CoreMLCompileError, PackageError, PlanFormatError
+from coreml_compile.errors import CoreMLCompileError, PackageError, PlanFormatError, first_line
 
 _STEP_NAME = re.compile(r"partition_\d{1,6}")
 KINDS = ("coreml", "fallback")
@@ -264,8 +264,7 @@ def check_fallback_graph(graph: Graph, where: str) -> None:
         except FallbackOpRefused as exc:
             raise PackageError(f"{label} may not run: {exc}") from None
         except Exception as exc:  # the kernel refused these inputs or attributes
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise _fail(f"{label} cannot run on its inputs: {text}") from None
+            raise _fail(f"{label} cannot run on its inputs: {first_line(exc)}") from None
         recorded = [o.type for o in node.outputs]
         if list(inferred) != recorded:
             raise _fail(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coreml_compile import artifact
-from coreml_compile.errors import PackageError
+from coreml_compile.errors import PackageError, with_type
 from coreml_compile.package.files import PackageFiles
 
 # The largest model.mlmodel read (an ML Program's spec holds the program; its weights
@@ -43,7 +43,7 @@ def read_program(path: str | os.PathLike | PackageFiles) -> tuple[Any, Any]:
         spec.ParseFromString(files.read_bytes(files.root_model.path, limit=MAX_SPEC_BYTES))
     except Exception as exc:  # protobuf's DecodeError, or a nested message it refuses
         raise PackageError(
-            f"{path}: {model_file} is not a readable Core ML model: {_first_line(exc)}"
+            f"{path}: {model_file} is not a readable Core ML model: {with_type(exc)}"
         ) from None
     if spec.WhichOneof("Type") != "mlProgram":
         raise PackageError(f"{path} holds a {spec.WhichOneof('Type')} model, not an ML Program")
@@ -60,7 +60,7 @@ def read_program(path: str | os.PathLike | PackageFiles) -> tuple[Any, Any]:
         except Exception as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             raise PackageError(
-                f"{path}: {model_file} is not a readable Core ML model: {_first_line(exc)}"
+                f"{path}: {model_file} is not a readable Core ML model: {with_type(exc)}"
             ) from exc
         artifact.remove_with(mlmodel, scratch)
         try:
@@ -72,7 +72,7 @@ def read_program(path: str | os.PathLike | PackageFiles) -> tuple[Any, Any]:
         except Exception as exc:
             raise PackageError(
                 f"{path}: the ML Program in {model_file} or its weights (weights/weight.bin) "
-                f"cannot be loaded: {_first_line(exc)}"
+                f"cannot be loaded: {with_type(exc)}"
             ) from exc
     return mlmodel, program
 
@@ -97,11 +97,6 @@ def _signatures(plan: Any, root: Any, nested: dict[str, tuple[Any, Any]]) -> dic
             {var.name: describe(var) for var in function.outputs},
         )
     return signatures
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.interpreter import run_graph
 from coreml_compile.compiler.plan import HybridPlan, Step
 from coreml_compile.compiler.strategy import HybridExecutionStrategy
-from coreml_compile.errors import CoreMLCompileError, ExecutionError, PackageError
+from coreml_compile.errors import CoreMLCompileError, ExecutionError, PackageError, with_type
 from coreml_compile.runtime.devices import Choice, coreml_available
 from coreml_compile.runtime.placement import fallback_device
 from coreml_compile.runtime.reference import check_input_names, input_tensor
@@ -158,10 +158,7 @@ def _fallback_step(step: Step, strategy: HybridExecutionStrategy) -> tuple[_Runn
         except CoreMLCompileError:
             raise
         except Exception as exc:  # a kernel refused these values (an index out of range...)
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ExecutionError(
-                f"{step.name} (torch) failed: {type(exc).__name__}: {text}"
-            ) from exc
+            raise ExecutionError(f"{step.name} (torch) failed: {with_type(exc)}") from exc
 
     placement = Placement(step.name, step.kind, f"torch:{device}", decision.reason)
     return _Runner(step, run, device), placement

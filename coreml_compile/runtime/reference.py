@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError
+from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError, with_type
 from coreml_compile.runtime.mil_kernels import KERNELS, UnknownMILOp
 
 _TORCH_OF_MIL = {
@@ -237,9 +237,8 @@ class ReferenceExecutor:
                 except CoreMLCompileError:
                     raise
                 except Exception as exc:  # bad values (an index out of range) or a bad program
-                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     raise ExecutionError(
-                        f"MIL op {step.name} ({step.op_type}) failed: {type(exc).__name__}: {text}"
+                        f"MIL op {step.name} ({step.op_type}) failed: {with_type(exc)}"
                     ) from exc
                 results = result if isinstance(result, tuple | list) else (result,)
                 if len(results) != len(step.outputs):

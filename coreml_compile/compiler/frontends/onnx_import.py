@@ -40,7 +40,7 @@ from coreml_compile.compiler.frontends.onnx_table import (
 )
 from coreml_compile.compiler.ir import _NAME_SAFE, Graph, Node, TensorType, Value
 from coreml_compile.compiler.ops import get_record
-from coreml_compile.errors import InputSpecError, ModelFileError
+from coreml_compile.errors import InputSpecError, ModelFileError, first_line
 
 OLDEST_OPSET = 7
 # Models of an older default-domain opset are upgraded to this one first.
@@ -53,11 +53,6 @@ _NO_FOLD = frozenset(
 )  # fmt: skip
 # A folded constant bigger than this stays a node (as big as a tensor may be).
 _FOLD_LIMIT_BYTES = 1 << 32
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_onnx_source(model: Any) -> bool:
@@ -77,14 +72,14 @@ def load(source: Any) -> Any:
         try:
             return onnx.load_model_from_string(source)
         except Exception as exc:
-            raise ModelFileError(f"not an ONNX model: {_first_line(exc)}") from exc
+            raise ModelFileError(f"not an ONNX model: {first_line(exc)}") from exc
     path = Path(source)
     if not path.is_file():
         raise ModelFileError(f"ONNX model not found: {path}")
     try:
         return onnx.load(str(path), load_external_data=True)
     except Exception as exc:
-        raise ModelFileError(f"{path} is not a loadable ONNX model: {_first_line(exc)}") from exc
+        raise ModelFileError(f"{path} is not a loadable ONNX model: {first_line(exc)}") from exc
 
 
 def _default_opset(model: Any) -> int:
@@ -138,7 +133,7 @@ def prepare(model: Any, input_shapes: Any = None) -> Any:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise ModelFileError(f"the ONNX checker refused the model: {_first_line(exc)}") from exc
+        raise ModelFileError(f"the ONNX checker refused the model: {first_line(exc)}") from exc
     opset = _default_opset(model)
     newest = onnx.defs.onnx_opset_version()
     if opset < OLDEST_OPSET:
@@ -180,7 +175,7 @@ def prepare(model: Any, input_shapes: Any = None) -> Any:
     try:
         return shape_inference.infer_shapes(copy, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:
-        raise ModelFileError(f"ONNX shape inference failed: {_first_line(exc)}") from exc
+        raise ModelFileError(f"ONNX shape inference failed: {first_line(exc)}") from exc
 
 
 class _Node:

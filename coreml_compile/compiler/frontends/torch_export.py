@@ -34,7 +34,7 @@ from coreml_compile.compiler.frontends.aten_table import (
 from coreml_compile.compiler.ir import Graph, TensorType, Value
 from coreml_compile.compiler.ops import get_record
 from coreml_compile.compiler.ops.fallback import allowed_twin, encode_torch_object, refusal
-from coreml_compile.errors import InputSpecError, TraceError
+from coreml_compile.errors import InputSpecError, TraceError, with_type
 
 # How many rounds of "decompose what has no mapping" to try; each round can expose
 # new overloads (a decomposition into other composite ops).
@@ -59,10 +59,9 @@ def export(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> torch.exp
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             return torch.export.export(model, example_inputs)
     except Exception as exc:  # torch.export raises many unrelated types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         shapes = ", ".join(str(list(t.shape)) for t in example_inputs)
         raise TraceError(
-            f"torch.export failed on inputs of shape {shapes}: {type(exc).__name__}: {first} "
+            f"torch.export failed on inputs of shape {shapes}: {with_type(exc)} "
             "(check the example inputs; --input-shape sets them)"
         ) from exc
     finally:
