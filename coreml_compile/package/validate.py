@@ -141,12 +141,12 @@ def strategy_from_plan(strategy_cls: type, settings: dict[str, Any]) -> Any:
         if key not in fields:
             continue
         default = fields[key].default
-        expected: tuple[type, ...] = (type(default),) if default is not None else (int, float)
         if default is None and value is None:
             kwargs[key] = None
             continue
-        if isinstance(default, float) or default is None:
-            expected = (int, float)
+        # An optional setting is a number; a number setting takes an int as well.
+        numeric = default is None or isinstance(default, float)
+        expected = (int, float) if numeric else (type(default),)
         _expect(value, expected, f"the strategy setting {key}")
         kwargs[key] = value
     try:
