@@ -20,6 +20,7 @@ from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecE
 if TYPE_CHECKING:
     from coreml_compile.compiler.plan import HybridPlan
     from coreml_compile.compiler.strategy import HybridExecutionStrategy
+    from coreml_compile.runtime.input_shapes import InputSpec
 
 
 @dataclass
@@ -161,18 +162,29 @@ class CompiledModel:
             return list(self.plan.outputs)
         return [o.name for o in self.mlmodel._spec.description.output]
 
-    def input_specs(self) -> dict[str, tuple[list[int], bool]]:
-        """Each input's shape and whether it takes floats (else integers)."""
+    def input_specs(self) -> dict[str, InputSpec]:
+        """Each input's shape and whether it takes floats (else integers).
+
+        Each unpacks as ``(shape, is_float)``. A flexible input (a range per dimension,
+        or a list of shapes) gives its default shape, and ``.accepts`` says which shapes
+        it takes.
+        """
+        from coreml_compile.runtime.input_shapes import InputShape, InputSpec
+
         if self.plan is not None:
             from coreml_compile.compiler import dtypes
 
             return {
-                n: (list(t.shape), dtypes.is_float(t.dtype)) for n, t in self.plan.inputs.items()
+                n: InputSpec(list(t.shape), dtypes.is_float(t.dtype), InputShape.fixed(t.shape))
+                for n, t in self.plan.inputs.items()
             }
         specs = {}
         for spec in self.mlmodel._spec.description.input:
             array_type = spec.type.multiArrayType
-            specs[spec.name] = (list(array_type.shape), array_type.dataType != array_type.INT32)
+            accepts = InputShape.from_description(spec)
+            shape = list(accepts.default) if accepts is not None else list(array_type.shape)
+            is_float = array_type.dataType != array_type.INT32
+            specs[spec.name] = InputSpec(shape, is_float, accepts)
         return specs
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -240,7 +252,13 @@ class CompiledModel:
             else:
                 from coreml_compile.runtime.reference import ReferenceExecutor
 
-                self._executor = ReferenceExecutor(self.program, device=self.choice.device)
+                from coreml_compile.runtime.input_shapes import description_shapes
+
+                self._executor = ReferenceExecutor(
+                    self.program,
+                    device=self.choice.device,
+                    input_shapes=description_shapes(self.mlmodel._spec.description),
+                )
         return self._executor
 
     def predict(self, inputs: Any) -> dict[str, Any]:
@@ -319,16 +337,20 @@ class CompiledModel:
         )
 
 
-def _input_array(name: str, x: Any, spec: tuple[list[int], bool] | None) -> Any:
-    """One input checked for predict(): numbers only, no float64 for a float input."""
+def _input_array(name: str, x: Any, spec: InputSpec | None) -> Any:
+    """One input checked for predict(): numbers only, no float64 for a float input, and a
+    shape the input accepts (any of a flexible input's)."""
     import torch
 
+    accepts = getattr(spec, "accepts", None)
     if isinstance(x, torch.Tensor):
         if x.dtype == torch.float64 and (spec is None or spec[1]):
             raise InputSpecError(
                 f"input {name}: float64 data, but Core ML has no float64; "
                 "convert it with .float() first"
             )
+        if accepts is not None:
+            accepts.check(name, x.shape)
         return x
     try:
         array = np.asarray(x)
@@ -344,6 +366,8 @@ def _input_array(name: str, x: Any, spec: tuple[list[int], bool] | None) -> Any:
             f"input {name}: float64 data, but Core ML has no float64; "
             "convert it with .astype(np.float32) first"
         )
+    if accepts is not None:
+        accepts.check(name, array.shape)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     return array
@@ -395,6 +419,8 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     strategy: str | HybridExecutionStrategy = "auto",
     fallback: str | None = None,
     min_coreml_nodes: int | None = None,
+    dynamic_shapes: Any = None,
+    enumerated_shapes: Mapping[str, Sequence[Sequence[int]]] | None = None,
 ) -> CompiledModel:
     """Compile a PyTorch model into a Core ML ML Program.
 
@@ -423,6 +449,11 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     ``progress`` is called with each stage's name as it starts. ``backend``,
     ``compute_units`` and ``device`` choose where calling the result runs (see
     :func:`load`).
+    ``dynamic_shapes`` is torch.export's own argument (``torch.export.Dim`` with
+    ``min``/``max``): those dimensions stay symbolic, and the package's inputs take any
+    size in each range (iOS16+). ``enumerated_shapes`` ({input name: [shape, ...]})
+    declares a fixed set of shapes instead, which the Neural Engine prefers; the
+    dimensions that differ between them must be dynamic in ``dynamic_shapes``.
     """
     from coreml_compile.passes import CompressionOptions, pipeline, run_pipeline
     from coreml_compile.runtime.devices import choose
@@ -458,7 +489,12 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     import torch
 
     from coreml_compile.compiler.frontends import torch_export
-    from coreml_compile.compiler.lower import build_program, check_supported, to_mlmodel
+    from coreml_compile.compiler.lower import (
+        build_program,
+        check_supported,
+        flexible_inputs,
+        to_mlmodel,
+    )
     from coreml_compile.compiler.partition import COREML, partition
 
     report = CompileReport()
@@ -473,7 +509,13 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         if isinstance(model, torch.export.ExportedProgram):
             ep = model
         else:
-            ep = clock.stage("export", torch_export.export, model, _as_tuple(example_inputs))
+            ep = clock.stage(
+                "export",
+                torch_export.export,
+                model,
+                _as_tuple(example_inputs),
+                dynamic_shapes=dynamic_shapes,
+            )
         graph = clock.stage("to_ir", torch_export.to_ir, ep, name)
     clock.stage("verify", graph.verify)
     report.passes = clock.stage("optimise", run_pipeline, graph, pass_names, options=compression)
@@ -484,7 +526,9 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         "coreml_compile.precision": precision,
         "coreml_compile.target": minimum_deployment_target,
     }
-    if not allow_fallback:
+    if not allow_fallback or graph.symbols:
+        # A package with dynamic shapes is one Core ML program: its fallback partitions
+        # would need shapes at their boundaries that only the run knows.
         check_supported(graph, generation)  # lists every op Core ML cannot run
     plan = clock.stage("partition", partition, graph, generation, policy)
     if len(plan.partitions) > 1 or any(p.kind != COREML for p in plan.partitions):
@@ -496,7 +540,14 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         "lower", build_program, graph, precision, minimum_deployment_target, report.warnings
     )
     report.mil_ops = mil_op_counts(program)
-    mlmodel = clock.stage("serialise", to_mlmodel, program, minimum_deployment_target, metadata)
+    mlmodel = clock.stage(
+        "serialise",
+        to_mlmodel,
+        program,
+        minimum_deployment_target,
+        metadata,
+        flexible_inputs(graph, enumerated_shapes),
+    )
     return CompiledModel(
         graph,
         mlmodel,

@@ -80,6 +80,7 @@ Examples:
   coreml-compile models/resnet.py -o resnet.mlpackage
   coreml-compile models/vgg.py:vgg11_bn -o vgg11bn.mlpackage --precision fp32
   coreml-compile my_model.py --input-shape 1,3,256,256 -o mine.mlpackage --target iOS17
+  coreml-compile my_model.py --input-shape 1,3,64..512,64..512 -o any_size.mlpackage
   coreml-compile models/resnet.py -o small.mlpackage --quantize palette4
   coreml-compile models/resnet.py:resnet18_with_fallback -o r18f.mlpackage  # partitioned
   coreml-compile verify resnet.mlpackage --against models/resnet.py
@@ -117,7 +118,10 @@ def cli() -> None:
     metavar="D0,D1,...",
     help="Trace with a random float input of this shape instead of the file's "
     "example_inputs(). Repeat once per input, in forward() order; the package's "
-    "inputs are named after forward()'s parameters.",
+    "inputs are named after forward()'s parameters. A fixed shape: 1,3,224,224. "
+    "LO..HI lets an axis take any size in that range (an upper bound is required): "
+    "1,3,64..512,64..512. Whole shapes separated by / make the package take exactly "
+    "those: 1,3,224,224/1,3,320,320.",
 )
 @click.option(
     "--precision",
@@ -277,13 +281,15 @@ def compile_command(
 
     from coreml_compile.model_file import compile_source
 
-    model, inputs = compile_source(model_spec, list(input_shapes) or None)
+    source = compile_source(model_spec, list(input_shapes) or None)
 
     import coreml_compile
 
     compiled = coreml_compile.compile(
-        model,
-        inputs,
+        source.model,
+        source.example_inputs,
+        dynamic_shapes=source.dynamic_shapes,
+        enumerated_shapes=source.enumerated_shapes,
         precision=precision,
         minimum_deployment_target=target,
         optimize=int(level),

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from coreml_compile.compiler import dtypes, targets
+from coreml_compile.compiler import dtypes, symbolic, targets
 from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.mil import (
     IR_TO_MIL,
@@ -36,6 +36,49 @@ from coreml_compile.compiler.ops import get_record, group_variadic, unsupported_
 from coreml_compile.errors import LoweringError, UnsupportedOpError
 
 PRECISIONS = ("fp16", "fp32")
+
+
+class _MilInt:
+    """An int32 MIL scalar that Python arithmetic builds on: evaluating a size's text
+    (``2*s0 + 1``) on these emits the MIL ops computing it."""
+
+    def __init__(self, c: LowerContext, var: Any):
+        self.c, self.var = c, var
+
+    def _op(self, fn: str, a: Any, b: Any) -> _MilInt:
+        a = a.var if isinstance(a, _MilInt) else np.int32(a)
+        b = b.var if isinstance(b, _MilInt) else np.int32(b)
+        return _MilInt(self.c, getattr(self.c.mb, fn)(x=a, y=b))
+
+    def __add__(self, o: Any) -> _MilInt:
+        return self._op("add", self, o)
+
+    def __radd__(self, o: Any) -> _MilInt:
+        return self._op("add", o, self)
+
+    def __sub__(self, o: Any) -> _MilInt:
+        return self._op("sub", self, o)
+
+    def __rsub__(self, o: Any) -> _MilInt:
+        return self._op("sub", o, self)
+
+    def __mul__(self, o: Any) -> _MilInt:
+        return self._op("mul", self, o)
+
+    def __rmul__(self, o: Any) -> _MilInt:
+        return self._op("mul", o, self)
+
+    def __floordiv__(self, o: Any) -> _MilInt:
+        return self._op("floor_div", self, o)
+
+    def __rfloordiv__(self, o: Any) -> _MilInt:
+        return self._op("floor_div", o, self)
+
+    def __mod__(self, o: Any) -> _MilInt:
+        return self._op("mod", self, o)
+
+    def __neg__(self) -> _MilInt:
+        return self._op("mul", self, -1)
 
 
 class LowerContext:
@@ -52,6 +95,52 @@ class LowerContext:
         self._env: dict[int, Any] = {}
         # Things the user should know that do not stop the compile.
         self.warnings: list[str] = []
+        # Each dynamic dimension's source, (input var, axis), and sizes computed from them.
+        self.symbol_sources: dict[str, tuple[Any, int]] = {}
+        self._sizes: dict[str, Any] = {}
+
+    # -- sizes computed from dynamic dimensions ------------------------------------------
+
+    def size(self, dim: Any) -> Any:
+        """An int stays an int; a symbolic size (an Expr, or a dimension of a value's
+        type) becomes an int32 scalar computed at run time from the inputs' shapes."""
+        if isinstance(dim, int):
+            return dim
+        key = str(dim)
+        if key not in self._sizes:
+            values = {name: _MilInt(self, self._symbol(name)) for name in symbolic.names(key)}
+            result = symbolic.resolve(symbolic.Expr(key), values)
+            self._sizes[key] = result.var if isinstance(result, _MilInt) else int(result)
+        return self._sizes[key]
+
+    def sizes(self, dims: Any) -> Any:
+        """A list of sizes: a Python list if all are ints, else an int32 vector."""
+        dims = list(dims)
+        if all(isinstance(d, int) for d in dims):
+            return dims
+        pieces: list[Any] = []
+        for d in dims:
+            if isinstance(d, int):
+                if pieces and isinstance(pieces[-1], list):
+                    pieces[-1].append(d)
+                else:
+                    pieces.append([d])
+            else:
+                pieces.append(self.mb.expand_dims(x=self.size(d), axes=[0]))
+        values = [np.array(p, dtype=np.int32) if isinstance(p, list) else p for p in pieces]
+        if len(values) == 1:
+            return values[0]
+        return self.mb.concat(values=values, axis=0)
+
+    def _symbol(self, name: str) -> Any:
+        if name not in self._sizes:
+            if name not in self.symbol_sources:
+                raise LoweringError(f"dynamic dimension {name} is not the size of any input")
+            var, axis = self.symbol_sources[name]
+            self._sizes[name] = self.mb.gather(
+                x=self.mb.shape(x=var), indices=np.int32(axis), axis=0, name=f"{name}_size"
+            )
+        return self._sizes[name]
 
     # -- dtypes -----------------------------------------------------------------------
 
@@ -154,19 +243,36 @@ def build_function(
     check_supported(graph, generation)
     ct = import_coremltools()
     from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.mil import Function, types
+    from coremltools.converters.mil.mil import Function, get_new_symbol, types
 
-    placeholders = {
-        v.name: mb.placeholder(
-            shape=list(v.type.shape),
+    mil_symbols: dict[str, Any] = {}
+    sources: dict[str, tuple[str, int]] = {}
+    placeholders = {}
+    for v in graph.inputs:
+        shape: list[Any] = []
+        for axis, d in enumerate(v.type.shape):
+            if isinstance(d, int):
+                shape.append(d)
+            elif d in symbolic.names(d):  # a plain symbol
+                shape.append(mil_symbols.setdefault(d, get_new_symbol()))
+                sources.setdefault(d, (v.name, axis))
+            else:
+                raise LoweringError(
+                    f"input {v.name} has dimension {d}: an input's dynamic dimensions must "
+                    "be plain dimensions (a Dim), not expressions of others"
+                )
+        placeholders[v.name] = mb.placeholder(
+            shape=shape,
             dtype=types.string_to_builtin(io_dtype(v.type.dtype)),
             allow_rank0_input=v.type.rank == 0,
         )
-        for v in graph.inputs
-    }
     opset = getattr(ct.target, f"iOS{generation}")
     c = LowerContext(precision, generation)
     with Function(placeholders, opset_version=opset) as function:
+        c.symbol_sources = {
+            name: (function.inputs[input_name], axis)
+            for name, (input_name, axis) in sources.items()
+        }
         for v in graph.inputs:
             var = function.inputs[v.name]
             want = c.mil_dtype(v.type.dtype)
@@ -245,10 +351,77 @@ def _lower_node(c: LowerContext, node: Node, output_names: dict[int, str]) -> No
             c.set(value, var)
 
 
+def flexible_inputs(
+    graph: Graph, enumerated_shapes: dict[str, Any] | None = None
+) -> list[Any] | None:
+    """coremltools input types declaring the shapes each input with dynamic dimensions
+    takes: a range per dynamic dimension, or the listed ``enumerated_shapes``. None if
+    every input is static."""
+    enumerated_shapes = dict(enumerated_shapes or {})
+    unknown = set(enumerated_shapes) - {v.name for v in graph.inputs}
+    if unknown:
+        names = ", ".join(v.name for v in graph.inputs)
+        raise LoweringError(
+            f"enumerated_shapes names unknown input(s) {', '.join(sorted(unknown))} "
+            f"(the model takes {names})"
+        )
+    if all(v.type.is_static for v in graph.inputs):
+        if enumerated_shapes:
+            raise LoweringError(
+                "enumerated_shapes needs the dimensions that differ to be dynamic: "
+                "declare them in dynamic_shapes"
+            )
+        return None
+    ct = import_coremltools()
+    types = []
+    for v in graph.inputs:
+        dtype = MIL_NUMPY[io_dtype(v.type.dtype)]
+        if v.name in enumerated_shapes:
+            shapes = [tuple(int(d) for d in s) for s in enumerated_shapes[v.name]]
+            for s in shapes:
+                if symbolic.bind(v.type.shape, s, {}) is not None or not all(
+                    _in_range(graph, d, n) for d, n in zip(v.type.shape, s, strict=True)
+                ):
+                    raise LoweringError(
+                        f"enumerated shape {list(s)} for input {v.name} does not fit its "
+                        f"traced shape {list(v.type.shape)} and ranges"
+                    )
+            shape = ct.EnumeratedShapes(shapes=[list(s) for s in shapes], default=list(shapes[0]))
+        elif v.type.is_static:
+            shape = ct.Shape(list(v.type.shape))
+        else:
+            dims: list[Any] = []
+            for d in v.type.shape:
+                if isinstance(d, int):
+                    dims.append(d)
+                    continue
+                symbol = graph.symbols.get(d)
+                if symbol is None or symbol.max is None:
+                    raise LoweringError(
+                        f"input {v.name}: dynamic dimension {d} has no upper bound; give its "
+                        "torch.export.Dim a max (Core ML needs bounded shapes to plan memory)"
+                    )
+                default = symbol.example if symbol.example is not None else symbol.min
+                dims.append(ct.RangeDim(symbol.min, symbol.max, default, symbol.name))
+            shape = ct.Shape(dims)
+        types.append(ct.TensorType(name=v.name, shape=shape, dtype=dtype))
+    return types
+
+
+def _in_range(graph: Graph, dim: Any, size: int) -> bool:
+    symbol = graph.symbols.get(dim) if isinstance(dim, str) else None
+    return symbol is None or symbol.contains(size)
+
+
 def to_mlmodel(
-    program: Any, target: str | int = targets.DEFAULT, metadata: dict[str, str] | None = None
+    program: Any,
+    target: str | int = targets.DEFAULT,
+    metadata: dict[str, str] | None = None,
+    inputs: list[Any] | None = None,
 ) -> Any:
-    """Serialise a MIL program into an in-memory ML Program model (coremltools.MLModel)."""
+    """Serialise a MIL program into an in-memory ML Program model (coremltools.MLModel).
+
+    ``inputs`` (from :func:`flexible_inputs`) declares flexible input shapes."""
     from coreml_compile import artifact
 
     ct = import_coremltools()
@@ -270,13 +443,14 @@ def to_mlmodel(
                 pass_pipeline=ct.PassPipeline.EMPTY,
                 skip_model_load=True,
                 package_dir=str(scratch / "model.mlpackage"),
+                **({"inputs": inputs} if inputs else {}),
             )
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     # Once saved, the model reads from the saved package; should that go, it rebuilds.
     metadata = dict(metadata or {})
-    artifact.own(model, scratch, lambda: to_mlmodel(program, target, metadata))
+    artifact.own(model, scratch, lambda: to_mlmodel(program, target, metadata, inputs))
     # Dates in the metadata would make two compiles of the same model differ.
     user_defined = model._spec.description.metadata.userDefined
     user_defined.pop("com.github.apple.coremltools.conversion_date", None)

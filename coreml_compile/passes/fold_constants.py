@@ -39,6 +39,8 @@ def _fold(graph: Graph, node: Node) -> bool:
     # Factories (zeros, arange, full) fold; random ones must run each time.
     if not record.foldable or not is_pure(node):
         return False
+    if not all(o.type.is_static for o in node.outputs):
+        return False  # its size is only known at run time (arange(seq_len))
     sizes = sum(v.data.size for v in inputs if v.is_constant)
     if any(o.type.numel() > max(_SMALL, sizes) for o in node.outputs):
         return False

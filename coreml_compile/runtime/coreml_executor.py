@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from coreml_compile.errors import InputSpecError
+from coreml_compile.runtime.input_shapes import description_shapes
 
 _UNITS = {
     "all": "ALL",
@@ -38,17 +39,18 @@ class CoreMLExecutor:
             spec, weights_dir=mlmodel.weights_dir, compute_units=unit, **extra
         )
         description = functions.get(function_name, spec.description)
-        self.inputs = {i.name: tuple(i.type.multiArrayType.shape) for i in description.input}
+        self.inputs = [i.name for i in description.input]
+        # Array inputs' accepted shapes; other kinds (images) are left to Core ML.
+        self.input_shapes = description_shapes(description)
         self.output_names = [o.name for o in description.output]
 
     def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        for name, shape in self.inputs.items():
+        for name in self.inputs:
             if name not in inputs:
                 raise InputSpecError(
                     f"missing input {name} (the model takes {', '.join(self.inputs)})"
                 )
-            got = list(np.shape(inputs[name]))
-            if tuple(got) != shape:
-                raise InputSpecError(f"input {name}: expected shape {list(shape)}, got {got}")
+            if name in self.input_shapes:
+                self.input_shapes[name].check(name, np.shape(inputs[name]))
         outputs = self.model.predict({k: np.asarray(v) for k, v in inputs.items()})
         return {name: np.asarray(outputs[name]) for name in self.output_names}

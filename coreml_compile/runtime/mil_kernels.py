@@ -602,7 +602,9 @@ def _gather(x, indices, axis=0, batch_dims=0, **_):
         )
     idx = torch.where(idx < 0, idx + x.shape[axis], idx)
     out = x.index_select(axis, idx.reshape(-1))
-    return out.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :])
+    # A list, not unpacked sizes: a scalar index of a vector (a shape's one dimension)
+    # gives a rank-0 result, and reshape() needs an argument for that.
+    return out.reshape([*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]])
 
 
 @kernel("gather_along_axis")
@@ -625,7 +627,11 @@ def _fill(shape, value=0.0, **_):
 
 @kernel("range_1d")
 def _range_1d(end, start, step, **_):
-    return torch.arange(_float(start), _float(end), _float(step))
+    bounds = [_t(v) for v in (start, end, step)]
+    if any(b.is_floating_point() for b in bounds):
+        return torch.arange(*(_float(b) for b in bounds))
+    # Integer ranges (positions from a run-time length) stay exact whatever their size.
+    return torch.arange(*(int(b.item()) for b in bounds))
 
 
 @kernel("flatten2d")

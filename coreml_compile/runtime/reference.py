@@ -15,13 +15,14 @@ knows which values it may drop after it runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError, with_type
+from coreml_compile.runtime.input_shapes import InputShape
 from coreml_compile.runtime.mil_kernels import KERNELS, UnknownMILOp
 
 _TORCH_OF_MIL = {
@@ -92,12 +93,15 @@ def check_input_names(expected: Iterable[str], given: Iterable[str]) -> None:
         raise InputSpecError(f"{'; '.join(parts)} (the model takes {', '.join(expected)})")
 
 
-def input_tensor(name: str, x: Any, shape: tuple, dtype: str, is_float: bool) -> torch.Tensor:
+def input_tensor(
+    name: str, x: Any, shape: tuple | InputShape, dtype: str, is_float: bool
+) -> torch.Tensor:
     """``x`` as a tensor (a view of a numpy array), or InputSpecError if its shape or kind
-    (float or integer) is not the input's."""
+    (float or integer) is not the input's. ``shape`` is a fixed shape or the shapes a
+    flexible input accepts."""
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-    if tuple(t.shape) != tuple(shape):
-        raise InputSpecError(f"input {name}: expected shape {list(shape)}, got {list(t.shape)}")
+    allowed = shape if isinstance(shape, InputShape) else InputShape.fixed(shape)
+    allowed.check(name, t.shape)
     if t.is_floating_point() != is_float:
         got = str(t.dtype).removeprefix("torch.")
         raise InputSpecError(f"input {name}: expected {dtype} data, got {got}")
@@ -133,13 +137,26 @@ class _Step:
 
 
 class ReferenceExecutor:
-    """Runs one function of a MIL program; ``predict({name: array}) -> {name: array}``."""
+    """Runs one function of a MIL program; ``predict({name: array}) -> {name: array}``.
 
-    def __init__(self, program: Any, function: str = "main", device: str = "cpu"):
+    ``input_shapes`` are the shapes each input accepts, as the model description declares
+    them (``input_shapes.description_shapes``); without them an input with a symbolic
+    dimension takes any size there, since the MIL program does not record its bounds.
+    """
+
+    def __init__(
+        self,
+        program: Any,
+        function: str = "main",
+        device: str = "cpu",
+        input_shapes: Mapping[str, InputShape] | None = None,
+    ):
         self.device = torch.device(device)
         self.function = program.functions[function]
+        declared = input_shapes or {}
         self.inputs = {
-            name: (tuple(var.shape), _mil_dtype(var)) for name, var in self.function.inputs.items()
+            name: (declared.get(name) or InputShape.from_mil(var.shape), _mil_dtype(var))
+            for name, var in self.function.inputs.items()
         }
         self.output_names = [v.name for v in self.function.outputs]
         self.constants: dict[str, Any] = {}

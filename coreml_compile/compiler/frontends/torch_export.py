@@ -15,6 +15,7 @@ inputs keep the forward() argument names, outputs the returned dict keys (or
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import operator
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from coreml_compile.compiler import dtypes
+from coreml_compile.compiler import dtypes, symbolic
 from coreml_compile.compiler.frontends.aten_table import (
     ATEN_TO_IR,
     DEFAULT_SOURCES,
@@ -41,8 +42,13 @@ from coreml_compile.errors import InputSpecError, TraceError, with_type
 _DECOMPOSITION_ROUNDS = 3
 
 
-def export(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> torch.export.ExportedProgram:
-    """Run torch.export on the model in eval mode, turning failures into TraceError."""
+def export(
+    model: torch.nn.Module, example_inputs: tuple[Any, ...], dynamic_shapes: Any = None
+) -> torch.export.ExportedProgram:
+    """Run torch.export on the model in eval mode, turning failures into TraceError.
+
+    ``dynamic_shapes`` is torch.export's own argument: the dimensions it names stay
+    symbolic in the exported program (and in the IR)."""
     if not isinstance(example_inputs, tuple):
         example_inputs = tuple(example_inputs)
     for i, t in enumerate(example_inputs):
@@ -57,7 +63,7 @@ def export(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> torch.exp
     logging.disable(logging.CRITICAL)
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
-            return torch.export.export(model, example_inputs)
+            return torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
     except Exception as exc:  # torch.export raises many unrelated types
         shapes = ", ".join(str(list(t.shape)) for t in example_inputs)
         raise TraceError(
@@ -168,8 +174,31 @@ def _output_names(ep: torch.export.ExportedProgram, count: int) -> list[str]:
 
 
 def _tensor_type(val: Any) -> TensorType:
-    shape = tuple(int(d) if not isinstance(d, torch.SymInt) else str(d) for d in val.shape)
-    return TensorType(dtypes.from_torch(val.dtype), shape)
+    return TensorType(dtypes.from_torch(val.dtype), tuple(symbolic.to_dim(d) for d in val.shape))
+
+
+def _size(val: Any) -> Any:
+    """A traced size (int or SymInt) as an attribute value: an int, or an Expr."""
+    dim = symbolic.to_dim(val)
+    return dim if isinstance(dim, int) else symbolic.Expr(dim)
+
+
+def _bound(value: Any) -> int | None:
+    """A range end as an int; None for torch's (or sympy's) infinities."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
+
+
+def _symbols(ep: torch.export.ExportedProgram) -> dict[str, symbolic.Symbol]:
+    """Each dynamic dimension's range, from the export's range constraints."""
+    symbols = {}
+    for sym, bounds in ep.range_constraints.items():
+        name = str(sym)
+        low, high = _bound(bounds.lower), _bound(bounds.upper)
+        symbols[name] = symbolic.Symbol(name, max(low or 0, 0), high)
+    return symbols
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -181,7 +210,15 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def _attr_value(v: Any) -> Any:
-    """ATen argument → JSON-able attribute value."""
+    """ATen argument → JSON-able attribute value (a size computed from dynamic
+    dimensions becomes an Expr)."""
+    if isinstance(v, torch.fx.Node):
+        val = v.meta.get("val")
+        if isinstance(val, torch.SymInt | int) and not isinstance(val, bool):
+            return _size(val)
+        raise TraceError(f"{v.name} is used as an attribute but is a tensor")
+    if isinstance(v, torch.SymInt):
+        return _size(v)
     if isinstance(v, torch.dtype):
         return dtypes.from_torch(v)
     if isinstance(v, tuple | list):
@@ -224,6 +261,7 @@ class _Translator:
         self.env: dict[torch.fx.Node, Value | list[Value | None] | None] = {}
 
     def run(self) -> Graph:
+        self.graph.symbols.update(_symbols(self.ep))
         self._placeholders()
         for node in self.ep.graph.nodes:
             if node.op == "call_function":
@@ -245,6 +283,7 @@ class _Translator:
                 if not isinstance(val, torch.Tensor):
                     raise InputSpecError(f"input {node.name} is not a tensor")
                 self.env[node] = self.graph.add_input(node.name, _tensor_type(val))
+                self._note_examples(val)
             elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
                 tensor = self.ep.state_dict.get(spec.target)
                 if tensor is None:
@@ -252,6 +291,15 @@ class _Translator:
                 self.env[node] = self.graph.add_constant(spec.target, _to_numpy(tensor))
             else:
                 raise TraceError(f"unsupported export input kind {kind} ({node.name})")
+
+    def _note_examples(self, val: torch.Tensor) -> None:
+        """Record the traced size of each dynamic dimension an input has."""
+        for size in val.shape:
+            dim = symbolic.to_dim(size)
+            symbol = self.graph.symbols.get(dim) if isinstance(dim, str) else None
+            hint = getattr(getattr(size, "node", None), "hint", None)
+            if symbol is not None and symbol.example is None and hint is not None:
+                self.graph.symbols[dim] = dataclasses.replace(symbol, example=int(hint))
 
     def _outputs(self, node: torch.fx.Node) -> None:
         specs = self.ep.graph_signature.output_specs
@@ -296,6 +344,11 @@ class _Translator:
             if value is None and node.users:
                 raise TraceError(f"{node.name} reads output {index} of {source.name}, not kept")
             self.env[node] = value
+            return
+        if isinstance(node.meta.get("val"), torch.SymInt | torch.SymBool | torch.SymFloat):
+            # Shape arithmetic (sym_size, operator.mul, ...): its readers take the
+            # expression it computes from the export's metadata, as an Expr attribute.
+            self.env[node] = None
             return
         if not isinstance(target, torch._ops.OpOverload):
             raise TraceError(f"unsupported call {target} in the exported graph ({node.name})")
@@ -361,6 +414,11 @@ class _Translator:
         if isinstance(arg, torch.fx.Node):
             value = self.env[arg]
             if not isinstance(value, Value):
+                if isinstance(arg.meta.get("val"), torch.SymInt | torch.SymFloat):
+                    raise TraceError(
+                        f"{node.name} computes with a size of a dynamic dimension ({arg.name}) "
+                        "as a tensor; that is not supported yet"
+                    )
                 raise TraceError(f"{node.name} reads {arg.name}, which is not a tensor")
             return value
         if isinstance(arg, bool | int | float):
@@ -421,6 +479,11 @@ def to_ir(ep: torch.export.ExportedProgram, name: str = "main") -> Graph:
     return _Translator(ep, name).run()
 
 
-def trace(model: torch.nn.Module, example_inputs: tuple[Any, ...], name: str = "main") -> Graph:
+def trace(
+    model: torch.nn.Module,
+    example_inputs: tuple[Any, ...],
+    name: str = "main",
+    dynamic_shapes: Any = None,
+) -> Graph:
     """Export ``model`` on ``example_inputs`` and translate it into an IR graph."""
-    return to_ir(export(model, example_inputs), name)
+    return to_ir(export(model, example_inputs, dynamic_shapes), name)

@@ -67,6 +67,10 @@ class Op:
     kernel: ClassVar[Any]
     lower: ClassVar[Any] = None
     check: ClassVar[Any] = None
+    # True if ``lower`` handles symbolic dimensions (in its values' types or as
+    # :class:`~coreml_compile.compiler.symbolic.Expr` sizes in its attributes): it reads
+    # sizes at run time, never from the static types.
+    dynamic: ClassVar[bool] = False
     # "convolution" or "matmul" for the ops accelerators are built for, with
     # ``macs(node)`` counting a node's multiply-accumulates: the hybrid execution
     # strategy keeps such work on Core ML.
@@ -108,20 +112,40 @@ class Op:
         """Output types, by running the kernel on meta tensors of the input types."""
         import torch
 
+        from coreml_compile.compiler import symbolic
+
+        if symbolic.has_expr(attrs) or not all(v.type.is_static for v in inputs if v is not None):
+            return cls._infer_symbolic(inputs, attrs)
         metas = []
         for v in inputs:
             if v is None:
                 metas.append(None)
-            elif not v.type.is_static:
-                raise NotImplementedError(
-                    f"op {cls.name}: symbolic shapes need a record-specific infer()"
-                )
             else:
                 metas.append(
                     torch.empty(v.type.shape, dtype=dtypes.to_torch(v.type.dtype), device="meta")
                 )
         outs = cls.run(metas, attrs)
         return [TensorType(dtypes.from_torch(o.dtype), tuple(o.shape)) for o in outs]
+
+    @classmethod
+    def _infer_symbolic(
+        cls, inputs: Sequence[Value | None], attrs: dict[str, Any]
+    ) -> list[TensorType]:
+        """The kernel's shape rule on symbolic dimensions (compiler/symbolic.py)."""
+        from coreml_compile.compiler import symbolic
+
+        shapes = [
+            None if v is None else (v.type.shape, dtypes.to_torch(v.type.dtype)) for v in inputs
+        ]
+        outs = symbolic.infer(
+            lambda tensors, symbols: cls.run(tensors, symbolic.resolve(attrs, symbols)),
+            shapes,
+            symbolic.expr_names(attrs),
+        )
+        return [
+            TensorType(dtypes.from_torch(o.dtype), tuple(to_dim(d) for d in o.shape))
+            for o, to_dim in outs
+        ]
 
 
 def op_label(node: Node) -> str:
@@ -188,7 +212,9 @@ def _aten_purity(target: str) -> str:
 def macs(node: Node) -> int:
     """Multiply-accumulates one run of ``node`` does (0 for ops that are not products)."""
     record = get_record(node.op)
-    return int(record.macs(node)) if record.macs is not None else 0
+    if record.macs is None or not all(v.type.is_static for v in node.present_inputs()):
+        return 0  # dynamic sizes: the work is not known before the run
+    return int(record.macs(node))
 
 
 def group_variadic(record: type[Op], inputs: list[Any]) -> list[Any]:
@@ -217,6 +243,8 @@ def unsupported_reason(node: Node, generation: int) -> str | None:
     This is the one place the question is answered: the lowering refuses what it says,
     and the partitioner asks it.
     """
+    from coreml_compile.compiler import symbolic
+
     record = get_record(node.op)
     label = op_label(node)
     if record.lower is None:
@@ -228,8 +256,10 @@ def unsupported_reason(node: Node, generation: int) -> str | None:
             return f"{label}: Core ML has no float64 tensors ({v.name})"
         if v.type.rank > MAX_RANK:
             return f"{label}: rank {v.type.rank} exceeds Core ML's limit of {MAX_RANK} ({v.name})"
-        if not v.type.is_static:
-            return f"{label}: dynamic shape {v.type} ({v.name})"
+        if not v.type.is_static and not record.dynamic:
+            return f"{label}: no lowering for dynamic shapes yet"
+    if not record.dynamic and symbolic.has_expr(node.attrs):
+        return f"{label}: no lowering for sizes computed from dynamic shapes yet"
     if record.check is not None:
         reason = record.check(node, generation)
         if reason:

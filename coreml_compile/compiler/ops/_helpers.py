@@ -44,5 +44,7 @@ def unary(
             "min_target": min_target,
             "kernel": kernel,
             "lower": lower,
+            # Element-wise: the MIL op reads no sizes.
+            "dynamic": True,
         },
     )

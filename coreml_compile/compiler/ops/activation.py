@@ -97,6 +97,7 @@ class Elu(Op):
 
 class Softmax(Op):
     name = "softmax"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": -1}
 
@@ -111,6 +112,7 @@ class LogSoftmax(Op):
     """x - logsumexp(x), which stays finite where log(softmax(x)) would underflow."""
 
     name = "log_softmax"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": -1}
 
@@ -130,6 +132,7 @@ class SafeSoftmax(Op):
     attention softmax). Lowered as softmax, then 0 where the row's max is -inf."""
 
     name = "safe_softmax"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": -1}
 

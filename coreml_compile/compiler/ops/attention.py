@@ -26,6 +26,24 @@ def _repeat_heads(c, x, groups: int, name: str):
     return c.mb.reshape(x=tiled, shape=[*lead, heads * groups, s, e], name=f"{name}_repeated")
 
 
+def _causal_mask(c, length, source):
+    """key j is visible from query i where j <= i: a constant for static lengths, else
+    built from two ranges at run time."""
+    if isinstance(length, int) and isinstance(source, int):
+        return np.tril(np.ones((length, source), dtype=bool))
+    one = np.int32(1)
+    rows = c.mb.range_1d(start=np.int32(0), end=_scalar(c, length), step=one)
+    cols = c.mb.range_1d(start=np.int32(0), end=_scalar(c, source), step=one)
+    rows = c.mb.expand_dims(x=rows, axes=[1])
+    cols = c.mb.expand_dims(x=cols, axes=[0])
+    return c.mb.less_equal(x=cols, y=rows, name=c.name + "_causal")
+
+
+def _scalar(c, dim):
+    size = c.size(dim)
+    return np.int32(size) if isinstance(size, int) else size
+
+
 class ScaledDotProductAttention(Op):
     """softmax(query @ key^T * scale + mask) @ value, as torch computes it.
 
@@ -34,6 +52,7 @@ class ScaledDotProductAttention(Op):
     """
 
     name = "sdpa"
+    dynamic = True
     inputs = ("query", "key", "value", "attn_mask?")
     attrs = {"dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
     accelerated = "matmul"
@@ -55,7 +74,7 @@ class ScaledDotProductAttention(Op):
         )
 
     def lower(c, query, key, value, attn_mask, *, dropout_p, is_causal, scale, enable_gqa):
-        length, source, width = query.shape[-2], key.shape[-2], query.shape[-1]
+        width = query.shape[-1]
         if query.rank >= 3 and key.shape[-3] != query.shape[-3]:
             groups = query.shape[-3] // key.shape[-3]
             key = _repeat_heads(c, key, groups, c.name + "_key")
@@ -63,7 +82,7 @@ class ScaledDotProductAttention(Op):
         mask = attn_mask
         if is_causal:
             # torch's causal mask is the lower triangle aligned at the top-left corner.
-            mask = np.tril(np.ones((length, source), dtype=bool))
+            mask = _causal_mask(c, c.node.inputs[0].type.shape[-2], c.node.inputs[1].type.shape[-2])
         default = 1.0 / math.sqrt(width)
         if c.generation >= 18:
             if scale is not None and not math.isclose(scale, default, rel_tol=1e-7):

@@ -13,6 +13,8 @@ class _Binary(Op):
     """Broadcasting binary op; both operands are cast to the output dtype for Core ML."""
 
     inputs = ("x", "y")
+    # MIL's element-wise ops broadcast at run time: no sizes are baked in.
+    dynamic = True
 
 
 def _with_alpha(name: str, torch_fn, sign: str) -> type[Op]:
@@ -137,6 +139,7 @@ class Cast(Op):
     """x converted to ``dtype`` (an IR dtype name)."""
 
     name = "cast"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dtype": None}
 
@@ -162,6 +165,7 @@ class Identity(Op):
     """x itself (clone, contiguous, alias, detach): kept so the frontend only translates."""
 
     name = "identity"
+    dynamic = True
     inputs = ("x",)
 
     def kernel(x):
@@ -175,6 +179,7 @@ class Dropout(Op):
     """Dropout; in inference (train=False) it is the identity."""
 
     name = "dropout"
+    dynamic = True
     inputs = ("x",)
     attrs = {"p": 0.5, "train": False}
 

@@ -40,15 +40,32 @@ _STORED = 4096
 
 
 def _lower_filled(c, *inputs, fill_value, **attrs):
-    """A constant, or for a large tensor, MIL's fill of the node's shape."""
+    """A constant, or for a large or dynamic tensor, MIL's fill of the node's shape."""
     out = c.node.output.type
-    if out.numel() <= _STORED:
+    if out.is_static and out.numel() <= _STORED:
         return _lower_as_constant(c, *inputs, fill_value=fill_value, **attrs)
     from coreml_compile.compiler.mil import MIL_NUMPY
 
     value = MIL_NUMPY[c.mil_dtype(out.dtype)](fill_value)
-    shape = np.asarray(out.shape, dtype=np.int32)
+    shape = c.sizes(out.shape)
+    if isinstance(shape, list):
+        shape = np.asarray(shape, dtype=np.int32)
     return c.mb.fill(shape=shape, value=value, name=c.name)
+
+
+def _lower_arange(c, *, start, end, step, dtype):
+    """A constant, or for a dynamic length, MIL's range_1d computed at run time."""
+    out = c.node.output.type
+    if out.is_static:
+        return _lower_as_constant(c, start=start, end=end, step=step, dtype=dtype)
+    from coreml_compile.compiler.mil import MIL_NUMPY
+
+    mil = c.mil_dtype(out.dtype)
+    if mil != "int32" or any(isinstance(v, float) for v in (start, end, step)):
+        raise ValueError("a dynamic-length arange must count in integers")
+    bounds = [c.size(v) for v in (start, end, step)]
+    bounds = [b if not isinstance(b, int) else MIL_NUMPY["int32"](b) for b in bounds]
+    return c.mb.range_1d(start=bounds[0], end=bounds[1], step=bounds[2], name=c.name)
 
 
 def _dtype(dtype):
@@ -59,6 +76,7 @@ class Full(Op):
     """A tensor of ``size`` filled with ``fill_value`` (zeros, ones, scalar_tensor: size [])"""
 
     name = "full"
+    dynamic = True
     attrs = {"size": [], "fill_value": 0.0, "dtype": None}
 
     def kernel(*, size, fill_value, dtype):
@@ -72,6 +90,7 @@ class FullLike(Op):
     not read."""
 
     name = "full_like"
+    dynamic = True
     inputs = ("x",)
     attrs = {"fill_value": 0.0, "dtype": None}
     shape_only = True
@@ -86,9 +105,10 @@ class Arange(Op):
     """[start, start + step, ...) below ``end`` (above it for a negative step)"""
 
     name = "arange"
+    dynamic = True
     attrs = {"start": 0, "end": 0, "step": 1, "dtype": None}
 
     def kernel(*, start, end, step, dtype):
         return torch.arange(start, end, step, dtype=_dtype(dtype))
 
-    lower = _lower_as_constant
+    lower = _lower_arange

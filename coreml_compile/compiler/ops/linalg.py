@@ -13,6 +13,7 @@ class Matmul(Op):
     """torch.matmul semantics (batched, broadcasting); bmm and mm map here too."""
 
     name = "matmul"
+    dynamic = True
     inputs = ("x", "y")
     accelerated = "matmul"
 
@@ -30,6 +31,7 @@ class Linear(Op):
     """x @ weight.T + bias, weight (out, in)."""
 
     name = "linear"
+    dynamic = True
     inputs = ("x", "weight", "bias?")
     accelerated = "matmul"
 
@@ -59,6 +61,7 @@ class Addmm(Op):
     """beta * bias + alpha * (x @ y)"""
 
     name = "addmm"
+    dynamic = True
     inputs = ("bias", "x", "y")
     attrs = {"beta": 1, "alpha": 1}
     accelerated = "matmul"
@@ -101,6 +104,7 @@ class Conv(Op):
     """
 
     name = "conv"
+    dynamic = True
     inputs = ("x", "weight", "bias?")
     attrs = {"stride": [1], "padding": [0], "dilation": [1], "groups": 1}
     accelerated = "convolution"
@@ -195,6 +199,7 @@ class Embedding(Op):
     """weight[indices]: a row look-up."""
 
     name = "embedding"
+    dynamic = True
     inputs = ("weight", "indices")
     attrs = {"padding_idx": -1}
 

@@ -61,6 +61,7 @@ def _comparison(name: str, torch_fn, mil_op: str) -> type[Op]:
         "inputs": ("x", "y"),
         "kernel": kernel,
         "lower": lower,
+        "dynamic": True,
     }
     return type(name.title(), (Op,), attrs)
 
@@ -86,6 +87,7 @@ def _logical(name: str, torch_fn, mil_op: str) -> type[Op]:
         "inputs": ("x", "y"),
         "kernel": kernel,
         "lower": lower,
+        "dynamic": True,
     }
     return type(name.title().replace("_", ""), (Op,), attrs)
 
@@ -112,6 +114,7 @@ class Where(Op):
     """x where cond, else y (torch.where; operands promoted to the output dtype)"""
 
     name = "where"
+    dynamic = True
     inputs = ("cond", "x", "y")
 
     def kernel(cond, x, y):
@@ -126,6 +129,7 @@ class MaskedFill(Op):
     """x with ``value`` where ``mask`` is True (value: a scalar, or a 0-dim tensor)"""
 
     name = "masked_fill"
+    dynamic = True
     inputs = ("x", "mask", "value")
 
     def kernel(x, mask, value):
@@ -176,6 +180,7 @@ def _truth_reduction(name: str, torch_fn, mil_op: str) -> type[Op]:
         "attrs": {"dim": None, "keepdim": False},
         "kernel": kernel,
         "lower": lower,
+        "dynamic": True,
     }
     return type(name.title(), (Op,), attrs)
 

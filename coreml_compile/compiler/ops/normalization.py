@@ -11,6 +11,7 @@ class BatchNorm(Op):
     """Inference batch norm over dim 1 with running statistics."""
 
     name = "batch_norm"
+    dynamic = True
     inputs = ("x", "weight?", "bias?", "running_mean", "running_var")
     attrs = {"eps": 1e-5}
 
@@ -43,6 +44,7 @@ class BatchNorm(Op):
 
 class LayerNorm(Op):
     name = "layer_norm"
+    dynamic = True
     inputs = ("x", "weight?", "bias?")
     attrs = {"normalized_shape": [], "eps": 1e-5}
 
@@ -120,6 +122,7 @@ class RmsNorm(Op):
     """
 
     name = "rms_norm"
+    dynamic = True
     inputs = ("x", "weight?")
     attrs = {"normalized_shape": [], "eps": None}
 

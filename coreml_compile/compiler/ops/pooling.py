@@ -11,6 +11,7 @@ from coreml_compile.compiler.ops._helpers import as_tuple
 
 class MaxPool2d(Op):
     name = "max_pool2d"
+    dynamic = True
     inputs = ("x",)
     attrs = {
         "kernel_size": [1, 1],
@@ -46,6 +47,7 @@ class MaxPool2d(Op):
 
 class AvgPool2d(Op):
     name = "avg_pool2d"
+    dynamic = True
     inputs = ("x",)
     attrs = {
         "kernel_size": [1, 1],

@@ -27,6 +27,7 @@ def _reduction(name: str, torch_fn, mil_op: str) -> type[Op]:
             "attrs": {"dim": None, "keepdim": False},
             "kernel": kernel,
             "lower": lower,
+            "dynamic": True,
         },
     )
 

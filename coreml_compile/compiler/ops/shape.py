@@ -16,11 +16,13 @@ class Reshape(Op):
     inputs = ("x",)
     attrs = {"shape": []}
 
+    dynamic = True
+
     def kernel(x, *, shape):
         return torch.reshape(x, list(shape))
 
     def lower(c, x, *, shape):
-        return c.mb.reshape(x=x, shape=list(c.node.output.type.shape), name=c.name)
+        return c.mb.reshape(x=x, shape=c.sizes(c.node.output.type.shape), name=c.name)
 
 
 class Flatten(Op):
@@ -30,17 +32,20 @@ class Flatten(Op):
     inputs = ("x",)
     attrs = {"start_dim": 0, "end_dim": -1}
 
+    dynamic = True
+
     def kernel(x, *, start_dim, end_dim):
         return torch.flatten(x, start_dim, end_dim)
 
     def lower(c, x, *, start_dim, end_dim):
-        return c.mb.reshape(x=x, shape=list(c.node.output.type.shape), name=c.name)
+        return c.mb.reshape(x=x, shape=c.sizes(c.node.output.type.shape), name=c.name)
 
 
 class Permute(Op):
     name = "permute"
     inputs = ("x",)
     attrs = {"dims": []}
+    dynamic = True
 
     def kernel(x, *, dims):
         return torch.permute(x, list(dims))
@@ -55,6 +60,7 @@ class Transpose(Op):
     name = "transpose"
     inputs = ("x",)
     attrs = {"dim0": 0, "dim1": 1}
+    dynamic = True
 
     def kernel(x, *, dim0, dim1):
         return torch.transpose(x, dim0, dim1)
@@ -72,6 +78,7 @@ class Squeeze(Op):
     name = "squeeze"
     inputs = ("x",)
     attrs = {"dim": None}
+    dynamic = True
 
     def kernel(x, *, dim):
         if dim is None:
@@ -89,6 +96,7 @@ class Unsqueeze(Op):
     name = "unsqueeze"
     inputs = ("x",)
     attrs = {"dim": 0}
+    dynamic = True
 
     def kernel(x, *, dim):
         return torch.unsqueeze(x, dim)
@@ -101,6 +109,7 @@ class Cat(Op):
     name = "cat"
     inputs = ("*tensors",)
     attrs = {"dim": 0}
+    dynamic = True
 
     def kernel(tensors, *, dim):
         return torch.cat(list(tensors), dim)
@@ -122,18 +131,44 @@ class Slice(Op):
     def kernel(x, *, dim, start, end, step):
         return torch.ops.aten.slice(x, dim, start, end, step)
 
+    dynamic = True
+
     def lower(c, x, *, dim, start, end, step):
         axis = dim % x.rank
-        size = x.shape[axis]
-        begin_idx, end_idx, _ = slice(start, end, step).indices(size)
+        size = c.node.inputs[0].type.shape[axis]
         begin = [0] * x.rank
-        stop = list(x.shape)
+        stop = [0] * x.rank
         stride = [1] * x.rank
-        begin[axis], stop[axis], stride[axis] = begin_idx, max(end_idx, begin_idx), step
-        return c.mb.slice_by_index(x=x, begin=begin, end=stop, stride=stride, name=c.name)
+        end_mask = [True] * x.rank
+        if isinstance(size, int):
+            begin_idx, end_idx, _ = slice(start, end, step).indices(size)
+            begin[axis], stop[axis] = begin_idx, max(end_idx, begin_idx)
+            end_mask[axis] = False
+        else:
+            # Along a dynamic dimension, bounds are sizes (Exprs) or non-negative ints.
+            begin[axis] = start or 0
+            if end is not None and not (isinstance(end, int) and end >= 2**62):
+                stop[axis] = end
+                end_mask[axis] = False
+        stride[axis] = step
+        return c.mb.slice_by_index(
+            x=x,
+            begin=c.sizes(begin),
+            end=c.sizes(stop),
+            stride=stride,
+            end_mask=end_mask,
+            name=c.name,
+        )
 
     def check(node, generation):
-        return "slice with step < 1" if node.attrs["step"] < 1 else None
+        if node.attrs["step"] < 1:
+            return "slice with step < 1"
+        attrs, x = node.attrs, node.inputs[0].type
+        if not isinstance(x.shape[attrs["dim"] % x.rank], int) and any(
+            isinstance(b, int) and b < 0 for b in (attrs["start"], attrs["end"])
+        ):
+            return "negative slice bounds along a dynamic dimension"
+        return None
 
 
 class Select(Op):
@@ -146,14 +181,26 @@ class Select(Op):
     def kernel(x, *, dim, index):
         return torch.select(x, dim, index)
 
+    dynamic = True
+
     def lower(c, x, *, dim, index):
         axis = dim % x.rank
-        i = index % x.shape[axis]
+        size = c.node.inputs[0].type.shape[axis]
+        i = index % size if isinstance(size, int) else index
         begin = [0] * x.rank
-        end = list(x.shape)
+        end = [0] * x.rank
         begin[axis], end[axis] = i, i + 1
+        end_mask = [a != axis for a in range(x.rank)]
         squeeze = [a == axis for a in range(x.rank)]
-        return c.mb.slice_by_index(x=x, begin=begin, end=end, squeeze_mask=squeeze, name=c.name)
+        return c.mb.slice_by_index(
+            x=x, begin=begin, end=end, end_mask=end_mask, squeeze_mask=squeeze, name=c.name
+        )
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if node.attrs["index"] < 0 and not isinstance(x.shape[node.attrs["dim"] % x.rank], int):
+            return "a negative index along a dynamic dimension"
+        return None
 
 
 class Expand(Op):

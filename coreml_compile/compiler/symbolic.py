@@ -1,0 +1,238 @@
+"""Symbolic dimensions: what a dynamic dimension is in the IR, and shape rules on them.
+
+A dimension is an int, or a string holding an integer expression over named symbols, as
+torch.export prints them: ``"s27"``, ``"2*s27"``, ``"((s27 - 1)//2) + 1"``. The frontend
+copies them from the export's fake tensors; a :class:`Symbol` (the graph's
+``symbols``) says each one's range.
+
+Shape rules stay the op records' kernels: :func:`infer` runs a kernel on fake tensors
+whose sizes are torch ``SymInt``\\ s of a fresh ``ShapeEnv``, so the output shapes come
+out as expressions over the same symbols. Nothing here re-states an op's shape rule.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Dim = int | str
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+# Functions torch's printer may use in an expression, as Python can evaluate them.
+_FUNCTIONS = {"Max": max, "Min": min, "Mod": lambda a, b: a % b, "FloorDiv": lambda a, b: a // b}
+
+
+class Specialised(NotImplementedError):
+    """An op's shape rule does not hold for every size of a dynamic dimension."""
+
+
+class Expr(str):
+    """A size in an op's attributes that depends on dynamic dimensions (``view``'s
+    ``[1, s27, 3, 4, 8]``). The kernel sees it as a number once the symbols are known,
+    the lowering as a MIL value computed from the inputs' shapes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Expr({str(self)!r})"
+
+
+def resolve(value: Any, values: Mapping[str, Any]) -> Any:
+    """``value`` (an attribute) with every :class:`Expr` in it evaluated on ``values``
+    (ints, or SymInts while inferring shapes)."""
+    if isinstance(value, Expr):
+        return _compiled(str(value))(values)
+    if isinstance(value, list | tuple):
+        return type(value)(resolve(v, values) for v in value)
+    if isinstance(value, dict):
+        return {k: resolve(v, values) for k, v in value.items()}
+    return value
+
+
+def has_expr(value: Any) -> bool:
+    if isinstance(value, Expr):
+        return True
+    if isinstance(value, list | tuple):
+        return any(has_expr(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_expr(v) for v in value.values())
+    return False
+
+
+def expr_names(value: Any) -> set[str]:
+    """The symbols the :class:`Expr` values in an attribute depend on."""
+    if isinstance(value, Expr):
+        return names(value)
+    if isinstance(value, list | tuple):
+        return set().union(*(expr_names(v) for v in value)) if value else set()
+    if isinstance(value, dict):
+        return expr_names(list(value.values()))
+    return set()
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A dynamic dimension's range (``max`` None: unbounded)."""
+
+    name: str
+    min: int
+    max: int | None
+    # The size traced with: the default shape a package declares.
+    example: int | None = None
+
+    def contains(self, size: int) -> bool:
+        return size >= self.min and (self.max is None or size <= self.max)
+
+    def __str__(self) -> str:
+        return f"{self.min}..{'' if self.max is None else self.max}"
+
+
+def is_symbolic(dim: Dim) -> bool:
+    return not isinstance(dim, int)
+
+
+def names(dim: Dim) -> set[str]:
+    """The symbols a dimension depends on."""
+    if isinstance(dim, int):
+        return set()
+    return {n for n in _NAME.findall(dim) if n not in _FUNCTIONS}
+
+
+def evaluate(dim: Dim, values: Mapping[str, int]) -> int:
+    """A dimension's size, given each symbol's value."""
+    if isinstance(dim, int):
+        return dim
+    return int(_compiled(dim)(values))
+
+
+@functools.cache
+def _compiled(expr: str) -> Callable[[Mapping[str, int]], Any]:
+    code = compile(expr, "<dim>", "eval")
+    return lambda values: eval(code, {"__builtins__": {}}, {**_FUNCTIONS, **values})  # noqa: S307
+
+
+def bind(declared: Sequence[Dim], actual: Sequence[int], values: dict[str, int]) -> str | None:
+    """Match a concrete shape to a declared one, binding plain symbols in ``values``.
+
+    Returns None if they agree, else what differs (for an error message). Dimensions
+    that are expressions (``2*s0``) are checked once their symbols are bound.
+    """
+    if len(declared) != len(actual):
+        return f"rank {len(actual)}, expected {len(declared)}"
+    later = []
+    for axis, (want, got) in enumerate(zip(declared, actual, strict=True)):
+        if isinstance(want, int):
+            if want != got:
+                return f"dimension {axis} is {got}, expected {want}"
+        elif _NAME.fullmatch(want) and want not in values:
+            values[want] = int(got)
+        else:
+            later.append((axis, want, got))
+    for axis, want, got in later:
+        if not names(want) <= values.keys():
+            continue
+        expected = evaluate(want, values)
+        if expected != got:
+            return f"dimension {axis} is {got}, expected {want} = {expected}"
+    return None
+
+
+def infer(
+    kernel: Callable[[list[Any], Mapping[str, Any]], Sequence[Any]],
+    shapes: Sequence[Any],
+    extra_names: Iterable[str] = (),
+) -> list[Any]:
+    """Run ``kernel(tensors, symbols)`` on fake tensors of symbolic ``shapes``; returns
+    its output tensors, each with a function turning its sizes back into IR dimensions.
+
+    ``shapes`` holds ``(dims, torch dtype)`` pairs or None (an absent input); the kernel
+    gets each symbol (those of the shapes and ``extra_names``) as a SymInt.
+    """
+    import torch
+    from torch._dynamo.source import ConstantSource
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
+
+    env = ShapeEnv()
+    symbols: dict[str, Any] = {}
+    wanted = {n for spec in shapes if spec for d in spec[0] for n in names(d)} | set(extra_names)
+    for i, name in enumerate(sorted(wanted)):
+        # Distinct example sizes, so no two symbols look equal to the shape environment.
+        hint = 1009 + 16 * i
+        sym = env.create_symbol(hint, ConstantSource(name), dynamic_dim=DimDynamic.DYNAMIC)
+        symbols[name] = env.create_symintnode(sym, hint=hint)
+    back = {str(node.node.expr): name for name, node in symbols.items()}
+    with FakeTensorMode(shape_env=env, allow_non_fake_inputs=True):
+        tensors = [
+            None
+            if spec is None
+            else torch.empty(
+                [d if isinstance(d, int) else _as_symint(d, symbols) for d in spec[0]],
+                dtype=spec[1],
+            )
+            for spec in shapes
+        ]
+        outputs = kernel(tensors, symbols)
+    fixed = [
+        back.get(str(sym), str(sym))
+        for sym, value in env.replacements.items()
+        if str(sym) in back and value.is_number
+    ]
+    for guard in env.guards:
+        # Eq(some size, 256): the kernel fixed a size it could not keep symbolic.
+        expr = guard.expr
+        if type(expr).__name__ == "Equality" and (expr.lhs.is_number or expr.rhs.is_number):
+            fixed += [back.get(str(sym), str(sym)) for sym in expr.free_symbols]
+    if fixed:
+        # The kernel's shape rule needed the sizes themselves (a float scale factor
+        # rounds them): its result holds only for the example sizes.
+        raise Specialised(f"the shape rule needs a fixed size for {', '.join(sorted(fixed))}")
+    return [(out, lambda size, b=back: to_dim(size, b)) for out in outputs]
+
+
+def _as_symint(dim: str, symbols: Mapping[str, Any]) -> Any:
+    # torch prints expressions as Python would write them: evaluating the text on SymInts
+    # rebuilds the same expression in the new shape environment.
+    return _compiled(dim)(symbols)
+
+
+def to_dim(size: Any, rename: Mapping[str, str] | None = None) -> Dim:
+    """A torch size (int or SymInt) as an IR dimension, symbols renamed by ``rename``."""
+    import torch
+
+    if not isinstance(size, torch.SymInt):
+        return int(size)
+    expr = size.node.expr
+    if expr.is_number:
+        return int(expr)
+    if rename:
+        import sympy
+
+        expr = expr.xreplace(
+            {s: sympy.Symbol(rename.get(str(s), str(s))) for s in expr.free_symbols}
+        )
+    return str(expr)
+
+
+def equal(a: Dim, b: Dim) -> bool:
+    """True if two dimensions are the same size for every value of their symbols."""
+    if a == b:
+        return True
+    if isinstance(a, int) and isinstance(b, int):
+        return False
+    import sympy
+
+    return sympy.simplify(_sympy(a) - _sympy(b)) == 0
+
+
+def _sympy(dim: Dim) -> Any:
+    import sympy
+
+    if isinstance(dim, int):
+        return sympy.Integer(dim)
+    local = {n: sympy.Symbol(n, integer=True, positive=True) for n in names(dim)}
+    local.update({"FloorDiv": lambda a, b: sympy.floor(a / b), "Mod": sympy.Mod})
+    return sympy.sympify(dim, locals=local)
