@@ -250,9 +250,8 @@ class CompiledModel:
 
                 self._executor = CoreMLExecutor(self.mlmodel, self.choice.compute_units)
             else:
-                from coreml_compile.runtime.reference import ReferenceExecutor
-
                 from coreml_compile.runtime.input_shapes import description_shapes
+                from coreml_compile.runtime.reference import ReferenceExecutor
 
                 self._executor = ReferenceExecutor(
                     self.program,
