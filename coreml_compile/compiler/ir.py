@@ -541,6 +541,11 @@ class Graph:
 
         defined: set[int] = set()
         seen_names: set[str] = set()
+        # Dynamic dimensions are checked at their traced sizes, where the rule runs on
+        # plain meta tensors: symbolic inference on every node would cost seconds.
+        examples = {name: sym.example for name, sym in self.symbols.items()}
+        if not self.symbols or any(v is None for v in examples.values()):
+            examples = None
 
         def define(v: Value) -> None:
             if v.name in seen_names:
@@ -572,7 +577,9 @@ class Graph:
                 if out.producer is not node:
                     raise IRVerificationError(f"{out.name} does not name {node.name} as producer")
                 define(out)
-            if check_types:
+            if check_types and examples is not None and _is_symbolic(node):
+                _check_at_sizes(node, record, examples)
+            elif check_types:
                 try:
                     inferred = record.infer(node.inputs, node.attrs)
                 except Specialised:
@@ -617,6 +624,34 @@ def _format_attr(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
     return str(value)
+
+
+def _is_symbolic(node: Node) -> bool:
+    from coreml_compile.compiler import symbolic
+
+    return symbolic.has_expr(node.attrs) or not all(
+        v.type.is_static for v in [*node.present_inputs(), *node.outputs]
+    )
+
+
+def _check_at_sizes(node: Node, record: Any, examples: dict[str, int]) -> None:
+    """The record's rule agrees with the recorded types at the traced sizes."""
+    from coreml_compile.compiler import symbolic
+
+    def at(t: TensorType) -> TensorType:
+        return TensorType(t.dtype, tuple(symbolic.evaluate(d, examples) for d in t.shape))
+
+    inputs = [None if v is None else Value(v.name, at(v.type)) for v in node.inputs]
+    attrs = symbolic.resolve(node.attrs, examples)
+    inferred = record.infer(inputs, attrs)
+    recorded = [at(o.type) for o in node.outputs]
+    if list(inferred) != recorded:
+        raise IRVerificationError(
+            f"node {node.name} ({node.op}): recorded types "
+            f"{', '.join(str(o.type) for o in node.outputs)} are "
+            f"{', '.join(map(str, recorded))} at the traced sizes, but the op infers "
+            f"{', '.join(map(str, inferred))}"
+        )
 
 
 def _same_types(a: Sequence[TensorType], b: Sequence[TensorType]) -> bool:

@@ -374,6 +374,7 @@ def flexible_inputs(
         return None
     ct = import_coremltools()
     types = []
+    ranges: dict[str, Any] = {}
     for v in graph.inputs:
         dtype = MIL_NUMPY[io_dtype(v.type.dtype)]
         if v.name in enumerated_shapes:
@@ -402,7 +403,9 @@ def flexible_inputs(
                         "torch.export.Dim a max (Core ML needs bounded shapes to plan memory)"
                     )
                 default = symbol.example if symbol.example is not None else symbol.min
-                dims.append(ct.RangeDim(symbol.min, symbol.max, default, symbol.name))
+                if d not in ranges:  # inputs sharing a dimension share its RangeDim
+                    ranges[d] = ct.RangeDim(symbol.min, symbol.max, default)
+                dims.append(ranges[d])
             shape = ct.Shape(dims)
         types.append(ct.TensorType(name=v.name, shape=shape, dtype=dtype))
     return types

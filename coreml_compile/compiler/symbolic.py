@@ -90,6 +90,16 @@ class Symbol:
         return f"{self.min}..{'' if self.max is None else self.max}"
 
 
+# Every symbol a frontend has declared, by name: shape inference needs their ranges
+# (``x[:, :s]`` on 64 columns has s columns only if s <= 64) but sees only types.
+_DECLARED: dict[str, Symbol] = {}
+
+
+def declare(symbols: Mapping[str, Symbol]) -> None:
+    """Make symbols' ranges known to :func:`infer` (torch's names are unique per process)."""
+    _DECLARED.update(symbols)
+
+
 def is_symbolic(dim: Dim) -> bool:
     return not isinstance(dim, int)
 
@@ -154,15 +164,36 @@ def infer(
     import torch
     from torch._dynamo.source import ConstantSource
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StrictMinMaxConstraint
+    from torch.utils._sympy.numbers import int_oo
+    from torch.utils._sympy.value_ranges import ValueRanges
 
     env = ShapeEnv()
     symbols: dict[str, Any] = {}
     wanted = {n for spec in shapes if spec for d in spec[0] for n in names(d)} | set(extra_names)
+    used: set[int] = set()
     for i, name in enumerate(sorted(wanted)):
-        # Distinct example sizes, so no two symbols look equal to the shape environment.
-        hint = 1009 + 16 * i
-        sym = env.create_symbol(hint, ConstantSource(name), dynamic_dim=DimDynamic.DYNAMIC)
+        known = _DECLARED.get(name)
+        low = max(known.min, 2) if known else 2
+        high = known.max if known and known.max is not None else None
+        # Distinct example sizes inside each range, so no two symbols look equal.
+        hint = (
+            known.example
+            if known and known.example
+            else max(low, min(1009 + 16 * i, high or 2**31))
+        )
+        while hint in used and (high is None or hint < high):
+            hint += 1
+        used.add(hint)
+        constraint = None
+        if known is not None:
+            constraint = StrictMinMaxConstraint(
+                vr=ValueRanges(known.min, known.max if known.max is not None else int_oo),
+                warn_only=False,
+            )
+        sym = env.create_symbol(
+            hint, ConstantSource(name), dynamic_dim=DimDynamic.DYNAMIC, constraint_dim=constraint
+        )
         symbols[name] = env.create_symintnode(sym, hint=hint)
     back = {str(node.node.expr): name for name, node in symbols.items()}
     with FakeTensorMode(shape_env=env, allow_non_fake_inputs=True):

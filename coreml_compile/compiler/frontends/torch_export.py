@@ -97,7 +97,17 @@ def _call_targets(ep: torch.export.ExportedProgram) -> list[Any]:
 
 
 def _unmapped(ep: torch.export.ExportedProgram) -> set[Any]:
-    return {t for t in _call_targets(ep) if _functional_key(t)[0] not in ATEN_TO_IR}
+    return {
+        t
+        for t in _call_targets(ep)
+        if _functional_key(t)[0] not in ATEN_TO_IR and _returns_tensors(t)
+    }
+
+
+def _returns_tensors(target: Any) -> bool:
+    """False for shape arithmetic (sym_size) and asserts: the IR takes their values from
+    the export's metadata, so decomposing them would only cost time."""
+    return any("Tensor" in str(r.type) for r in target._schema.returns)
 
 
 def _mutates_a_view_or_input(ep: torch.export.ExportedProgram) -> bool:
@@ -263,6 +273,7 @@ class _Translator:
     def run(self) -> Graph:
         self.graph.symbols.update(_symbols(self.ep))
         self._placeholders()
+        symbolic.declare(self.graph.symbols)
         for node in self.ep.graph.nodes:
             if node.op == "call_function":
                 self._call(node)

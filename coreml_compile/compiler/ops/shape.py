@@ -140,12 +140,13 @@ class Slice(Op):
         stop = [0] * x.rank
         stride = [1] * x.rank
         end_mask = [True] * x.rank
-        if isinstance(size, int):
+        if isinstance(size, int) and not any(isinstance(b, str) for b in (start, end)):
             begin_idx, end_idx, _ = slice(start, end, step).indices(size)
             begin[axis], stop[axis] = begin_idx, max(end_idx, begin_idx)
             end_mask[axis] = False
         else:
-            # Along a dynamic dimension, bounds are sizes (Exprs) or non-negative ints.
+            # Along a dynamic dimension, or up to a dynamic size, bounds are sizes (Exprs)
+            # or non-negative ints, and torch checked them against the dimension.
             begin[axis] = start or 0
             if end is not None and not (isinstance(end, int) and end >= 2**62):
                 stop[axis] = end
@@ -213,16 +214,22 @@ class Expand(Op):
     def kernel(x, *, size):
         return x.expand(list(size))
 
+    dynamic = True
+
     def lower(c, x, *, size):
+        from coreml_compile.compiler import symbolic
+
         out = list(c.node.output.type.shape)
+        dims = list(c.node.inputs[0].type.shape)
         if x.rank < len(out):
-            x = c.mb.reshape(
-                x=x, shape=[1] * (len(out) - x.rank) + list(x.shape), name=c.name + "_lift"
-            )
-        reps = [o if i == 1 else 1 for i, o in zip(x.shape, out, strict=True)]
+            lift = len(out) - x.rank
+            x = c.mb.expand_dims(x=x, axes=list(range(lift)), name=c.name + "_lift")
+            dims = [1] * lift + dims
+        # Broadcast only the size-1 dims; a dynamic target size is computed at run time.
+        reps = [1 if symbolic.equal(d, o) else o for d, o in zip(dims, out, strict=True)]
         if all(r == 1 for r in reps):
             return c.mb.identity(x=x, name=c.name)
-        return c.mb.tile(x=x, reps=reps, name=c.name)
+        return c.mb.tile(x=x, reps=c.sizes(reps), name=c.name)
 
 
 class Pad(Op):
@@ -353,6 +360,8 @@ class Unbind(Op):
     inputs = ("x",)
     attrs = {"dim": 0}
     num_outputs = _ANY_NUMBER
+    # The unbound dim's size is the number of outputs, so static; the others may vary.
+    dynamic = True
 
     def kernel(x, *, dim):
         return tuple(torch.unbind(x, dim))
@@ -418,6 +427,7 @@ class ExpandAs(Op):
     """x.expand_as(other): x broadcast to other's shape (other's values are not read)."""
 
     name = "expand_as"
+    dynamic = True
     inputs = ("x", "other")
 
     def kernel(x, other):
@@ -433,12 +443,13 @@ class Unflatten(Op):
     name = "unflatten"
     inputs = ("x",)
     attrs = {"dim": 0, "sizes": REQUIRED}
+    dynamic = True
 
     def kernel(x, *, dim, sizes):
         return torch.unflatten(x, dim, list(sizes))
 
     def lower(c, x, *, dim, sizes):
-        return c.mb.reshape(x=x, shape=list(c.node.output.type.shape), name=c.name)
+        return c.mb.reshape(x=x, shape=c.sizes(c.node.output.type.shape), name=c.name)
 
 
 def _movedim_perm(rank, source, destination):

@@ -1,0 +1,185 @@
+"""Dynamic shapes end to end: one package serves every declared shape.
+
+A CNN with dynamic height and width (models/resnet.py), an encoder with a dynamic
+sequence length (models/bert.py, two inputs sharing one dimension) and a causal decoder
+with a dynamic prompt length (models/llama.py, no KV cache) are compiled once with
+torch.export's ``dynamic_shapes``, saved, loaded, and run by the reference executor at
+several shapes; each must agree with torch at each (fp32 cosine >= 0.9999). Shapes
+outside the declared range are refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.export import Dim
+
+import coreml_compile
+from coreml_compile.errors import InputSpecError, LoweringError, UnsupportedOpError
+
+pytestmark = pytest.mark.slow
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _description(compiled, name):
+    for spec in compiled.mlmodel._spec.description.input:
+        if spec.name == name:
+            return spec.type.multiArrayType
+    raise KeyError(name)
+
+
+def test_cnn_with_dynamic_height_and_width(tmp_path):
+    resnet = importlib.import_module("resnet")
+    model = resnet.model().eval()
+    (example,) = resnet.example_inputs()
+    dims = {2: Dim("height", min=64, max=512), 3: Dim("width", min=64, max=512)}
+    compiled = coreml_compile.compile(model, (example,), dynamic_shapes=(dims,), precision="fp32")
+    ranges = _description(compiled, "x").shapeRange.sizeRanges
+    assert [(r.lowerBound, r.upperBound) for r in ranges] == [(1, 1), (3, 3), (64, 512), (64, 512)]
+    loaded = coreml_compile.load(compiled.save(tmp_path / "resnet.mlpackage"), backend="reference")
+    for shape in [(1, 3, 224, 224), (1, 3, 97, 131), (1, 3, 512, 64)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            want = model(x).numpy()
+        (got,) = loaded.predict({"x": x.numpy()}).values()
+        assert got.shape == want.shape
+        assert _cosine(got, want) >= 0.9999, shape
+    with pytest.raises(InputSpecError, match="dimension 2 is 600, outside the range 64..512"):
+        loaded.predict({"x": np.zeros((1, 3, 600, 100), np.float32)})
+
+
+def test_encoder_with_dynamic_sequence_length():
+    bert = importlib.import_module("bert")
+    model = bert.model().eval()
+    sequence = Dim("sequence", min=2, max=bert.MAX_POSITIONS)
+    compiled = coreml_compile.compile(
+        model,
+        bert.example_inputs(),
+        dynamic_shapes=({1: sequence}, {1: sequence}),
+        precision="fp32",
+        allow_fallback=False,
+    )
+    generator = torch.Generator().manual_seed(0)
+    for length in (5, 32, bert.MAX_POSITIONS):
+        ids = torch.randint(1, bert.VOCAB, (1, length), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[:, length - 2 :] = 0
+        with torch.no_grad():
+            want = model(ids, mask).numpy()
+        (got,) = compiled.predict(
+            {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        ).values()
+        assert _cosine(got, want) >= 0.9999, length
+
+
+def test_causal_decoder_with_dynamic_prompt_length():
+    llama = importlib.import_module("llama")
+    model = llama.model().eval()
+    compiled = coreml_compile.compile(
+        model,
+        llama.example_inputs(),
+        dynamic_shapes=({1: Dim("prompt", min=2, max=llama.MAX_SEQUENCE)},),
+        precision="fp32",
+    )
+    generator = torch.Generator().manual_seed(1)
+    for length in (3, 17, llama.MAX_SEQUENCE):
+        tokens = torch.randint(0, llama.VOCAB, (1, length), generator=generator)
+        with torch.no_grad():
+            want = model(tokens).numpy()
+        (got,) = compiled.predict({"tokens": tokens.numpy()}).values()
+        assert got.shape == want.shape
+        # The causal mask is built at run time: a mask of the traced length would fail.
+        assert _cosine(got, want) >= 0.9999, length
+
+
+class _SmallNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.head(y.mean(dim=(2, 3)))
+
+
+def test_enumerated_shapes_are_declared_and_enforced():
+    model = _SmallNet().eval()
+    side = Dim("side", min=32, max=256)
+    shapes = [(1, 3, 64, 64), (1, 3, 128, 128), (1, 3, 224, 224)]
+    compiled = coreml_compile.compile(
+        model,
+        (torch.randn(1, 3, 64, 64),),
+        dynamic_shapes=({2: side, 3: side},),
+        enumerated_shapes={"x": shapes},
+        precision="fp32",
+    )
+    declared = _description(compiled, "x").enumeratedShapes.shapes
+    assert [tuple(s.shape) for s in declared] == shapes
+    for shape in shapes:
+        x = torch.randn(shape)
+        (got,) = compiled.predict({"x": x.numpy()}).values()
+        with torch.no_grad():
+            assert _cosine(got, model(x).numpy()) >= 0.9999
+    with pytest.raises(InputSpecError, match="not one of the shapes"):
+        compiled.predict({"x": np.zeros((1, 3, 96, 96), np.float32)})
+
+
+def test_an_unbounded_dimension_is_a_clear_error():
+    with pytest.raises(LoweringError, match="has no upper bound; give its torch.export.Dim a max"):
+        coreml_compile.compile(
+            _SmallNet().eval(),
+            (torch.randn(1, 3, 64, 64),),
+            dynamic_shapes=({2: Dim("h", min=8)},),
+        )
+
+
+def test_a_dynamic_model_needing_fallback_names_the_op():
+    class Erfinv(torch.nn.Module):
+        def forward(self, x):
+            return torch.special.erfinv(torch.tanh(x)) * 2
+
+    with pytest.raises(UnsupportedOpError, match="erfinv"):
+        coreml_compile.compile(
+            Erfinv(), (torch.randn(1, 16),), dynamic_shapes=({1: Dim("n", min=2, max=64)},)
+        )
+
+
+def test_cli_compiles_a_range(tmp_path):
+    source = tmp_path / "net.py"
+    source.write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)\n"
+        "    def forward(self, x):\n"
+        "        return torch.relu(self.conv(x))\n"
+        "def model():\n"
+        "    return Net()\n"
+    )
+    out = tmp_path / "net.mlpackage"
+    result = subprocess.run(
+        [sys.executable, "-m", "coreml_compile.cli.main", "compile", str(source), "-o", str(out),
+         "--input-shape", "1,3,32..128,32..96"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    loaded = coreml_compile.load(out, backend="reference")
+    model = importlib.import_module("runpy").run_path(str(source))["model"]().eval()
+    for shape in [(1, 3, 32, 96), (1, 3, 101, 45)]:
+        x = torch.randn(shape)
+        (got,) = loaded.predict({"x": x.numpy()}).values()
+        with torch.no_grad():
+            assert _cosine(got, model(x).numpy()) >= 0.9999
