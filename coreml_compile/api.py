@@ -102,6 +102,11 @@ class CompiledModel:
     ``save(path)`` writes the ``.mlpackage``; ``predict({name: array})`` and
     ``model(*tensors)`` run it (on the reference executor off Apple systems).
 
+    A stateful model (Core ML states, iOS18+: a KV cache, say) keeps values between
+    predictions: ``state = model.make_state()`` starts a set of them at zeros, and
+    ``predict(inputs, state=state)`` reads and updates it, as coremltools' MLModel does.
+    States are not inputs: ``input_names`` and ``input_specs()`` leave them out.
+
     A partitioned model (ops Core ML cannot run) also has ``plan``: its partitions in
     order; ``program``/``mlmodel`` are then the package's root model, and
     ``placements()`` says where each partition runs on this machine.
@@ -152,6 +157,8 @@ class CompiledModel:
 
     @property
     def input_names(self) -> list[str]:
+        """The inputs ``predict`` takes, in order (a stateful model's states are not
+        among them: the model description lists those apart)."""
         if self.plan is not None:
             return list(self.plan.inputs)
         return [i.name for i in self.mlmodel._spec.description.input]
@@ -249,6 +256,8 @@ class CompiledModel:
                 from coreml_compile.runtime.coreml_executor import CoreMLExecutor
 
                 self._executor = CoreMLExecutor(self.mlmodel, self.choice.compute_units)
+                # States are only for models Core ML runs whole: read_package refuses
+                # partitioned packages that declare any.
             else:
                 from coreml_compile.runtime.input_shapes import description_shapes
                 from coreml_compile.runtime.reference import ReferenceExecutor
@@ -260,16 +269,44 @@ class CompiledModel:
                 )
         return self._executor
 
-    def predict(self, inputs: Any) -> dict[str, Any]:
+    def _state_specs(self) -> dict[str, Any]:
+        """{state name: StateSpec} the model keeps (none for a partitioned model)."""
+        from coreml_compile.runtime.state import description_states
+
+        if self.plan is not None:
+            return {}
+        return description_states(self.mlmodel._spec.description)
+
+    def make_state(self) -> Any:
+        """A new set of the model's state values, all zeros, for ``predict(state=...)``.
+
+        Each call starts an independent set; ``read_state(name)`` and
+        ``write_state(name, value)`` on it read and set values as numpy arrays.
+        """
+        if not self._state_specs():
+            raise InputSpecError(
+                "this model keeps no state: make_state() is for models with states"
+            )
+        return self._runner().make_state()
+
+    def predict(self, inputs: Any, state: Any = None) -> dict[str, Any]:
         """Run on named numpy arrays; returns named numpy arrays (like MLModel.predict).
 
         A model with one input also takes the array itself, and a list or tuple gives
         the inputs in order. Inputs must be numbers: float64 is refused for a float
         input (Core ML has no float64; cast to float32), big-endian arrays are converted.
+        A stateful model needs ``state`` (from ``make_state()``), which it updates in
+        place; a model without states takes none.
         """
+        from coreml_compile.runtime.state import check_state
+
+        check_state(self._state_specs(), state)  # before the inputs: the call is wrong
         feeds = self._feeds(inputs)
+        runner = self._runner()
         try:
-            return self._runner().predict(feeds)
+            if state is None:
+                return runner.predict(feeds)
+            return runner.predict(feeds, state=state)
         except (IndexError, ExecutionError) as exc:
             # An index out of range (a gather or embedding) comes from the inputs' values.
             cause = exc if isinstance(exc, IndexError) else exc.__cause__
@@ -310,8 +347,9 @@ class CompiledModel:
         specs = self.input_specs()
         return {name: _input_array(name, x, specs.get(name)) for name, x in inputs.items()}
 
-    def __call__(self, *args: Any) -> Any:
-        """Run on tensors in input order, like the source nn.Module (torch in, torch out)."""
+    def __call__(self, *args: Any, state: Any = None) -> Any:
+        """Run on tensors in input order, like the source nn.Module (torch in, torch out);
+        ``state`` as for ``predict``."""
         import torch
 
         names = self.input_names
@@ -322,7 +360,7 @@ class CompiledModel:
         feeds = {}
         for name, x in zip(names, args, strict=True):
             feeds[name] = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
-        outs = self.predict(feeds)
+        outs = self.predict(feeds, state=state)
         results = [torch.from_numpy(outs[n]) for n in self.output_names]
         return results[0] if len(results) == 1 else tuple(results)
 
@@ -525,7 +563,13 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         "coreml_compile.precision": precision,
         "coreml_compile.target": minimum_deployment_target,
     }
-    if not allow_fallback or graph.symbols:
+    if graph.states and generation < 18:
+        raise CoreMLCompileError(
+            f"the model updates buffer(s) {', '.join(graph.states)} in place: that is Core ML "
+            f"state, which needs a deployment target of iOS18/macOS15 or later, not "
+            f"{minimum_deployment_target}"
+        )
+    if not allow_fallback or graph.symbols or graph.states:
         # A package with dynamic shapes is one Core ML program: its fallback partitions
         # would need shapes at their boundaries that only the run knows.
         check_supported(graph, generation)  # lists every op Core ML cannot run

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from coreml_compile import __version__
+from coreml_compile.passes.quantize_weights import MODES as QUANTIZE_MODES
 
 TARGETS = ["iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15"]
 
@@ -156,15 +157,14 @@ def cli() -> None:
 @click.option(
     "--quantize",
     type=click.Choice(
-        ["int8", "int8-asym", "int8-per-tensor", "int8-per-tensor-asym"]
-        + ["int8-per-channel", "int8-per-channel-asym"]
-        + ["int8-per-block", "int8-per-block-asym"]
+        list(QUANTIZE_MODES)
         + [f"palette{b}" for b in (1, 2, 4, 6, 8)]
         + [f"palette{b}-grouped" for b in (1, 2, 4, 6, 8)]
     ),
     help="Compress weights: int8 (one scale per output channel; int8-per-tensor: one per "
-    "tensor; int8-per-block: per block of 32 input channels, iOS18; -asym adds a zero "
-    "point) or n-bit k-means palettes (-grouped: one per 16 output channels, iOS18). "
+    "tensor; int8-per-block: per block of 32 input channels, iOS18; int4-per-block: 4-bit, "
+    "iOS18; -asym adds a zero point) or n-bit k-means palettes (-grouped: one per 16 "
+    "output channels, iOS18). "
     "Needs --target iOS16 or later.",
 )
 @click.option(

@@ -309,6 +309,10 @@ class Graph:
         self.constants: dict[str, Value] = {}
         # Dynamic dimensions by name, with their ranges (compiler/symbolic.py).
         self.symbols: dict[str, Symbol] = {}
+        # Buffers the model updates in place (a KV cache), kept between calls: each
+        # state's value at the start of a call is the graph input of its name, its new
+        # value the graph output named in the map (Core ML states from iOS18).
+        self.states: dict[str, str] = {}
         self._names: set[str] = set()
         # base name -> the suffix to try first, so naming n nodes "mul" costs O(n)
         self._next_suffix: dict[str, int] = {}

@@ -249,6 +249,9 @@ def build_function(
     sources: dict[str, tuple[str, int]] = {}
     placeholders = {}
     for v in graph.inputs:
+        if v.name in graph.states:
+            placeholders[v.name] = _state_placeholder(graph, v, precision)
+            continue
         shape: list[Any] = []
         for axis, d in enumerate(v.type.shape):
             if isinstance(d, int):
@@ -273,8 +276,15 @@ def build_function(
             name: (function.inputs[input_name], axis)
             for name, (input_name, axis) in sources.items()
         }
+        written = {out: state for state, out in graph.states.items()}
         for v in graph.inputs:
             var = function.inputs[v.name]
+            if v.name in graph.states:
+                read = mb.read_state(input=var, name=f"{v.name}_read")
+                if c.mil_dtype(v.type.dtype) != "fp16":
+                    read = mb.cast(x=read, dtype=c.mil_dtype(v.type.dtype), name=f"{v.name}_fp32")
+                c.set(v, read)
+                continue
             want = c.mil_dtype(v.type.dtype)
             if c.mil_dtype_of(var) != want:
                 var = mb.cast(x=var, dtype=want, name=f"{v.name}_to_{want}")
@@ -285,6 +295,12 @@ def build_function(
         outs = []
         for v in graph.outputs:
             var = c.get(v)
+            if v.name in written:
+                state = function.inputs[written[v.name]]
+                if c.mil_dtype_of(var) != "fp16":
+                    var = mb.cast(x=var, dtype="fp16", name=f"{v.name}_fp16")
+                mb.coreml_update_state(state=state, value=var, name=v.name)
+                continue
             want = io_dtype(v.type.dtype)
             if c.mil_dtype_of(var) != want:
                 var = mb.cast(x=var, dtype=want, name=v.name)
@@ -295,6 +311,26 @@ def build_function(
     if warnings is not None:
         warnings.extend(c.warnings)
     return function
+
+
+def _state_placeholder(graph: Graph, value: Value, precision: str) -> Any:
+    """A Core ML state holding ``value``'s buffer, in the program's compute dtype."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    if not value.type.is_static:
+        raise LoweringError(
+            f"state {value.name} has dynamic shape {value.type}: a state's shape is fixed"
+        )
+    if not dtypes.is_float(value.type.dtype):
+        raise LoweringError(
+            f"state {value.name} holds {value.type.dtype}: Core ML states hold fp16 only"
+        )
+    # Core ML keeps states in fp16 whatever the program computes in.
+    dtype = "fp16"
+    return mb.state_tensor_placeholder(
+        shape=list(value.type.shape), dtype=types.string_to_builtin(dtype)
+    )
 
 
 def build_program(
@@ -365,7 +401,8 @@ def flexible_inputs(
             f"enumerated_shapes names unknown input(s) {', '.join(sorted(unknown))} "
             f"(the model takes {names})"
         )
-    if all(v.type.is_static for v in graph.inputs):
+    inputs = [v for v in graph.inputs if v.name not in graph.states]
+    if all(v.type.is_static for v in inputs):
         if enumerated_shapes:
             raise LoweringError(
                 "enumerated_shapes needs the dimensions that differ to be dynamic: "
@@ -375,7 +412,7 @@ def flexible_inputs(
     ct = import_coremltools()
     types = []
     ranges: dict[str, Any] = {}
-    for v in graph.inputs:
+    for v in inputs:
         dtype = MIL_NUMPY[io_dtype(v.type.dtype)]
         if v.name in enumerated_shapes:
             shapes = [tuple(int(d) for d in s) for s in enumerated_shapes[v.name]]

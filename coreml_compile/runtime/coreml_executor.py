@@ -13,6 +13,7 @@ import numpy as np
 
 from coreml_compile.errors import InputSpecError
 from coreml_compile.runtime.input_shapes import description_shapes
+from coreml_compile.runtime.state import State, StateSpec, check_state, description_states
 
 _UNITS = {
     "all": "ALL",
@@ -22,8 +23,31 @@ _UNITS = {
 }
 
 
+class CoreMLState(State):
+    """A Core ML state (coremltools' ``MLState``, macOS 15+) with the names, shapes and
+    dtypes the model description gives, so it is checked like the reference's."""
+
+    backend = "coreml"
+
+    def __init__(self, specs: dict[str, StateSpec], ml_state: Any):
+        super().__init__(specs)
+        self.ml_state = ml_state
+
+    def read_state(self, name: str) -> np.ndarray:
+        self._spec(name)
+        return np.array(self.ml_state.read_state(name))
+
+    def write_state(self, name: str, value: Any) -> None:
+        array = self._checked_value(name, value)
+        dtype = np.float16 if self.specs[name].dtype == "fp16" else None
+        self.ml_state.write_state(name, np.ascontiguousarray(array, dtype=dtype))
+
+
 class CoreMLExecutor:
-    """``predict({name: array}) -> {name: array}`` through coremltools.models.MLModel."""
+    """``predict({name: array}) -> {name: array}`` through coremltools.models.MLModel.
+
+    A stateful model runs with ``predict(inputs, state=executor.make_state())``.
+    """
 
     def __init__(self, mlmodel: Any, compute_units: str = "all", function_name: str = "main"):
         from coreml_compile.compiler.mil import import_coremltools
@@ -43,8 +67,20 @@ class CoreMLExecutor:
         # Array inputs' accepted shapes; other kinds (images) are left to Core ML.
         self.input_shapes = description_shapes(description)
         self.output_names = [o.name for o in description.output]
+        self.states = description_states(description)
 
-    def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    def make_state(self) -> CoreMLState:
+        """A new Core ML state for this model (Core ML fills it with zeros)."""
+        if not self.states:
+            raise InputSpecError(
+                "this model keeps no state: make_state() is for models with states"
+            )
+        return CoreMLState(self.states, self.model.make_state())
+
+    def predict(
+        self, inputs: dict[str, Any], state: CoreMLState | None = None
+    ) -> dict[str, np.ndarray]:
+        check_state(self.states, state, CoreMLState)
         for name in self.inputs:
             if name not in inputs:
                 raise InputSpecError(
@@ -52,5 +88,9 @@ class CoreMLExecutor:
                 )
             if name in self.input_shapes:
                 self.input_shapes[name].check(name, np.shape(inputs[name]))
-        outputs = self.model.predict({k: np.asarray(v) for k, v in inputs.items()})
+        feeds = {k: np.asarray(v) for k, v in inputs.items()}
+        if state is None:
+            outputs = self.model.predict(feeds)
+        else:
+            outputs = self.model.predict(feeds, state=state.ml_state)
         return {name: np.asarray(outputs[name]) for name in self.output_names}

@@ -522,42 +522,70 @@ def _split(x, num_splits=None, split_sizes=None, axis=0, **_):
     return tuple(torch.chunk(x, int(num_splits), axis))
 
 
-@kernel("slice_by_index")
-def _slice_by_index(
-    x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None, **_
-):
-    rank = x.dim()
+def _slice_items(
+    shape: torch.Size, begin, end, stride, begin_mask, end_mask, squeeze_mask
+) -> tuple[list[Any], list[int]]:
+    """slice_by_index's selection as a torch index (ints and forward slices) plus the
+    dimensions of the result to reverse.
+
+    torch has no negative steps: a negative-stride slice picks the same positions as a
+    forward slice from its last pick to its first, read backwards.
+    """
+    rank = len(shape)
     begin, end = _list(begin), _list(end)
     stride = _list(stride) or [1] * rank
     begin_mask = _list(begin_mask) or [False] * rank
     end_mask = _list(end_mask) or [False] * rank
     squeeze_mask = _list(squeeze_mask) or [False] * rank
-    index = []
+    index: list[Any] = []
+    reverse: list[int] = []
     for i in range(rank):
-        step = int(stride[i])
         if squeeze_mask[i]:
             index.append(int(begin[i]))
             continue
+        step = int(stride[i])
         start = None if begin_mask[i] else int(begin[i])
         stop = None if end_mask[i] else int(end[i])
         if step > 0:
             index.append(slice(start, stop, step))
+            continue
+        first, last, step = slice(start, stop, step).indices(shape[i])
+        picks = range(first, last, step)
+        if picks:
+            index.append(slice(picks[-1], picks[0] + 1, -step))
+            reverse.append(sum(1 for item in index if isinstance(item, slice)) - 1)
         else:
-            index.append(("reverse", start, stop, step))
-    out = x
-    # torch has no negative steps: flip, then slice with the mirrored bounds.
-    plain = []
-    for dim, item in enumerate(index):
-        if isinstance(item, tuple):
-            size = x.shape[dim]
-            _, start, stop, step = item
-            s, e, st = slice(start, stop, step).indices(size)
-            picks = torch.arange(s, e, st)
-            out = out.index_select(dim, picks) if picks.numel() else out.narrow(dim, 0, 0)
-            plain.append(slice(None))
-        else:
-            plain.append(item)
-    return out[tuple(plain)]
+            index.append(slice(0, 0))
+    return index, reverse
+
+
+@kernel("slice_by_index")
+def _slice_by_index(
+    x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None, **_
+):
+    index, reverse = _slice_items(x.shape, begin, end, stride, begin_mask, end_mask, squeeze_mask)
+    out = x[tuple(index)]
+    return torch.flip(out, reverse) if reverse else out
+
+
+@kernel("slice_update")
+def _slice_update(
+    x, update, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None, **_
+):
+    """x with the slice slice_by_index would select replaced by ``update``."""
+    index, reverse = _slice_items(x.shape, begin, end, stride, begin_mask, end_mask, squeeze_mask)
+    out = x.clone()
+    target = out[tuple(index)]
+    update = _t(update).to(out.dtype)
+    if update.numel() != target.numel():
+        raise ValueError(
+            f"slice_update: the slice has shape {list(target.shape)}, the update "
+            f"{list(update.shape)}"
+        )
+    # The same values in the slice's shape (squeezed dimensions are size 1 or absent).
+    update = update.reshape(target.shape)
+    target.copy_(torch.flip(update, reverse) if reverse else update)
+    return out
 
 
 @kernel("slice_by_size")
@@ -704,6 +732,60 @@ def _scatter_nd(data, indices, updates, mode="add", **_):
         else:
             out.index_reduce_(0, flat, upd, reduce)
     return out.reshape(data.shape)
+
+
+def _scatter_updates(out: torch.Tensor, axis: int, idx: torch.Tensor, upd, mode: str, op: str):
+    """out (a copy of data) with ``upd`` combined in at ``idx`` along ``axis`` by ``mode``;
+    ``idx`` has the shape of ``upd``, as torch's scatter wants. Where ``idx`` repeats a
+    position, "update" keeps one of the updates (Core ML does not say which)."""
+    upd = _t(upd).to(out.dtype)
+    idx = torch.where(idx < 0, idx + out.shape[axis], idx)
+    if mode == "update":
+        return out.scatter_(axis, idx, upd)
+    if mode == "add":
+        return out.scatter_add_(axis, idx, upd)
+    if mode == "sub":
+        return out.scatter_add_(axis, idx, -upd)
+    reduce = {"mul": "prod", "div": "prod", "max": "amax", "min": "amin"}.get(mode)
+    if reduce is None:
+        raise UnknownMILOp(f"{op} mode {mode!r} is unknown")
+    return out.scatter_reduce_(axis, idx, 1.0 / upd if mode == "div" else upd, reduce)
+
+
+@kernel("scatter")
+def _scatter(data, indices, updates, axis=0, mode="add", **_):
+    """Whole slices of ``updates`` (one per index) into ``data`` at ``indices`` on ``axis``."""
+    data = _t(data)
+    axis = int(axis) % data.dim()
+    idx = _t(indices).to(torch.int64).reshape(-1)
+    upd = _t(updates)
+    # Every element of update slice i goes to position indices[i] on the axis.
+    shape = [1] * data.dim()
+    shape[axis] = idx.numel()
+    idx = idx.reshape(shape).expand(upd.shape)
+    return _scatter_updates(data.clone(), axis, idx, upd, str(mode), "scatter")
+
+
+@kernel("scatter_along_axis")
+def _scatter_along_axis(data, indices, updates, axis=0, mode="add", **_):
+    data = _t(data)
+    axis = int(axis) % data.dim()
+    idx = _t(indices).to(torch.int64)
+    return _scatter_updates(data.clone(), axis, idx, updates, str(mode), "scatter_along_axis")
+
+
+# -- states (iOS18): the executor binds each state input to a runtime.state.StateSlot --
+
+
+@kernel("read_state")
+def _read_state(input, **_):
+    return input.read()
+
+
+@kernel("coreml_update_state")
+def _coreml_update_state(state, value, **_):
+    state.write(value)
+    return value
 
 
 def _resize_grid(n_in: int, n_out: int, mode: str) -> torch.Tensor:

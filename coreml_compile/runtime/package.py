@@ -99,6 +99,13 @@ def _signatures(plan: Any, root: Any, nested: dict[str, tuple[Any, Any]]) -> dic
     return signatures
 
 
+def _state_names(program: Any) -> list[str]:
+    """The state inputs (iOS18) of all of a MIL program's functions."""
+    from coreml_compile.runtime.state import function_states
+
+    return [name for f in program.functions.values() for name in function_states(f)]
+
+
 @dataclass
 class LoadedPackage:
     """A checked package, ready to run: what ``api.load`` makes a CompiledModel of."""
@@ -129,6 +136,17 @@ def read_package(
     if stored is not None:
         plan, nested_paths = stored
         nested = {name: read_program(p)[::-1] for name, p in nested_paths.items()}
+        # The plan executor hands values between partitions and knows nothing of states.
+        states = [
+            name
+            for p in (program, *(prog for prog, _model in nested.values()))
+            for name in _state_names(p)
+        ]
+        if states:
+            raise PackageError(
+                f"{path}: a partitioned package declares state(s) {', '.join(states)}; "
+                "states are supported only in packages Core ML runs whole"
+            )
         check_plan(plan, _signatures(plan, program, nested))
         # Run as compiled (settings this version does not know, a newer writer's, are
         # left out).

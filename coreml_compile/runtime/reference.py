@@ -11,6 +11,10 @@ is also what Core ML's CPU path does for most ops.
 Everything that does not depend on the inputs is resolved once when the executor is
 built: constants become torch tensors, op parameters become Python values, and each step
 knows which values it may drop after it runs.
+
+A stateful program (iOS18 states) keeps its states' values in a ``TorchState`` that the
+caller makes with ``make_state()`` and passes to every run; the program's state inputs
+are bound to it while it runs (``runtime/state.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError, with_type
 from coreml_compile.runtime.input_shapes import InputShape
 from coreml_compile.runtime.mil_kernels import KERNELS, UnknownMILOp
+from coreml_compile.runtime.state import StateSpec, TorchState, check_state, function_states
 
 _TORCH_OF_MIL = {
     "fp16": torch.float16,
@@ -54,7 +59,9 @@ VALUE_PRESERVING = frozenset(
         "relu", "relu6", "clip", "max_pool", "reduce_max", "reduce_min", "maximum", "minimum",
         "abs", "identity", "reshape", "transpose", "squeeze", "expand_dims", "slice_by_index",
         "slice_by_size", "concat", "stack", "split", "tile", "gather", "gather_along_axis",
-        "select", "flatten2d", "upsample_nearest_neighbor",
+        "select", "flatten2d", "upsample_nearest_neighbor", "slice_update",
+        # A state keeps its declared dtype, so an fp16 state holds fp16 values already.
+        "read_state", "coreml_update_state",
     }
 )  # fmt: skip
 
@@ -142,6 +149,9 @@ class ReferenceExecutor:
     ``input_shapes`` are the shapes each input accepts, as the model description declares
     them (``input_shapes.description_shapes``); without them an input with a symbolic
     dimension takes any size there, since the MIL program does not record its bounds.
+
+    A program with states runs with ``predict(inputs, state=executor.make_state())``; its
+    states are not among ``inputs``.
     """
 
     def __init__(
@@ -154,9 +164,11 @@ class ReferenceExecutor:
         self.device = torch.device(device)
         self.function = program.functions[function]
         declared = input_shapes or {}
+        self.states: dict[str, StateSpec] = function_states(self.function)
         self.inputs = {
             name: (declared.get(name) or InputShape.from_mil(var.shape), _mil_dtype(var))
             for name, var in self.function.inputs.items()
+            if name not in self.states
         }
         self.output_names = [v.name for v in self.function.outputs]
         self.constants: dict[str, Any] = {}
@@ -236,9 +248,24 @@ class ReferenceExecutor:
             env[name] = _store(self._on_device(t), mil)
         return env
 
-    def run(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def make_state(self) -> TorchState:
+        """A new state for this program (zeros), to pass to ``run``/``predict``."""
+        if not self.states:
+            raise InputSpecError(
+                "this model keeps no state: make_state() is for models with states"
+            )
+        return TorchState(self.states, self.device)
+
+    def run(
+        self, inputs: dict[str, Any], state: TorchState | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run the program; a stateful program reads and updates ``state`` (made by
+        ``make_state()``), which keeps its old values if the run fails."""
+        check_state(self.states, state, TorchState)
         env: dict[str, Any] = self._check_inputs(inputs)
         env.update(self.constants)
+        slots = state.slots(self.device) if state is not None else {}
+        env.update(slots)
         with torch.no_grad():
             for step in self.steps:
                 kwargs = {}
@@ -267,10 +294,14 @@ class ReferenceExecutor:
                     env[name] = _store(value, mil)
                 for name in step.release:
                     env.pop(name, None)
+        for slot in slots.values():
+            slot.commit()
         return {name: env[name] for name in self.output_names}
 
-    def predict(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        outputs = self.run(inputs)
+    def predict(
+        self, inputs: dict[str, Any], state: TorchState | None = None
+    ) -> dict[str, np.ndarray]:
+        outputs = self.run(inputs, state)
         result = {}
         for var in self.function.outputs:
             t = outputs[var.name]

@@ -40,15 +40,17 @@ class Sample:
     inputs: tuple
     # Ops whose record is not the only one in the graph can name the others here.
     also: tuple[str, ...] = field(default_factory=tuple)
+    # The deployment target to compile for, for ops newer than the default.
+    target: str | None = None
 
 
 def _samples() -> list[Sample]:
     s: list[Sample] = []
 
-    def add(op: str, id: str, module, *inputs, also=()):
+    def add(op: str, id: str, module, *inputs, also=(), target=None):
         if not isinstance(module, nn.Module):
             module = Fn(module)
-        s.append(Sample(op, id, module.eval(), tuple(inputs), tuple(also)))
+        s.append(Sample(op, id, module.eval(), tuple(inputs), tuple(also), target))
 
     x4 = rand(2, 3, 8, 8)
     # element-wise arithmetic
@@ -193,6 +195,23 @@ def _samples() -> list[Sample]:
     add("cat", "dim1", lambda a, b: torch.cat([a, b, a], 1), rand(2, 3), rand(2, 5))
     add("slice", "step", lambda a: a[:, 1:7:2], rand(3, 8))
     add("slice", "negative", lambda a: a[..., -3:], rand(3, 8))
+    add(
+        "slice_scatter",
+        "middle",
+        lambda a, b: torch.slice_scatter(a, b, 1, 2, 5),
+        rand(3, 8),
+        rand(3, 3),
+        target="iOS18",
+    )
+    add(
+        "slice_scatter",
+        "negative_step",
+        lambda a, b: torch.slice_scatter(a, b, -1, -6, None, 2),
+        rand(2, 3, 8),
+        rand(2, 3, 3),
+        target="iOS18",
+    )
+    add("copy", "broadcast_cast", lambda a, b: torch.ops.aten.copy(a, b), rand(2, 3), rand(3) > 0)
     add("select", "plain", lambda a: a[:, 2], rand(3, 8, 2))
     add("select", "negative", lambda a: a[-1], rand(3, 8))
     add("expand", "plain", lambda a: a.expand(2, 3, 4), rand(3, 1))

@@ -58,7 +58,15 @@ def test_ir_matches_torch(sample):
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: f"{s.op}-{s.id}")
 def test_package_matches_torch(sample, precision):
     # -O0: each record's own lowering is under test, not what the passes leave of it.
-    compiled = coreml_compile.compile(sample.module, sample.inputs, precision=precision, optimize=0)
+    options = {"minimum_deployment_target": sample.target} if sample.target else {}
+    compiled = coreml_compile.compile(
+        sample.module,
+        sample.inputs,
+        precision=precision,
+        optimize=0,
+        allow_fallback=False,
+        **options,
+    )
     with torch.no_grad():
         expected = _flat(sample.module(*sample.inputs))
     actual = _flat(compiled(*sample.inputs))

@@ -287,3 +287,31 @@ def test_pruning_masks():
     assert (groups.sum(1) == 2).all()
     with pytest.raises(CoreMLCompileError, match="malformed prune setting"):
         parse("4:2")
+
+
+@pytest.mark.parametrize("mode", ["int4-per-block", "int4-per-block-asym"])
+def test_per_block_int4_is_stored_in_four_bits(mode):
+    options = {"minimum_deployment_target": "iOS18", "compress_min_elements": 64}
+    int4 = coreml_compile.compile(_model(), (X,), precision="fp32", quantize=mode, **options)
+    int8 = coreml_compile.compile(
+        _model(), (X,), precision="fp32", quantize=mode.replace("int4", "int8"), **options
+    )
+    ops = [op for op in int4.program.functions["main"].operations]
+    shifts = [op for op in ops if op.op_type == "constexpr_blockwise_shift_scale"]
+    assert shifts
+    # The weights are 4-bit integers in the program, not 8-bit ones holding small values.
+    for op in shifts:
+        from coremltools.converters.mil.mil import types
+
+        assert types.builtin_to_string(op.data.dtype) in ("int4", "uint4")
+    for node in int4.graph.nodes:
+        if node.op == "dequantize":
+            data = node.inputs[0].data.astype(np.int16)
+            assert data.min() >= (-7 if mode == "int4-per-block" else 0)
+            assert data.max() <= (7 if mode == "int4-per-block" else 15)
+    assert_close(int4(X), run_graph(int4.graph, [X])[0], "fp32", f"{mode} package vs IR")
+    with torch.no_grad():
+        reference = _model()(X).flatten()
+    cos4 = torch.nn.functional.cosine_similarity(int4(X).flatten(), reference, 0)
+    cos8 = torch.nn.functional.cosine_similarity(int8(X).flatten(), reference, 0)
+    assert 0.98 < cos4 < cos8  # coarser than int8, still the same function

@@ -136,6 +136,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::cat.default": M("cat"),
     "aten::concat.default": M("cat"),
     "aten::slice.Tensor": M("slice"),
+    "aten::slice_scatter.default": M("slice_scatter"),
+    "aten::copy.default": M("copy"),
     "aten::select.int": M("select"),
     "aten::expand.default": M("expand"),
     "aten::pad.default": M("pad"),

@@ -193,6 +193,11 @@ def _size(val: Any) -> Any:
     return dim if isinstance(dim, int) else symbolic.Expr(dim)
 
 
+def _state_name(target: str) -> str:
+    """A buffer's state name: its path in the module, dots made underscores."""
+    return target.replace(".", "_")
+
+
 def _bound(value: Any) -> int | None:
     """A range end as an int; None for torch's (or sympy's) infinities."""
     try:
@@ -268,6 +273,11 @@ class _Translator:
     def __init__(self, ep: torch.export.ExportedProgram, name: str):
         self.ep = ep
         self.graph = Graph(name)
+        self._mutated = {
+            s.target for s in ep.graph_signature.output_specs if s.kind.name == "BUFFER_MUTATION"
+        }
+        # Each state's value when the model was exported (Core ML starts states at zero).
+        self.initial: dict[str, torch.Tensor] = {}
         self.env: dict[torch.fx.Node, Value | list[Value | None] | None] = {}
 
     def run(self) -> Graph:
@@ -295,6 +305,12 @@ class _Translator:
                     raise InputSpecError(f"input {node.name} is not a tensor")
                 self.env[node] = self.graph.add_input(node.name, _tensor_type(val))
                 self._note_examples(val)
+            elif kind == "BUFFER" and spec.target in self._mutated:
+                # A buffer forward() writes to is state: read at the start of each call.
+                tensor = self.ep.state_dict.get(spec.target)
+                name = _state_name(spec.target)
+                self.env[node] = self.graph.add_input(name, _tensor_type(node.meta["val"]))
+                self.initial[name] = tensor
             elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
                 tensor = self.ep.state_dict.get(spec.target)
                 if tensor is None:
@@ -316,14 +332,25 @@ class _Translator:
         specs = self.ep.graph_signature.output_specs
         results = node.args[0]
         user = [r for r, s in zip(results, specs, strict=True) if s.kind.name == "USER_OUTPUT"]
-        if len(user) != len(results):
-            raise TraceError("the model mutates its buffers in forward(); that is not supported")
+        writes = [
+            (r, s.target)
+            for r, s in zip(results, specs, strict=True)
+            if s.kind.name == "BUFFER_MUTATION"
+        ]
+        if len(user) + len(writes) != len(results):
+            kinds = sorted({s.kind.name for s in specs} - {"USER_OUTPUT", "BUFFER_MUTATION"})
+            raise TraceError(f"the model's forward() has outputs of kind {', '.join(kinds)}")
         names = _output_names(self.ep, len(user))
         for fx_value, name in zip(user, names, strict=True):
             value = self._value(fx_value)
             if not isinstance(value, Value):
                 raise TraceError(f"output {name} is not a tensor")
             self.graph.outputs.append(self._name_output(value, name))
+        for fx_value, target in writes:
+            state = _state_name(target)
+            value = self._name_output(self._value(fx_value), f"{state}_next")
+            self.graph.outputs.append(value)
+            self.graph.states[state] = value.name
 
     def _name_output(self, value: Value, name: str) -> Value:
         """Give an output the user-facing name; an identity node where renaming can't."""

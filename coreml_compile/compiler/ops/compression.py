@@ -51,12 +51,14 @@ class Dequantize(Op):
 
     name = "dequantize"
     inputs = ("data", "scale", "zero_point")
-    attrs = {"axis": 0}
+    # nbits 4: the data holds 4-bit values (int8/uint8 arrays here), stored as Core ML's
+    # int4/uint4 (blockwise form only).
+    attrs = {"axis": 0, "nbits": 8}
     min_target = 16
     foldable = False
     lowers_from_data = True
 
-    def kernel(data, scale, zero_point, *, axis):
+    def kernel(data, scale, zero_point, *, axis, nbits):
         if scale.dim() == data.dim() and data.dim() > 1:
             return _blockwise(data, scale, zero_point)
         shape = [1] * data.dim()
@@ -67,9 +69,11 @@ class Dequantize(Op):
         ).reshape(shape)
         return deq.to(scale.dtype)
 
-    def lower(c, data, scale, zero_point, *, axis):
+    def lower(c, data, scale, zero_point, *, axis, nbits):
         fdtype = _float_of(c, c.node.output.type.dtype)
         if scale.ndim == data.ndim and data.ndim > 1:
+            if nbits == 4:
+                data, zero_point = (_four_bit(a) for a in (data, zero_point))
             return c.mb.constexpr_blockwise_shift_scale(
                 data=data, scale=scale.astype(fdtype), offset=zero_point, name=c.name
             )
@@ -83,9 +87,23 @@ class Dequantize(Op):
 
     def check(node, generation):
         data, scale = node.inputs[0].type, node.inputs[1].type
-        if scale.rank == data.rank and data.rank > 1 and generation < 18:
+        blockwise = scale.rank == data.rank and data.rank > 1
+        if blockwise and generation < 18:
             return "per-block quantised weights need deployment target iOS18 or later"
+        if node.attrs["nbits"] not in (4, 8) or (node.attrs["nbits"] == 4 and not blockwise):
+            return "4-bit weights are stored per block only"
         return None
+
+
+def _four_bit(values: np.ndarray) -> np.ndarray:
+    """int8/uint8 values in 4-bit range as coremltools' int4/uint4 constants."""
+    from coreml_compile.compiler.mil import import_coremltools
+
+    import_coremltools()
+    from coremltools.converters.mil.mil import types
+
+    dtype = types.np_int4_dtype if values.dtype == np.int8 else types.np_uint4_dtype
+    return values.astype(dtype)
 
 
 def _blockwise(data, scale, zero_point):

@@ -584,3 +584,80 @@ class Roll(Op):
         if not n_dims and n_shifts != 1:
             return "roll of the flattened tensor takes one shift"
         return _no_empty_outputs(node)
+
+
+class Copy(Op):
+    """x.copy(src): src broadcast to x's shape, in x's dtype (what a functionalised
+    ``x[...] = src`` writes before it is scattered back)."""
+
+    name = "copy"
+    inputs = ("x", "src")
+    attrs = {"non_blocking": False}
+    dynamic = True
+
+    def kernel(x, src, *, non_blocking):
+        return torch.ops.aten.copy(x, src)
+
+    def lower(c, x, src, *, non_blocking):
+        from coreml_compile.compiler import symbolic
+
+        (src,) = c.promote(src)
+        want = list(c.node.inputs[0].type.shape)
+        have = list(c.node.inputs[1].type.shape)
+        if len(have) == len(want) and all(
+            symbolic.equal(a, b) for a, b in zip(have, want, strict=True)
+        ):
+            return c.mb.identity(x=src, name=c.name)
+        return Expand.lower(c, src, size=want)
+
+
+class SliceScatter(Op):
+    """x with x[start:end:step] along ``dim`` replaced by ``src`` (MIL's slice_update)."""
+
+    name = "slice_scatter"
+    inputs = ("x", "src")
+    attrs = {"dim": 0, "start": None, "end": None, "step": 1}
+    min_target = 18
+    dynamic = True
+
+    def kernel(x, src, *, dim, start, end, step):
+        return torch.ops.aten.slice_scatter(x, src, dim, start, end, step)
+
+    def lower(c, x, src, *, dim, start, end, step):
+        (src,) = c.promote(src)
+        axis = dim % x.rank
+        size = c.node.inputs[0].type.shape[axis]
+        begin = [0] * x.rank
+        stop = [0] * x.rank
+        stride = [1] * x.rank
+        end_mask = [True] * x.rank
+        if isinstance(size, int) and not any(isinstance(b, str) for b in (start, end)):
+            begin_idx, end_idx, _ = slice(start, end, step).indices(size)
+            begin[axis], stop[axis] = begin_idx, max(end_idx, begin_idx)
+            end_mask[axis] = False
+        else:
+            # Bounds are sizes (Exprs) or non-negative ints, checked by torch.
+            begin[axis] = start or 0
+            if end is not None and not (isinstance(end, int) and end >= 2**62):
+                stop[axis] = end
+                end_mask[axis] = False
+        stride[axis] = step
+        return c.mb.slice_update(
+            x=x,
+            update=src,
+            begin=c.sizes(begin),
+            end=c.sizes(stop),
+            stride=stride,
+            end_mask=end_mask,
+            name=c.name,
+        )
+
+    def check(node, generation):
+        attrs, x = node.attrs, node.inputs[0].type
+        if attrs["step"] < 1:
+            return "slice_scatter with step < 1"
+        if not isinstance(x.shape[attrs["dim"] % x.rank], int) and any(
+            isinstance(b, int) and b < 0 for b in (attrs["start"], attrs["end"])
+        ):
+            return "negative slice bounds along a dynamic dimension"
+        return None
