@@ -20,8 +20,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from llama import DIM, HEADS, KV_HEADS, LAYERS, VOCAB, FeedForward, apply_rotary, repeat_kv
-from llama import rotary_tables
+from llama import (
+    DIM,
+    HEADS,
+    KV_HEADS,
+    LAYERS,
+    VOCAB,
+    FeedForward,
+    apply_rotary,
+    repeat_kv,
+    rotary_tables,
+)
 from torch import Tensor, nn
 from zoo_helpers import seeded, token_batch
 
