@@ -269,6 +269,11 @@ class CompiledModel:
                 )
         return self._executor
 
+    @property
+    def state_names(self) -> list[str]:
+        """The states the model keeps between calls (empty for most models)."""
+        return list(self._state_specs())
+
     def _state_specs(self) -> dict[str, Any]:
         """{state name: StateSpec} the model keeps (none for a partitioned model)."""
         from coreml_compile.runtime.state import description_states
@@ -283,10 +288,10 @@ class CompiledModel:
         Each call starts an independent set; ``read_state(name)`` and
         ``write_state(name, value)`` on it read and set values as numpy arrays.
         """
+        from coreml_compile.runtime.state import NO_STATE_TO_MAKE
+
         if not self._state_specs():
-            raise InputSpecError(
-                "this model keeps no state: make_state() is for models with states"
-            )
+            raise InputSpecError(NO_STATE_TO_MAKE)
         return self._runner().make_state()
 
     def predict(self, inputs: Any, state: Any = None) -> dict[str, Any]:

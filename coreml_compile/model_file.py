@@ -335,6 +335,18 @@ class CompileSource:
     enumerated_shapes: dict[str, list[tuple[int, ...]]] | None = None
 
 
+def _file_dynamic_shapes(module: Any) -> Any:
+    """The file's own ``dynamic_shapes()`` (torch.export's argument for its
+    example_inputs()), if it defines one."""
+    fn = getattr(module, "dynamic_shapes", None)
+    if fn is None:
+        return None
+    try:
+        return fn()
+    except Exception as exc:
+        raise InputSpecError(f"dynamic_shapes() failed: {type(exc).__name__}: {exc}") from exc
+
+
 def compile_source(spec: str, shapes: list[str] | None) -> CompileSource:
     """What ``compile`` takes for a model spec and its ``--input-shape`` texts.
 
@@ -357,7 +369,7 @@ def compile_source(spec: str, shapes: list[str] | None) -> CompileSource:
     model, module = load_model(spec)
     inputs = example_inputs(module, shapes)
     if not shapes:
-        return CompileSource(model, inputs)
+        return CompileSource(model, inputs, _file_dynamic_shapes(module))
     parsed = [parse_input_shape(s) for s in shapes]
     if all(shape.is_fixed for shape in parsed):
         return CompileSource(model, inputs)

@@ -599,8 +599,10 @@ def run_command(
 
     compiled = coreml_compile.load(package, **where)
     feeds = _random_inputs(compiled, _read_inputs(inputs, compiled.input_specs()), seed)
+    # A model with state (a KV cache) runs once from a fresh, zero state.
+    state = {"state": compiled.make_state()} if compiled.state_names else {}
     start = time.perf_counter()
-    outputs = compiled.predict(feeds)
+    outputs = compiled.predict(feeds, **state)
     elapsed = time.perf_counter() - start
     if output:
         np.savez(output, **outputs)
@@ -665,7 +667,9 @@ def verify_command(
     again, _module = load_model(model_spec)
     _check_same_model(model_spec, model, again)
     feeds = _random_inputs(compiled, _read_inputs(inputs, compiled.input_specs()), seed)
-    got = compiled.predict(feeds)
+    # Both start from zero state: the fresh model's buffers and a fresh package state.
+    state = {"state": compiled.make_state()} if compiled.state_names else {}
+    got = compiled.predict(feeds, **state)
     args = [torch.from_numpy(feeds[n]) for n in compiled.input_names]
     with torch.no_grad():
         expected = model.eval()(*args)

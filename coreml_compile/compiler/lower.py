@@ -118,6 +118,12 @@ class LowerContext:
         dims = list(dims)
         if all(isinstance(d, int) for d in dims):
             return dims
+        key = "[" + ",".join(str(d) for d in dims) + "]"
+        if key not in self._sizes:
+            self._sizes[key] = self._vector(dims)
+        return self._sizes[key]
+
+    def _vector(self, dims: list[Any]) -> Any:
         pieces: list[Any] = []
         for d in dims:
             if isinstance(d, int):

@@ -13,7 +13,13 @@ import numpy as np
 
 from coreml_compile.errors import InputSpecError
 from coreml_compile.runtime.input_shapes import description_shapes
-from coreml_compile.runtime.state import State, StateSpec, check_state, description_states
+from coreml_compile.runtime.state import (
+    NO_STATE_TO_MAKE,
+    State,
+    StateSpec,
+    check_state,
+    description_states,
+)
 
 _UNITS = {
     "all": "ALL",
@@ -72,9 +78,7 @@ class CoreMLExecutor:
     def make_state(self) -> CoreMLState:
         """A new Core ML state for this model (Core ML fills it with zeros)."""
         if not self.states:
-            raise InputSpecError(
-                "this model keeps no state: make_state() is for models with states"
-            )
+            raise InputSpecError(NO_STATE_TO_MAKE)
         return CoreMLState(self.states, self.model.make_state())
 
     def predict(

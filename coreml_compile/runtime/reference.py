@@ -28,7 +28,13 @@ import torch
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError, with_type
 from coreml_compile.runtime.input_shapes import InputShape
 from coreml_compile.runtime.mil_kernels import KERNELS, UnknownMILOp
-from coreml_compile.runtime.state import StateSpec, TorchState, check_state, function_states
+from coreml_compile.runtime.state import (
+    NO_STATE_TO_MAKE,
+    StateSpec,
+    TorchState,
+    check_state,
+    function_states,
+)
 
 _TORCH_OF_MIL = {
     "fp16": torch.float16,
@@ -251,9 +257,7 @@ class ReferenceExecutor:
     def make_state(self) -> TorchState:
         """A new state for this program (zeros), to pass to ``run``/``predict``."""
         if not self.states:
-            raise InputSpecError(
-                "this model keeps no state: make_state() is for models with states"
-            )
+            raise InputSpecError(NO_STATE_TO_MAKE)
         return TorchState(self.states, self.device)
 
     def run(

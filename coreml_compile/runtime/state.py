@@ -73,6 +73,11 @@ def function_states(function: Any) -> dict[str, StateSpec]:
     return specs
 
 
+# make_state() on a model without states. (Core ML's newState gives an empty state
+# there; we refuse it, as predict() refuses a state for such a model.)
+NO_STATE_TO_MAKE = "this model keeps no state: make_state() is for models with states"
+
+
 def _describe(specs: Mapping[str, StateSpec]) -> str:
     return ", ".join(f"{name} {spec}" for name, spec in specs.items()) or "nothing"
 
@@ -101,6 +106,10 @@ class State:
     def write_state(self, name: str, value: Any) -> None:
         """Set state ``name`` to ``value`` (an array of its shape; cast to its dtype)."""
         raise NotImplementedError
+
+    def read(self, name: str) -> np.ndarray:
+        """Short for ``read_state(name)``."""
+        return self.read_state(name)
 
     def _spec(self, name: str) -> StateSpec:
         spec = self.specs.get(name)
