@@ -547,9 +547,7 @@ class Graph:
         seen_names: set[str] = set()
         # Dynamic dimensions are checked at their traced sizes, where the rule runs on
         # plain meta tensors: symbolic inference on every node would cost seconds.
-        examples = {name: sym.example for name, sym in self.symbols.items()}
-        if not self.symbols or any(v is None for v in examples.values()):
-            examples = None
+        examples = {n: sym.example for n, sym in self.symbols.items() if sym.example is not None}
 
         def define(v: Value) -> None:
             if v.name in seen_names:
@@ -581,7 +579,7 @@ class Graph:
                 if out.producer is not node:
                     raise IRVerificationError(f"{out.name} does not name {node.name} as producer")
                 define(out)
-            if check_types and examples is not None and _is_symbolic(node):
+            if check_types and _is_symbolic(node) and _symbols_of(node) <= examples.keys():
                 _check_at_sizes(node, record, examples)
             elif check_types:
                 try:
@@ -636,6 +634,16 @@ def _is_symbolic(node: Node) -> bool:
     return symbolic.has_expr(node.attrs) or not all(
         v.type.is_static for v in [*node.present_inputs(), *node.outputs]
     )
+
+
+def _symbols_of(node: Node) -> set[str]:
+    from coreml_compile.compiler import symbolic
+
+    found = symbolic.expr_names(node.attrs)
+    for v in [*node.present_inputs(), *node.outputs]:
+        for d in v.type.shape:
+            found |= symbolic.names(d)
+    return found
 
 
 def _check_at_sizes(node: Node, record: Any, examples: dict[str, int]) -> None:

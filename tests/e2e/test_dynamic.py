@@ -21,6 +21,7 @@ from torch.export import Dim
 
 import coreml_compile
 from coreml_compile.errors import InputSpecError, LoweringError, UnsupportedOpError
+from coreml_compile.runtime.devices import coreml_available
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +184,22 @@ def test_cli_compiles_a_range(tmp_path):
         (got,) = loaded.predict({"x": x.numpy()}).values()
         with torch.no_grad():
             assert _cosine(got, model(x).numpy()) >= 0.9999
+
+
+_ok, _why = coreml_available()
+
+
+@pytest.mark.apple
+@pytest.mark.skipif(not _ok, reason=_why or "no Core ML")
+def test_core_ml_runs_the_dynamic_cnn_at_each_size(tmp_path):
+    model = _SmallNet().eval()
+    side = Dim("side", min=32, max=256)
+    compiled = coreml_compile.compile(
+        model, (torch.randn(1, 3, 64, 64),), dynamic_shapes=({2: side, 3: side},)
+    )
+    loaded = coreml_compile.load(compiled.save(tmp_path / "net.mlpackage"), backend="coreml")
+    for size in (32, 100, 256):
+        x = torch.randn(1, 3, size, size)
+        (got,) = loaded.predict({"x": x.numpy()}).values()
+        with torch.no_grad():
+            assert _cosine(got, model(x).numpy()) >= 0.999
