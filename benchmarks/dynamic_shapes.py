@@ -16,6 +16,7 @@ leaves out torch.export, whose own time roughly doubles with dynamic shapes.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
@@ -123,9 +124,9 @@ def main() -> None:
     for name in args.models:
         factory, inputs, dynamic, options = cases[name]
         model = factory().eval()
-        compile_static = lambda: coreml_compile.compile(model, inputs(), **options)  # noqa: E731
-        compile_dynamic = lambda: coreml_compile.compile(  # noqa: E731
-            model, inputs(), dynamic_shapes=dynamic(), **options
+        compile_static = functools.partial(coreml_compile.compile, model, inputs(), **options)
+        compile_dynamic = functools.partial(
+            coreml_compile.compile, model, inputs(), dynamic_shapes=dynamic(), **options
         )
         compile_static()  # warm: imports and torch's caches
         static, a = _best(compile_static, args.repeat)
