@@ -75,8 +75,10 @@ class ScaledDotProductAttention(Op):
 
     def lower(c, query, key, value, attn_mask, *, dropout_p, is_causal, scale, enable_gqa):
         width = query.shape[-1]
-        if query.rank >= 3 and key.shape[-3] != query.shape[-3]:
-            groups = query.shape[-3] // key.shape[-3]
+        # Head counts from the IR types: MIL may name one dynamic size two ways.
+        heads, kv_heads = (v.type.shape[-3] if v.type.rank >= 3 else 1 for v in c.node.inputs[:2])
+        if query.rank >= 3 and heads != kv_heads:
+            groups = heads // kv_heads
             key = _repeat_heads(c, key, groups, c.name + "_key")
             value = _repeat_heads(c, value, groups, c.name + "_value")
         mask = attn_mask
@@ -121,6 +123,13 @@ class ScaledDotProductAttention(Op):
         q, k = node.inputs[0].type, node.inputs[1].type
         if q.rank < 2 or k.rank != q.rank:
             return "query and key must have one rank of at least 2"
-        if q.rank >= 3 and q.shape[-3] % k.shape[-3]:
-            return "query heads must be a multiple of key/value heads"
+        if not isinstance(q.shape[-1], int):
+            return "a dynamic head size (the default scale is 1/sqrt of it)"
+        if q.rank >= 3:
+            heads, kv_heads = q.shape[-3], k.shape[-3]
+            if not (isinstance(heads, int) and isinstance(kv_heads, int)):
+                if heads != kv_heads:
+                    return "dynamic numbers of query and key/value heads that may differ"
+            elif heads % kv_heads:
+                return "query heads must be a multiple of key/value heads"
         return None

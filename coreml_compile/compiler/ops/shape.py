@@ -217,19 +217,23 @@ class Expand(Op):
     dynamic = True
 
     def lower(c, x, *, size):
-        from coreml_compile.compiler import symbolic
+        return _broadcast_to(c, x, c.node.inputs[0].type.shape, c.node.output.type.shape, c.name)
 
-        out = list(c.node.output.type.shape)
-        dims = list(c.node.inputs[0].type.shape)
-        if x.rank < len(out):
-            lift = len(out) - x.rank
-            x = c.mb.expand_dims(x=x, axes=list(range(lift)), name=c.name + "_lift")
-            dims = [1] * lift + dims
-        # Broadcast only the size-1 dims; a dynamic target size is computed at run time.
-        reps = [1 if symbolic.equal(d, o) else o for d, o in zip(dims, out, strict=True)]
-        if all(r == 1 for r in reps):
-            return c.mb.identity(x=x, name=c.name)
-        return c.mb.tile(x=x, reps=c.sizes(reps), name=c.name)
+
+def _broadcast_to(c, x, dims, out, name):
+    """``x`` (of IR dims ``dims``) broadcast to ``out``: leading axes added, then each
+    size-1 axis tiled; a dynamic target size is computed at run time."""
+    from coreml_compile.compiler import symbolic
+
+    dims, out = list(dims), list(out)
+    if x.rank < len(out):
+        lift = len(out) - x.rank
+        x = c.mb.expand_dims(x=x, axes=list(range(lift)), name=name + "_lift")
+        dims = [1] * lift + dims
+    reps = [1 if symbolic.equal(d, o) else o for d, o in zip(dims, out, strict=True)]
+    if all(r == 1 for r in reps):
+        return c.mb.identity(x=x, name=name)
+    return c.mb.tile(x=x, reps=c.sizes(reps), name=name)
 
 
 class Pad(Op):
@@ -434,7 +438,7 @@ class ExpandAs(Op):
         return x.expand_as(other)
 
     def lower(c, x, other):
-        return Expand.lower(c, x, size=list(c.node.output.type.shape))
+        return _broadcast_to(c, x, c.node.inputs[0].type.shape, c.node.output.type.shape, c.name)
 
 
 class Unflatten(Op):
@@ -608,7 +612,7 @@ class Copy(Op):
             symbolic.equal(a, b) for a, b in zip(have, want, strict=True)
         ):
             return c.mb.identity(x=src, name=c.name)
-        return Expand.lower(c, src, size=want)
+        return _broadcast_to(c, src, have, want, c.name)
 
 
 class SliceScatter(Op):
