@@ -2,10 +2,11 @@
 
 Each sample of such a record is exported with every dimension of every input dynamic
 (``Dim.AUTO``: torch keeps static what the model fixes, and relates the rest), given a
-bound, lowered with flexible inputs, and run by the reference executor at the sample's
-shapes after the default (-O2) passes; the result must match torch. A lowering that read a static size from a value's
-type would fail to build or compute the wrong thing here. A sample whose graph needs a
-record that is not dynamic is skipped with that reason (the op's own samples test it).
+bound, run through the default (-O2) passes, lowered with flexible inputs, and run by
+the reference executor at the sample's shapes; the result must match torch. A lowering
+that read a static size from a value's type would fail to build or compute the wrong
+thing here. A sample whose graph needs a record that is not dynamic is skipped with that
+reason (the op's own samples test it).
 """
 
 from __future__ import annotations
