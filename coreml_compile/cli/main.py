@@ -651,7 +651,8 @@ def verify_command(
 ) -> None:
     """Run PACKAGE and the source model on the same inputs and compare their outputs.
 
-    Exits with status 1 if any output differs beyond the tolerance.
+    Exits with status 1 if any output differs beyond the tolerance, and 3 if the
+    package cannot be checked against the file (its model is not seeded).
     """
     import numpy as np
     import torch
@@ -665,7 +666,12 @@ def verify_command(
     # weights) cannot be verified, and must not be reported as a mismatch.
     model, _module = load_model(model_spec)
     again, _module = load_model(model_spec)
-    _check_same_model(model_spec, model, again)
+    try:
+        _check_same_model(model_spec, model, again)
+    except CoreMLCompileError as exc:
+        # Not a mismatch: a script must be able to tell "differs" from "cannot tell".
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
     feeds = _random_inputs(compiled, _read_inputs(inputs, compiled.input_specs()), seed)
     # Both start from zero state: the fresh model's buffers and a fresh package state.
     state = {"state": compiled.make_state()} if compiled.state_names else {}
