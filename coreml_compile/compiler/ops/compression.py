@@ -203,7 +203,7 @@ class SparseDequantize(Op):
     lowers_from_data = True
 
     def kernel(mask, data, scale, zero_point, *, axis):
-        dense = Dequantize.kernel(_scatter(mask, data), scale, zero_point, axis=axis)
+        dense = Dequantize.kernel(_scatter(mask, data), scale, zero_point, axis=axis, nbits=8)
         return torch.where(mask.to(torch.bool), dense, torch.zeros((), dtype=dense.dtype))
 
     def lower(c, mask, data, scale, zero_point, *, axis):
