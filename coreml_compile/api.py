@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coreml_compile import __version__
 from coreml_compile.compiler import targets
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError
+from coreml_compile.version import __version__
 
 if TYPE_CHECKING:
     from coreml_compile.compiler.plan import HybridPlan

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from coreml_compile import __version__
 from coreml_compile.passes.quantize_weights import MODES as QUANTIZE_MODES
+from coreml_compile.version import __version__
 
 TARGETS = ["iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15"]
 

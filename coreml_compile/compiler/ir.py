@@ -19,43 +19,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.symbolic import Specialised, Symbol
+from coreml_compile.compiler.tensor_type import Dim, TensorType
+
+__all__ = ["Dim", "Graph", "Node", "TensorType", "Users", "Value", "topological_order"]
 from coreml_compile.errors import IRVerificationError
-
-Dim = int | str
-
-
-@dataclass(frozen=True)
-class TensorType:
-    dtype: str
-    shape: tuple[Dim, ...]
-
-    def __post_init__(self) -> None:
-        if self.dtype not in dtypes.NUMPY:
-            raise ValueError(f"unknown dtype {self.dtype!r}")
-        object.__setattr__(self, "shape", tuple(self.shape))
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-    @property
-    def is_static(self) -> bool:
-        return all(isinstance(d, int) for d in self.shape)
-
-    def numel(self) -> int:
-        if not self.is_static:
-            raise ValueError(f"{self} has symbolic dimensions")
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def __str__(self) -> str:
-        return f"{dtypes.SHORT[self.dtype]}[{','.join(str(d) for d in self.shape)}]"
 
 
 class Users:
@@ -372,12 +345,11 @@ class Graph:
         before: Node | None = None,
     ) -> Node:
         """Append a node (or insert it before ``before``); infer output types if not given."""
-        from coreml_compile.compiler.ops import get_record
 
         attrs = dict(attrs or {})
         node_name = self.fresh_name(name or op)
         if output_types is None:
-            output_types = get_record(op).infer(list(inputs), attrs)
+            output_types = op_record(op).infer(list(inputs), attrs)
         outputs = []
         for i, t in enumerate(output_types):
             out = Value(node_name if i == 0 else self.fresh_name(f"{node_name}_{i}"), t)
@@ -541,7 +513,6 @@ class Graph:
         Checks: names unique; every input defined before use; producer/user links
         agree; every op has a record; recorded output types equal what the record infers.
         """
-        from coreml_compile.compiler.ops import get_record
 
         defined: set[int] = set()
         seen_names: set[str] = set()
@@ -574,7 +545,7 @@ class Graph:
                         f"{v.name} is read {node.inputs.count(v)} time(s) by {node.name} "
                         f"but lists it {v.users.count(node)} time(s) as a user"
                     )
-            record = get_record(node.op)
+            record = op_record(node.op)
             for out in node.outputs:
                 if out.producer is not node:
                     raise IRVerificationError(f"{out.name} does not name {node.name} as producer")
@@ -664,6 +635,16 @@ def _check_at_sizes(node: Node, record: Any, examples: dict[str, int]) -> None:
             f"{', '.join(map(str, recorded))} at the traced sizes, but the op infers "
             f"{', '.join(map(str, inferred))}"
         )
+
+
+def op_record(name: str) -> Any:
+    """The op table's record of ``name``: its type rule is ``infer(inputs, attrs)``.
+
+    Imported on use: the table is built on the IR's types (compiler/tensor_type.py),
+    and the IR needs it only to infer and check types."""
+    from coreml_compile.compiler.ops import get_record
+
+    return get_record(name)
 
 
 def _same_types(a: Sequence[TensorType], b: Sequence[TensorType]) -> bool:

@@ -6,7 +6,6 @@ import numpy as np
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.ir import Graph, Node, Value
-from coreml_compile.compiler.ops import get_record
 
 # The input that holds each op's weight.
 _WEIGHT_INPUT = {"conv": 1, "conv_transpose": 1, "linear": 1, "embedding": 0}
@@ -77,6 +76,8 @@ def replace_weight(
     """Read ``weight`` through a new ``op`` node built from compressed constant ``parts``."""
     inputs = [graph.add_constant(f"{weight.name}_{key}", array) for key, array in parts.items()]
     first_user = min(weight.users, key=graph.nodes.order_key)
+    from coreml_compile.compiler.ops import get_record
+
     # Defaults filled in: the node's attributes are whole, as the frontends write them.
     attrs = get_record(op).bind_attrs(attrs)
     node = graph.add_node(

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from coreml_compile.compiler import dtypes
-from coreml_compile.compiler.ir import TensorType
+from coreml_compile.compiler.tensor_type import TensorType
 
 if TYPE_CHECKING:
     from coreml_compile.compiler.ir import Node, Value
@@ -275,6 +275,7 @@ from coreml_compile.compiler.ops import (  # noqa: E402,F401
     elementwise,
     factory,
     fallback,
+    im2col,
     indexing,
     linalg,
     logic,
