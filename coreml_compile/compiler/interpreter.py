@@ -14,6 +14,7 @@ import torch
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.ir import Graph, Value
+from coreml_compile.compiler.liveness import release_after
 from coreml_compile.compiler.ops import get_record
 from coreml_compile.errors import InputSpecError
 
@@ -57,20 +58,21 @@ def run_graph(
         else:
             env[id(v)] = torch.from_numpy(v.data).to(device) if v.users else None
 
-    remaining = {id(v): len(v.users) for v in graph.values()}
-    keep = {id(v) for v in graph.outputs}
+    nodes = list(graph.nodes)
+    release = release_after(
+        [[id(v) for v in node.present_inputs()] for node in nodes],
+        keep=[id(v) for v in graph.outputs],
+    )
 
     def read(v: Value | None) -> torch.Tensor | None:
         return None if v is None else env[id(v)]
 
     with torch.no_grad():
-        for node in graph.nodes:
+        for node, dropped in zip(nodes, release, strict=True):
             record = get_record(node.op)
             results = record.run([read(v) for v in node.inputs], node.attrs)
             for out, res in zip(node.outputs, results, strict=False):
                 env[id(out)] = res
-            for v in node.present_inputs():
-                remaining[id(v)] -= 1
-                if remaining[id(v)] == 0 and id(v) not in keep:
-                    env.pop(id(v), None)
+            for key in dropped:
+                env.pop(key, None)
     return [env[id(v)] for v in graph.outputs]

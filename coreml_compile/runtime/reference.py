@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from coreml_compile.compiler.liveness import release_after
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError, with_type
 from coreml_compile.runtime.input_shapes import InputShape
 from coreml_compile.runtime.mil_kernels import KERNELS, UnknownMILOp
@@ -137,6 +138,17 @@ def const_value(val: Any) -> Any:
     return val
 
 
+def _var_names(step: _Step) -> list[str]:
+    """The variables a step reads (constants are not variables)."""
+    names: list[str] = []
+    for kind, ref in step.args.values():
+        if kind == "vars":
+            names.extend(ref)
+        elif kind == "var":
+            names.append(ref)
+    return names
+
+
 class _Step:
     __slots__ = ("op_type", "name", "kernel", "args", "outputs", "release")
 
@@ -212,15 +224,17 @@ class ReferenceExecutor:
                 outputs = [(n, "fp16-exact" if m == "fp16" else m) for n, m in outputs]
             steps.append(_Step(op.op_type, op.name, kernel, args, outputs))
         # Free each intermediate after its last reader, so peak memory is the live set.
-        last_use: dict[str, int] = {}
-        for i, step in enumerate(steps):
-            for kind, ref in step.args.values():
-                for name in ref if kind == "vars" else [ref] if kind == "var" else []:
-                    last_use[name] = i
-        keep = set(self.output_names)
-        for name, i in last_use.items():
-            if name not in keep and name not in self.constants:
-                steps[i].release.append(name)
+        reads = [
+            [
+                n
+                for kind, ref in step.args.values()
+                for n in (ref if kind == "vars" else [ref] if kind == "var" else [])
+            ]
+            for step in steps
+        ]
+        keep = set(self.output_names) | set(self.constants)
+        for step, dropped in zip(steps, release_after(reads, keep), strict=True):
+            step.release = dropped
         return steps
 
     @staticmethod
