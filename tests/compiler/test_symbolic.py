@@ -110,3 +110,28 @@ def test_causal_attention_over_a_dynamic_length_runs(target):
         (got,) = compiled.predict({"x": x.numpy()}).values()
         with torch.no_grad():
             np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_splits_along_a_static_dim_of_a_dynamic_tensor_run():
+    import numpy as np
+
+    import coreml_compile
+
+    class Chunks(torch.nn.Module):
+        def forward(self, x):
+            q, k, v = x.chunk(3, dim=-1)
+            a, b = torch.split(x, [4, 8], dim=-1)
+            return torch.stack([q * k + v, a[..., :4] + b[..., :4]], dim=1)
+
+    model = Chunks()
+    compiled = coreml_compile.compile(
+        model,
+        (torch.randn(1, 8, 12),),
+        dynamic_shapes=({1: Dim("n", min=2, max=64)},),
+        precision="fp32",
+        allow_fallback=False,
+    )
+    for n in (2, 31):
+        x = torch.randn(1, n, 12)
+        (got,) = compiled.predict({"x": x.numpy()}).values()
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-6)

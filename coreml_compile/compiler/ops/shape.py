@@ -289,6 +289,10 @@ def _no_empty_outputs(node):
     for v in node.outputs:
         if 0 in v.type.shape:
             return f"empty output {v.name} (Core ML has no zero-size tensors)"
+    x = node.inputs[0].type
+    if not isinstance(x.shape[node.attrs["dim"] % x.rank], int):
+        # The pieces' sizes are baked into MIL's split; other dims may vary.
+        return "a split along a dynamic dimension"
     return None
 
 
@@ -306,6 +310,7 @@ class Split(Op):
 
     name = "split"
     inputs = ("x",)
+    dynamic = True
     attrs = {"split_size": REQUIRED, "dim": 0}
     num_outputs = _ANY_NUMBER
 
@@ -325,6 +330,7 @@ class Chunk(Op):
 
     name = "chunk"
     inputs = ("x",)
+    dynamic = True
     attrs = {"chunks": REQUIRED, "dim": 0}
     num_outputs = _ANY_NUMBER
 
@@ -343,6 +349,7 @@ class TensorSplit(Op):
 
     name = "tensor_split"
     inputs = ("x",)
+    dynamic = True
     attrs = {"sections": None, "indices": None, "dim": 0}
     num_outputs = _ANY_NUMBER
 
@@ -393,6 +400,7 @@ class Stack(Op):
     name = "stack"
     inputs = ("*tensors",)
     attrs = {"dim": 0}
+    dynamic = True
 
     def kernel(tensors, *, dim):
         return torch.stack(list(tensors), dim)
