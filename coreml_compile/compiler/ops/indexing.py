@@ -70,6 +70,7 @@ class IndexSelect(Op):
     name = "index_select"
     inputs = ("x", "index")
     attrs = {"dim": 0}
+    dynamic = True
 
     def kernel(x, index, *, dim):
         return torch.index_select(x, dim, index)
