@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -150,6 +151,8 @@ class CompiledModel:
             if preferred is not None:
                 self.choice = dataclasses.replace(self.choice, compute_units=preferred)
         self._executor: Any = None
+        # How the inputs' dynamic dimensions relate, checked before each run.
+        self._input_dims = read_input_dims(mlmodel._spec.description.metadata.userDefined)
         if plan is not None:
             self._runner()  # a missing fallback device also fails now
 
@@ -350,7 +353,9 @@ class CompiledModel:
 
         check_input_names(names, inputs)  # missing and unknown names first
         specs = self.input_specs()
-        return {name: _input_array(name, x, specs.get(name)) for name, x in inputs.items()}
+        feeds = {name: _input_array(name, x, specs.get(name)) for name, x in inputs.items()}
+        _check_related_dims(self._input_dims, feeds)
+        return feeds
 
     def __call__(self, *args: Any, state: Any = None) -> Any:
         """Run on tensors in input order, like the source nn.Module (torch in, torch out);
@@ -377,6 +382,67 @@ class CompiledModel:
             f"precision={self.precision}, target={self.target}, backend={self.backend}, "
             f"mil_ops={ops}{parts})"
         )
+
+
+INPUT_DIMS_KEY = "coreml_compile.input_dims"
+
+
+def read_input_dims(metadata: Mapping[str, str]) -> dict[str, list[Any]] | None:
+    """The inputs' dimensions as the compiler traced them (ints, symbol expressions),
+    from a package's metadata; PackageError if that text is not what we write."""
+    from coreml_compile.compiler import symbolic
+    from coreml_compile.errors import PackageError
+
+    text = metadata.get(INPUT_DIMS_KEY)
+    if text is None:
+        return None
+    try:
+        dims = json.loads(text)
+        if not isinstance(dims, dict) or len(text) > 1 << 16:
+            raise ValueError("not an object")
+        for name, shape in dims.items():
+            if not isinstance(name, str) or not isinstance(shape, list):
+                raise ValueError(f"bad entry {name!r}")
+            for d in shape:
+                if isinstance(d, bool) or not isinstance(d, int | str):
+                    raise ValueError(f"bad dimension {d!r}")
+                if isinstance(d, str):
+                    symbolic.evaluate(d, dict.fromkeys(symbolic.names(d), 1))
+    except (ValueError, TypeError, ZeroDivisionError) as exc:
+        raise PackageError(f"metadata {INPUT_DIMS_KEY} is malformed: {exc}") from None
+    return dims
+
+
+def _check_related_dims(dims: dict[str, list[Any]] | None, feeds: Mapping[str, Any]) -> None:
+    """InputSpecError unless the inputs' sizes agree with how their dimensions relate
+    (the same dynamic dimension in two inputs, one twice another...)."""
+    from coreml_compile.compiler import symbolic
+
+    if not dims:
+        return
+    values: dict[str, int] = {}
+    where: dict[str, str] = {}
+    # Plain dimensions bind first, wherever they appear; derived ones are checked after.
+    for derived in (False, True):
+        for name, declared in dims.items():
+            if name not in feeds:
+                continue
+            shape = tuple(np.shape(feeds[name]))
+            for axis, (want, got) in enumerate(zip(declared, shape, strict=False)):
+                if isinstance(want, int):
+                    continue
+                plain = want in symbolic.names(want)
+                if plain and not derived and want not in values:
+                    values[want] = int(got)
+                    where[want] = f"input {name} dimension {axis}"
+                elif (plain or derived) and symbolic.names(want) <= values.keys():
+                    expected = symbolic.evaluate(want, values)
+                    if expected != got:
+                        sources = ", ".join(where[n] for n in sorted(symbolic.names(want)))
+                        raise InputSpecError(
+                            f"input {name}: dimension {axis} is {got}, but the model ties it "
+                            f"to {sources} and needs {expected} here"
+                        )
 
 
 def _input_array(name: str, x: Any, spec: InputSpec | None) -> Any:
@@ -559,6 +625,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
                 dynamic_shapes=dynamic_shapes,
             )
         graph = clock.stage("to_ir", torch_export.to_ir, ep, name)
+        report.warnings.extend(torch_export.nonzero_state_warnings(ep, graph))
     clock.stage("verify", graph.verify)
     report.passes = clock.stage("optimise", run_pipeline, graph, pass_names, options=compression)
     report.ir_ops = graph.op_counts()
@@ -568,6 +635,12 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         "coreml_compile.precision": precision,
         "coreml_compile.target": minimum_deployment_target,
     }
+    if any(not v.type.is_static for v in graph.inputs):
+        # Core ML checks each dimension against its range; how dimensions relate (two
+        # inputs sharing one, one twice another) is checked before each run from this.
+        metadata[INPUT_DIMS_KEY] = json.dumps(
+            {v.name: list(v.type.shape) for v in graph.inputs if v.name not in graph.states}
+        )
     if graph.states and generation < 18:
         raise CoreMLCompileError(
             f"the model updates buffer(s) {', '.join(graph.states)} in place: that is Core ML "

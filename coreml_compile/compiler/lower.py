@@ -266,10 +266,9 @@ def build_function(
                 shape.append(mil_symbols.setdefault(d, get_new_symbol()))
                 sources.setdefault(d, (v.name, axis))
             else:
-                raise LoweringError(
-                    f"input {v.name} has dimension {d}: an input's dynamic dimensions must "
-                    "be plain dimensions (a Dim), not expressions of others"
-                )
+                # A derived dimension (2*n): Core ML knows it only as its own range; the
+                # relation is checked before each run (api: input_dims metadata).
+                shape.append(mil_symbols.setdefault(d, get_new_symbol()))
         placeholders[v.name] = mb.placeholder(
             shape=shape,
             dtype=types.string_to_builtin(io_dtype(v.type.dtype)),
@@ -439,19 +438,32 @@ def flexible_inputs(
                 if isinstance(d, int):
                     dims.append(d)
                     continue
-                symbol = graph.symbols.get(d)
-                if symbol is None or symbol.max is None:
-                    raise LoweringError(
-                        f"input {v.name}: dynamic dimension {d} has no upper bound; give its "
-                        "torch.export.Dim a max (Core ML needs bounded shapes to plan memory)"
-                    )
-                default = symbol.example if symbol.example is not None else symbol.min
                 if d not in ranges:  # inputs sharing a dimension share its RangeDim
-                    ranges[d] = ct.RangeDim(symbol.min, symbol.max, default)
+                    low, high, default = _dim_range(graph, v.name, d)
+                    ranges[d] = ct.RangeDim(low, high, default)
                 dims.append(ranges[d])
             shape = ct.Shape(dims)
         types.append(ct.TensorType(name=v.name, shape=shape, dtype=dtype))
     return types
+
+
+def _dim_range(graph: Graph, input_name: str, dim: str) -> tuple[int, int, int]:
+    """(lowest, highest, traced) size of a dynamic input dimension: a symbol's range, or
+    for a derived one (2*n + 1) its value at its symbols' ends."""
+    symbols = [graph.symbols.get(n) for n in symbolic.names(dim)]
+    for name, symbol in zip(symbolic.names(dim), symbols, strict=True):
+        if symbol is None or symbol.max is None:
+            raise LoweringError(
+                f"input {input_name}: dynamic dimension {name} has no upper bound; give its "
+                "torch.export.Dim a max (Core ML needs bounded shapes to plan memory)"
+            )
+    at = [
+        symbolic.evaluate(dim, {s.name: getattr(s, end) for s in symbols}) for end in ("min", "max")
+    ]
+    low, high = max(min(at), 0), max(at)
+    examples = {s.name: s.example for s in symbols if s.example is not None}
+    traced = symbolic.evaluate(dim, examples) if len(examples) == len(symbols) else low
+    return low, high, min(max(traced, low), high)
 
 
 def _in_range(graph: Graph, dim: Any, size: int) -> bool:

@@ -12,6 +12,7 @@ out as expressions over the same symbols. Nothing here re-states an op's shape r
 
 from __future__ import annotations
 
+import ast
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -120,8 +121,37 @@ def evaluate(dim: Dim, values: Mapping[str, int]) -> int:
 
 @functools.cache
 def _compiled(expr: str) -> Callable[[Mapping[str, int]], Any]:
-    code = compile(expr, "<dim>", "eval")
+    tree = ast.parse(expr, mode="eval")
+    _check_expression(tree.body, expr)
+    code = compile(tree, "<dim>", "eval")
     return lambda values: eval(code, {"__builtins__": {}}, {**_FUNCTIONS, **values})  # noqa: S307
+
+
+_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod)
+
+
+def _check_expression(node: ast.AST, text: str) -> None:
+    """Integer arithmetic over names, and nothing else: a dimension read from a package
+    is untrusted text, and evaluating it must not be able to do anything but count."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, _OPERATORS):
+        _check_expression(node.left, text)
+        _check_expression(node.right, text)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        _check_expression(node.operand, text)
+    elif isinstance(node, ast.Constant) and type(node.value) is int:
+        pass
+    elif isinstance(node, ast.Name) and not node.id.startswith("_"):
+        pass
+    elif (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCTIONS
+        and not node.keywords
+    ):
+        for arg in node.args:
+            _check_expression(arg, text)
+    else:
+        raise ValueError(f"not a size expression: {text!r}")
 
 
 def bind(declared: Sequence[Dim], actual: Sequence[int], values: dict[str, int]) -> str | None:

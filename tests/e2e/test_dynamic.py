@@ -203,3 +203,40 @@ def test_core_ml_runs_the_dynamic_cnn_at_each_size(tmp_path):
         (got,) = loaded.predict({"x": x.numpy()}).values()
         with torch.no_grad():
             assert _cosine(got, model(x).numpy()) >= 0.999
+
+
+class _Derived(torch.nn.Module):
+    def forward(self, x, y):
+        return torch.cat([x, x], 1) + y
+
+
+def test_derived_dimensions_and_their_relation_are_kept(tmp_path):
+    n = Dim("n", min=2, max=32)
+    compiled = coreml_compile.compile(
+        _Derived(),
+        (torch.randn(1, 4), torch.randn(1, 8)),
+        dynamic_shapes=({1: n}, {1: 2 * n}),
+        precision="fp32",
+    )
+    y_range = _description(compiled, "y").shapeRange.sizeRanges[1]
+    assert (y_range.lowerBound, y_range.upperBound) == (4, 64)
+    loaded = coreml_compile.load(compiled.save(tmp_path / "d.mlpackage"), backend="reference")
+    for k in (2, 13, 32):
+        x, y = torch.randn(1, k), torch.randn(1, 2 * k)
+        (got,) = loaded.predict({"x": x.numpy(), "y": y.numpy()}).values()
+        np.testing.assert_allclose(got, _Derived()(x, y).numpy(), rtol=1e-6)
+    # Each size is inside its own range, but 7 is not twice 3.
+    with pytest.raises(InputSpecError, match="ties it to input x dimension 1 and needs 6"):
+        loaded.predict({"x": np.zeros((1, 3), np.float32), "y": np.zeros((1, 7), np.float32)})
+
+
+def test_a_tampered_dimension_expression_is_refused(tmp_path):
+    from coreml_compile.api import read_input_dims
+    from coreml_compile.errors import PackageError
+
+    bad = '{"x": [1, "().__class__.__bases__"]}'
+    with pytest.raises(PackageError, match="input_dims is malformed"):
+        read_input_dims({"coreml_compile.input_dims": bad})
+    assert read_input_dims({"coreml_compile.input_dims": '{"x": [1, "2*s0 + 1"]}'}) == {
+        "x": [1, "2*s0 + 1"]
+    }
