@@ -130,6 +130,13 @@ def _compiled(expr: str) -> Callable[[Mapping[str, int]], Any]:
 _OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod)
 
 
+def _is_leaf(node: ast.AST) -> bool:
+    """An int literal or a plain name (no dunder tricks)."""
+    if isinstance(node, ast.Constant):
+        return type(node.value) is int
+    return isinstance(node, ast.Name) and not node.id.startswith("_")
+
+
 def _check_expression(node: ast.AST, text: str) -> None:
     """Integer arithmetic over names, and nothing else: a dimension read from a package
     is untrusted text, and evaluating it must not be able to do anything but count."""
@@ -138,9 +145,7 @@ def _check_expression(node: ast.AST, text: str) -> None:
         _check_expression(node.right, text)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         _check_expression(node.operand, text)
-    elif isinstance(node, ast.Constant) and type(node.value) is int:
-        pass
-    elif isinstance(node, ast.Name) and not node.id.startswith("_"):
+    elif _is_leaf(node):
         pass
     elif (
         isinstance(node, ast.Call)
