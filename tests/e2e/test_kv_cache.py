@@ -125,3 +125,25 @@ def test_core_ml_runs_the_same_steps(package):
 
     for step, (g, w) in enumerate(zip(_generate(core_ml_step), _generate(torch_step), strict=True)):
         assert _cosine(g, w) >= 0.999, step
+
+
+def test_a_buffer_that_is_not_zero_is_warned_about():
+    class Counter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("total", torch.ones(1, 4))
+
+        def forward(self, x):
+            self.total.add_(x)
+            return self.total * 2
+
+    compiled = coreml_compile.compile(
+        Counter(), (torch.ones(1, 4),), minimum_deployment_target="iOS18", precision="fp32"
+    )
+    (warning,) = [w for w in compiled.report.warnings if "total" in w]
+    assert "starts at zeros" in warning
+    state = compiled.make_state()
+    (out,) = compiled.predict({"x": np.ones((1, 4), np.float32)}, state=state).values()
+    np.testing.assert_array_equal(out, np.full((1, 4), 2.0))  # 0 + 1, doubled
+    (out,) = compiled.predict({"x": np.ones((1, 4), np.float32)}, state=state).values()
+    np.testing.assert_array_equal(out, np.full((1, 4), 4.0))

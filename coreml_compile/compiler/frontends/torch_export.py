@@ -276,8 +276,6 @@ class _Translator:
         self._mutated = {
             s.target for s in ep.graph_signature.output_specs if s.kind.name == "BUFFER_MUTATION"
         }
-        # Each state's value when the model was exported (Core ML starts states at zero).
-        self.initial: dict[str, torch.Tensor] = {}
         self.env: dict[torch.fx.Node, Value | list[Value | None] | None] = {}
 
     def run(self) -> Graph:
@@ -307,10 +305,8 @@ class _Translator:
                 self._note_examples(val)
             elif kind == "BUFFER" and spec.target in self._mutated:
                 # A buffer forward() writes to is state: read at the start of each call.
-                tensor = self.ep.state_dict.get(spec.target)
                 name = _state_name(spec.target)
                 self.env[node] = self.graph.add_input(name, _tensor_type(node.meta["val"]))
-                self.initial[name] = tensor
             elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
                 tensor = self.ep.state_dict.get(spec.target)
                 if tensor is None:
@@ -509,6 +505,20 @@ class _Translator:
             name=node.name,
         )
         return list(created.outputs)
+
+
+def nonzero_state_warnings(ep: torch.export.ExportedProgram, graph: Graph) -> list[str]:
+    """A warning for each buffer that became state (``graph.states``) and does not hold
+    zeros now: as a Core ML state it starts at zeros in every new state."""
+    warnings = []
+    for target, tensor in ep.state_dict.items():
+        if _state_name(target) in graph.states and bool(tensor.detach().ne(0).any()):
+            warnings.append(
+                f"buffer {target} holds non-zero values, but as Core ML state it starts at "
+                "zeros in each make_state(); write its initial values in forward() if they "
+                "matter"
+            )
+    return warnings
 
 
 def to_ir(ep: torch.export.ExportedProgram, name: str = "main") -> Graph:
