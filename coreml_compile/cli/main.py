@@ -16,7 +16,12 @@ from typing import Any
 
 import click
 
+# The choices below come from the tables the API checks against, so they cannot drift.
+from coreml_compile.compiler.mil import PRECISIONS
+from coreml_compile.compiler.strategy import FALLBACK_DEVICES, STRATEGIES
+from coreml_compile.passes import PIPELINES
 from coreml_compile.passes.quantize_weights import MODES as QUANTIZE_MODES
+from coreml_compile.runtime.devices import BACKENDS, COMPUTE_UNITS, TORCH_DEVICES
 from coreml_compile.version import __version__
 
 TARGETS = ["iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15"]
@@ -126,7 +131,7 @@ def cli() -> None:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp16", "fp32"]),
+    type=click.Choice(PRECISIONS),
     default="fp16",
     show_default=True,
     help="Compute precision inside the model; inputs and outputs stay fp32.",
@@ -141,7 +146,7 @@ def cli() -> None:
 @click.option(
     "-O",
     "level",
-    type=click.Choice(["0", "1", "2"]),
+    type=click.Choice([level[1:] for level in PIPELINES]),
     default="2",
     show_default=True,
     help="Optimisation level: 0 none, 1 clean-up (constant folding, dead code, no-ops, "
@@ -211,7 +216,7 @@ def cli() -> None:
 )
 @click.option(
     "--fallback",
-    type=click.Choice(["auto", "mps", "cuda", "cpu"]),
+    type=click.Choice(FALLBACK_DEVICES),
     default="auto",
     show_default=True,
     help="Torch device for ops Core ML cannot run; auto takes a GPU (mps, cuda) for "
@@ -219,7 +224,7 @@ def cli() -> None:
 )
 @click.option(
     "--strategy",
-    type=click.Choice(["auto", "battery"]),
+    type=click.Choice(STRATEGIES),
     default="auto",
     show_default=True,
     help="battery keeps all supported work on Core ML (Neural Engine) and fallbacks on "
@@ -528,29 +533,29 @@ def backend_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--backend, --compute-units, --device, --fallback, --strategy: shared by run and verify."""
     fn = click.option(
         "--strategy",
-        type=click.Choice(["auto", "battery"]),
+        type=click.Choice(STRATEGIES),
         help="Partitioned packages: override the compile's strategy (battery: Core ML on "
         "CPU and Neural Engine, fallbacks on the CPU).",
     )(fn)
     fn = click.option(
         "--fallback",
-        type=click.Choice(["auto", "mps", "cuda", "cpu"]),
+        type=click.Choice(FALLBACK_DEVICES),
         help="Partitioned packages: torch device for the fallback partitions "
         "(default: as compiled).",
     )(fn)
     fn = click.option(
         "--device",
-        type=click.Choice(["cpu", "cuda", "mps"]),
+        type=click.Choice(TORCH_DEVICES),
         help="Torch device for the reference backend.  [default: cpu]",
     )(fn)
     fn = click.option(
         "--compute-units",
-        type=click.Choice(["all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"], case_sensitive=False),
+        type=click.Choice(COMPUTE_UNITS, case_sensitive=False),
         help="Core ML compute units (coreml backend only).  [default: all]",
     )(fn)
     return click.option(
         "--backend",
-        type=click.Choice(["coreml", "reference"]),
+        type=click.Choice(BACKENDS),
         help="Run on Core ML (macOS) or the reference executor (torch kernels, anywhere). "
         "Default: Core ML where available.",
     )(fn)

@@ -27,6 +27,7 @@ from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.mil import (
     IR_TO_MIL,
     MIL_NUMPY,
+    PRECISIONS,
     fp16_weights_without_copies,
     import_coremltools,
     io_dtype,
@@ -34,8 +35,6 @@ from coreml_compile.compiler.mil import (
 )
 from coreml_compile.compiler.ops import get_record, group_variadic, unsupported_reason
 from coreml_compile.errors import LoweringError, UnsupportedOpError
-
-PRECISIONS = ("fp16", "fp32")
 
 
 class _MilInt:

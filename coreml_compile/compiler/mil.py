@@ -20,6 +20,9 @@ import numpy as np
 
 from coreml_compile.compiler import dtypes
 
+# The compute precisions a program can have (inputs and outputs stay fp32 in both).
+PRECISIONS = ("fp16", "fp32")
+
 _PATCH_LOCK = threading.RLock()
 
 IR_TO_MIL = {

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from coreml_compile.compiler.ir import Node
-from coreml_compile.compiler.ops import get_record, macs
+if TYPE_CHECKING:
+    from coreml_compile.compiler.ir import Node
 from coreml_compile.errors import CoreMLCompileError
 
 FALLBACK_DEVICES = ("auto", "mps", "cuda", "cpu")
@@ -89,6 +90,9 @@ class HybridExecutionStrategy:
         """Whether a Core ML partition that is not the whole model stays on Core ML."""
         if self.battery:
             return Decision("coreml", "battery mode keeps supported work on Core ML")
+        # The op table on use: the CLI reads this module's presets without loading it.
+        from coreml_compile.compiler.ops import get_record, macs
+
         kinds = {get_record(n.op).accelerated for n in nodes}
         if "convolution" in kinds:
             return Decision("coreml", "holds a convolution")
