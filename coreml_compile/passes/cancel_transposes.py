@@ -25,6 +25,8 @@ def _perm(node: Node) -> list[int]:
     if node.op == "permute":
         return [d % rank for d in node.attrs["dims"]]
     perm = list(range(rank))
+    if rank == 0:  # torch.t of a 0-d tensor: nothing to swap (and no dim to wrap around)
+        return perm
     a, b = node.attrs["dim0"] % rank, node.attrs["dim1"] % rank
     perm[a], perm[b] = perm[b], perm[a]
     return perm

@@ -826,6 +826,74 @@ def _resize_bilinear(x, target_size_height=1, target_size_width=1, sampling_mode
     return _lerp_axis(y, _resize_grid(w, int(target_size_width), sampling_mode), x.dim() - 1)
 
 
+# resample's padding modes as torch's grid_sample pads: the padding mode, and which grid
+# convention (align_corners) reflects where the MIL mode does. Constant and border pad by
+# pixel bounds in either convention (None: keep the op's own).
+_RESAMPLE_PADDING = {
+    "constant": ("zeros", None),
+    "border": ("border", None),
+    "reflection": ("reflection", True),  # about the corner pixels' centres: edge not repeated
+    "symmetric": ("reflection", False),  # about the image's edges: edge repeated
+}
+
+
+@kernel("resample")
+def _resample(
+    x,
+    coordinates,
+    sampling_mode="bilinear",
+    padding_mode="constant",
+    padding_value=0.0,
+    coordinates_mode="normalized_minus_one_to_one",
+    align_corners=False,
+    **_,
+):
+    """Sample ``x`` (B, C, H, W) at ``coordinates`` (B, Ho, Wo, 2), (x, y) order.
+
+    The coordinates become pixel positions by the op's ``coordinates_mode`` and
+    ``align_corners``, then torch's grid (in [-1, 1]) in the convention whose padding is
+    the op's; a grid already in that convention is used as it is, so nothing is rounded.
+    """
+    if sampling_mode not in ("bilinear", "nearest"):
+        raise UnknownMILOp(f"resample sampling mode {sampling_mode!r} is unknown")
+    if padding_mode not in _RESAMPLE_PADDING:
+        raise UnknownMILOp(f"resample padding mode {padding_mode!r} is unknown")
+    torch_padding, convention = _RESAMPLE_PADDING[padding_mode]
+    align_corners = bool(align_corners)
+    coords = _t(coordinates).to(torch.float32)
+    if coordinates_mode == "normalized_minus_one_to_one" and convention in (None, align_corners):
+        grid, convention = coords, align_corners
+    else:
+        h, w = x.shape[-2], x.shape[-1]
+        sizes = torch.tensor([w, h], dtype=torch.float32)
+        if coordinates_mode == "unnormalized":
+            pixels = coords
+        elif coordinates_mode == "normalized_minus_one_to_one":
+            pixels = (
+                (coords + 1) / 2 * (sizes - 1) if align_corners else ((coords + 1) * sizes - 1) / 2
+            )
+        elif coordinates_mode == "normalized_zero_to_one":
+            pixels = coords * (sizes - 1) if align_corners else coords * sizes - 0.5
+        else:
+            raise UnknownMILOp(f"resample coordinates mode {coordinates_mode!r} is unknown")
+        convention = bool(convention)
+        if convention:
+            # A one-pixel axis maps every position to its pixel: grid 0.
+            grid = torch.where(sizes > 1, 2 * pixels / (sizes - 1).clamp(min=1) - 1, 0.0)
+        else:
+            grid = (2 * pixels + 1) / sizes - 1
+    value = _float(padding_value) if padding_mode == "constant" else 0.0
+    # Zeros padding around x - value is padding with value around x.
+    out = F.grid_sample(
+        x.to(torch.float32) - value,
+        grid,
+        mode=sampling_mode,
+        padding_mode=torch_padding,
+        align_corners=convention,
+    )
+    return out + value
+
+
 @kernel("pixel_shuffle")
 def _pixel_shuffle(x, upscale_factor, **_):
     return F.pixel_shuffle(x, int(upscale_factor))

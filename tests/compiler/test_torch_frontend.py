@@ -10,7 +10,10 @@ from torch import nn
 import coreml_compile
 from coreml_compile.compiler.frontends.torch_export import trace
 from coreml_compile.compiler.interpreter import run_graph
+from coreml_compile.compiler.ir import Graph, TensorType
+from coreml_compile.compiler.ops.fallback import Aten, FallbackOpRefused, NoFakeRun
 from coreml_compile.errors import InputSpecError, TraceError, UnsupportedOpError
+from tests.conftest import assert_close
 from tests.ops.samples import Fn
 
 
@@ -99,3 +102,116 @@ def test_export_failure_is_a_trace_error():
 
     with pytest.raises(TraceError, match="--input-shape"):
         trace(Fn(data_dependent), (torch.randn(3),))
+
+
+# -- aten fallback ops fake tensors cannot run (issue 11) ---------------------------------
+
+
+def test_fallback_op_fake_tensors_cannot_run_keeps_the_exports_types():
+    # bincount's output shape depends on its input's values: torch.export ran it on the
+    # constant, but verification runs it on fake tensors, which cannot (it used to crash).
+    def f(a):
+        return a + torch.bincount(torch.tensor([0, 1, 1, 3])).float()
+
+    x = torch.randn(4)
+    g = trace(Fn(f), (x,))
+    (node,) = [n for n in g.nodes if n.op == "aten"]
+    with pytest.raises(NoFakeRun, match="bincount"):
+        Aten.infer(node.inputs, node.attrs)
+    g.verify()  # the recorded i64[4] stands
+    assert torch.equal(run_graph(g, [x])[0], f(x))
+    compiled = coreml_compile.compile(Fn(f), (x,))  # folded to a constant at -O2
+    assert_close(compiled(x), f(x), "fp16")
+
+
+def test_verify_takes_the_recorded_types_of_an_op_without_fake_kernel():
+    # aten::_to_dense has no fake or meta kernel for a strided tensor: fake tensors raise
+    # NotImplementedError, as "Cannot copy out of meta tensor; no data!" is raised.
+    g = Graph()
+    x = g.add_input("x", TensorType("float32", (3,)))
+    attrs = {"target": "aten::_to_dense.default", "args": [{"input": 0}], "kwargs": {}}
+    node = g.add_node("aten", [x], attrs, output_types=[TensorType("float32", (3,))])
+    g.outputs.append(node.output)
+    with pytest.raises(NoFakeRun, match="_to_dense"):
+        Aten.infer(node.inputs, node.attrs)
+    g.verify()
+    # A refused op is still refused, not excused.
+    node.attrs["target"] = "aten::add_.Tensor"
+    with pytest.raises(FallbackOpRefused):
+        g.verify()
+
+
+# -- torch.autocast regions (issue 11) ------------------------------------------------
+
+
+class Autocast(nn.Module):
+    """A bfloat16 region, an fp16 one nested in a disabled one, and a region's result
+    returned as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, a):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = torch.relu(self.fc(a))
+        with torch.autocast("cpu", enabled=False):
+            g = h.float() * 2
+            with torch.autocast("cpu", dtype=torch.float16):
+                g = self.fc(g)
+        return {"out": g + 1, "hidden": h}
+
+    def without_autocast(self, a):
+        h = torch.relu(self.fc(a))
+        return {"out": self.fc(h * 2) + 1, "hidden": h}
+
+
+def test_autocast_regions_are_inlined_and_compute_in_the_packages_precision(tmp_path):
+    model = Autocast().eval()
+    x = torch.randn(3, 4)
+    ep = torch.export.export(model, (x,))
+    g = trace(model, (x,))
+    assert g.op_counts().keys() == {"linear", "relu", "cast", "mul", "add"}
+    # The autocast dtype is not the program's: every value is typed as without autocast.
+    assert {v.type.dtype for v in g.values() if not v.is_constant} == {"float32"}
+    assert [v.name for v in g.outputs] == ["out", "hidden"]
+    with torch.no_grad():
+        want = model.without_autocast(x)
+        autocast = model(x)
+    compiled = coreml_compile.compile(ep, precision="fp32")
+    loaded = coreml_compile.load(compiled.save(tmp_path / "model.mlpackage"))
+    for result in (compiled(x), loaded(x)):  # outputs in order: out, hidden
+        for got, key in zip(result, ("out", "hidden"), strict=True):
+            assert_close(got, want[key], "fp32", key)
+            # bfloat16 keeps 8 bits: the model's own results are that far from both.
+            assert torch.allclose(got, autocast[key].float(), atol=0.05, rtol=0.05)
+    # The caller's program is not changed.
+    assert any(n.target is torch.ops.higher_order.wrap_with_autocast for n in ep.graph.nodes)
+
+
+def test_autocast_with_dynamic_shapes():
+    model = Autocast().eval()
+    x = torch.randn(3, 4)
+    g = trace(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", max=64)},))
+    assert not g.inputs[0].type.is_static
+    g.verify()
+    y = torch.randn(7, 4)
+    with torch.no_grad():
+        want = model.without_autocast(y)
+    for got, key in zip(run_graph(g, [y]), ("out", "hidden"), strict=True):
+        assert torch.allclose(got, want[key], atol=1e-6), key
+
+
+def test_autocast_with_a_decomposed_op_and_a_dtype_check_after_it():
+    # addcmul has no record: decomposing re-traces the program, which must not meet
+    # export's check that the region's result is bfloat16.
+    class M(nn.Module):
+        def forward(self, a):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                h = torch.mm(a, a)
+            return torch.addcmul(a, h.float(), a, value=0.5)
+
+    x = torch.randn(4, 4)
+    g = trace(M(), (x,))
+    assert "aten" not in g.op_counts()
+    assert torch.allclose(run_graph(g, [x])[0], torch.addcmul(x, x @ x, x, value=0.5), atol=1e-5)

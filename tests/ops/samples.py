@@ -738,6 +738,89 @@ def _samples() -> list[Sample]:
         rand(2, 2, 5, 8),
         rand(2, 2, 5, 8),
     )
+    # -- issue 11: hypot, erfc, round(decimals=), grid_sample, im2col/col2im ----------
+    add("hypot", "broadcast", torch.hypot, rand(2, 3, 4), rand(3, 1))
+    # Beyond 256 a square overflows fp16; zeros and equal magnitudes take the ratio-1 path.
+    big = torch.tensor([[0.0, 300.0, -1000.0, 3.0], [0.0, -5.0, 40000.0, 7.0]])
+    add("hypot", "zeros_and_large", torch.hypot, big, torch.tensor([0.0, 400.0, 1000.0, -7.0]))
+    add("erfc", "plain", torch.erfc, rand(3, 4) * 3)
+    add("erfc", "int", torch.erfc, torch.randint(-3, 4, (3, 4), generator=_g))
+
+    def sixty_fourths(*shape: int) -> torch.Tensor:
+        """k/64 in [-4, 4): exact in fp16, and times 100 exact in fp32, so the ties
+        (0.125 -> 12.5) are ties for torch and for the package alike."""
+        return torch.randint(-256, 256, shape, generator=_g) / 64
+
+    ties = torch.tensor([0.125, 0.375, -0.125, -0.375, 0.625, 2.5])
+    add("round", "decimals_2", lambda a: torch.round(a, decimals=2), sixty_fourths(3, 8))
+    add("round", "decimals_2_ties", lambda a: torch.round(a, decimals=2), ties)
+    # Multiples of 2.5: a tenth of them is a quarter, so half of them are ties.
+    halves = torch.randint(-40, 40, (3, 8), generator=_g) * 2.5
+    add("round", "decimals_minus_1", lambda a: torch.round(a, decimals=-1), halves)
+    # 10**5 is beyond fp16: the fp16 program scales in fp32, as torch does.
+    add("round", "decimals_5", lambda a: torch.round(a, decimals=5), sixty_fourths(3, 8))
+
+    def grid_sample(mode: str, padding: str, align: bool):
+        return lambda a, g: F.grid_sample(
+            a, g, mode=mode, padding_mode=padding, align_corners=align
+        )
+
+    def pixel_grid(n: int, ho: int, wo: int, h: int, w: int, align: bool) -> torch.Tensor:
+        """Positions within 0.3 of a pixel centre, some outside the image: nearest
+        sampling picks the same pixel from an fp16 grid."""
+
+        def axis(size: int) -> torch.Tensor:
+            p = torch.randint(-3, size + 3, (n, ho, wo), generator=_g).float()
+            p = p + rand(n, ho, wo, low=-0.3, high=0.3)
+            return 2 * p / (size - 1) - 1 if align else (2 * p + 1) / size - 1
+
+        return torch.stack([axis(w), axis(h)], dim=-1)
+
+    img = rand(2, 3, 6, 7)
+    for padding in ("zeros", "border", "reflection"):
+        for align in (False, True):
+            # Well outside [-1, 1], so reflection folds more than once.
+            g = rand(2, 4, 5, 2, low=-2.5, high=2.5)
+            tag = f"{padding}_align" if align else padding
+            add("grid_sample", f"bilinear_{tag}", grid_sample("bilinear", padding, align), img, g)
+            g = pixel_grid(2, 4, 5, 6, 7, align)
+            add("grid_sample", f"nearest_{tag}", grid_sample("nearest", padding, align), img, g)
+    add(
+        "grid_sample",
+        "bilinear_ios15",
+        grid_sample("bilinear", "zeros", False),
+        img,
+        rand(2, 4, 5, 2, low=-1.2, high=1.2),
+        target="iOS15",
+    )
+
+    add("im2col", "plain", lambda a: F.unfold(a, 3), rand(2, 3, 6, 7))
+    add(
+        "im2col",
+        "stride_padding_dilation",
+        lambda a: F.unfold(a, (2, 3), dilation=(2, 1), padding=(1, 2), stride=(2, 3)),
+        rand(2, 3, 8, 9),
+    )
+    add("im2col", "patches", lambda a: F.unfold(a, 4, stride=4), rand(1, 3, 8, 12))
+    add("im2col", "unbatched", lambda a: F.unfold(a, 2, padding=1), rand(3, 5, 4))
+    add("col2im", "plain", lambda a: F.fold(a, (6, 7), 3), rand(2, 27, 20))
+    # Down, 4 windows of 3 rows (dilated) at stride 2 cover padded rows 0-8 of 0-9: the
+    # last row gets no window, the case conv_transpose needs an output shape for.
+    add(
+        "col2im",
+        "stride_padding_dilation",
+        lambda a: F.fold(a, (8, 9), (2, 3), dilation=(2, 1), padding=(1, 2), stride=(2, 3)),
+        rand(2, 18, 16),
+    )
+    add("col2im", "leftover_rows", lambda a: F.fold(a, (8, 8), 3, stride=2), rand(1, 18, 9))
+    add("col2im", "unbatched", lambda a: F.fold(a, (5, 4), 2, padding=1), rand(12, 30))
+    add(
+        "col2im",
+        "unfold_fold",
+        lambda a: F.fold(F.unfold(a, 3, padding=1) * 0.5, (6, 6), 3, padding=1),
+        rand(2, 2, 6, 6),
+        also=("im2col", "mul"),
+    )
     return s
 
 

@@ -222,3 +222,24 @@ def test_a_loaded_package_saves_again(target, tmp_path):
     if target == "iOS16":
         expected = sorted([*expected, "partition_2.mlpackage", "partition_4.mlpackage"])
     assert names == expected  # each item once
+
+
+def test_bool_tensors_cross_partitions(tmp_path):
+    # cummin has no Core ML lowering: a fallback op reading and writing bool between two
+    # Core ML partitions (Core ML programs pass bools as int32 0/1 at their edges).
+    def f(a):
+        mask = block(a) > 0.5
+        kept = torch.cummin(mask, dim=1).values  # every column so far above? (mixed here)
+        return block(torch.where(kept, a, -a)), kept
+
+    compiled, loaded, x = _round_trip(f, tmp_path)
+    assert [s.kind for s in loaded.plan.steps] == ["coreml", "fallback", "coreml"]
+    (fallback,) = [n for n in compiled.graph.nodes if n.op == "aten"]
+    assert [v.type.dtype for v in [*fallback.inputs, fallback.outputs[0]]] == ["bool", "bool"]
+    with torch.no_grad():
+        want = f(x)
+    for model in (compiled, loaded):
+        got = model(x)
+        assert got[1].dtype == torch.bool
+        assert_close(got[0], want[0], "fp16", "values")
+        assert_close(got[1], want[1], "fp16", "mask")

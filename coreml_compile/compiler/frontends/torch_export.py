@@ -507,6 +507,119 @@ class _Translator:
         return list(created.outputs)
 
 
+def inline_autocast(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``ep`` with its ``torch.autocast`` regions inlined, computing as if autocast were off.
+
+    torch.export records ``with torch.autocast(...)`` as the higher-order op
+    ``wrap_with_autocast(device, dtype, enabled, cache, body, *args)``. A Core ML program
+    computes in one precision, the package's (``precision="fp16"`` or ``"fp32"``): Core
+    ML has no bfloat16, and no per-region precision to carry an autocast dtype. So the
+    autocast dtype means nothing here: a region's ops, and every value computed from
+    them, get the dtypes they have without autocast (inferred again on the export's fake
+    tensors), and what an fp16 package computes in fp16 it computes there too. The
+    run-time dtype checks torch.export wrote about an autocast dtype are dropped;
+    ``enabled=False`` regions are inlined the same way. ``ep`` itself is not changed.
+    """
+    from torch._guards import detect_fake_mode
+    from torch.utils import _pytree as pytree
+
+    autocast = getattr(torch.ops.higher_order, "wrap_with_autocast", None)
+    if autocast is None or not any(n.target is autocast for n in ep.graph.nodes):
+        return ep
+    graph = torch.fx.Graph()
+    attributes: dict[str, Any] = {}
+    inlined: set[torch.fx.Node] = set()
+
+    def copy_nodes(module: Any, nodes: Any, env: dict, inside: bool) -> Any:
+        for node in nodes:
+            if node in env:  # a region's parameters, bound to what the call passed
+                continue
+            if node.op == "output" and inside:
+                return tuple(torch.fx.map_arg(node.args[0], env.__getitem__))
+            if node.target is autocast:
+                body = getattr(module, node.args[4].target)
+                params = [p for p in body.graph.nodes if p.op == "placeholder"]
+                passed = torch.fx.map_arg(tuple(node.args[5:]), env.__getitem__)
+                bound = dict(zip(params, passed, strict=True))
+                env[node] = copy_nodes(body, body.graph.nodes, bound, True)
+            elif node.target is operator.getitem and isinstance(env.get(node.args[0]), tuple):
+                env[node] = env[node.args[0]][node.args[1]]  # a region's result
+            elif node.op == "get_attr" and all(u.target is autocast for u in node.users):
+                continue  # a region's body, inlined where it is called
+            else:
+                new = graph.node_copy(node, env.__getitem__)
+                env[node] = new
+                if inside:
+                    inlined.add(new)
+                if node.op == "get_attr":  # another higher-order op's body: keep it
+                    target = new.target if new.target not in attributes else new.name
+                    attributes[target] = operator.attrgetter(node.target)(module)
+                    new.target = target
+        return None
+
+    root_env: dict[torch.fx.Node, Any] = {}
+    copy_nodes(ep.graph_module, ep.graph.nodes, root_env, False)
+
+    # Types again, without autocast, for the inlined nodes and whatever reads a changed one.
+    fake_mode = detect_fake_mode([n.meta.get("val") for n in graph.nodes])
+    fake_mode = contextlib.nullcontext() if fake_mode is None else fake_mode
+    changed: set[torch.fx.Node] = set()
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        reads_changed = any(a in changed for a in node.all_input_nodes)
+        if node not in inlined and not reads_changed:
+            continue
+        old = node.meta.get("val")
+        if old is None:
+            if reads_changed and node.target is torch.ops.aten._assert_tensor_metadata.default:
+                graph.erase_node(node)  # it checks for the autocast dtype
+            continue
+        args, kwargs = torch.fx.map_arg(
+            (node.args, node.kwargs),
+            lambda n: attributes[n.target] if n.op == "get_attr" else n.meta["val"],
+        )
+        try:
+            with fake_mode:
+                val = node.target(*args, **kwargs)
+        except Exception as exc:  # whatever the op raises on its new input dtypes
+            raise TraceError(
+                f"{node.name} in a torch.autocast region does not run without autocast: "
+                f"{with_type(exc)}"
+            ) from exc
+        node.meta["val"] = val
+        before, after = pytree.tree_leaves(old), pytree.tree_leaves(val)
+        if any(
+            isinstance(a, torch.Tensor) and (a.dtype != b.dtype or a.shape != b.shape)
+            for a, b in zip(before, after, strict=False)
+        ):
+            changed.add(node)
+
+    # Outputs keep their places; those that were a region's results have new names.
+    names = {old.name: new.name for old, new in root_env.items() if isinstance(new, torch.fx.Node)}
+    signature = ep.graph_signature
+    tensor = torch.export.graph_signature.TensorArgument
+    outputs = [
+        dataclasses.replace(s, arg=tensor(name=names[s.arg.name]))
+        if isinstance(s.arg, tensor) and s.arg.name in names
+        else s
+        for s in signature.output_specs
+    ]
+    module = torch.fx.GraphModule(attributes, graph)
+    module.meta.update(ep.graph_module.meta)
+    return torch.export.ExportedProgram(
+        root=module,
+        graph=module.graph,
+        graph_signature=dataclasses.replace(signature, output_specs=outputs),
+        state_dict=ep.state_dict,
+        range_constraints=ep.range_constraints,
+        module_call_graph=ep.module_call_graph,
+        example_inputs=ep.example_inputs,
+        constants=ep.constants,
+        verifiers=ep.verifiers,
+    )
+
+
 def nonzero_state_warnings(ep: torch.export.ExportedProgram, graph: Graph) -> list[str]:
     """A warning for each buffer that became state (``graph.states``) and does not hold
     zeros now: as a Core ML state it starts at zeros in every new state."""
@@ -523,7 +636,7 @@ def nonzero_state_warnings(ep: torch.export.ExportedProgram, graph: Graph) -> li
 
 def to_ir(ep: torch.export.ExportedProgram, name: str = "main") -> Graph:
     """Translate an ExportedProgram into an IR graph (decomposing unmapped ops first)."""
-    ep = decompose_unmapped(ep)
+    ep = decompose_unmapped(inline_autocast(ep))
     return _Translator(ep, name).run()
 
 

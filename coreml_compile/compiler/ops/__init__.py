@@ -275,6 +275,7 @@ from coreml_compile.compiler.ops import (  # noqa: E402,F401
     elementwise,
     factory,
     fallback,
+    im2col,
     indexing,
     linalg,
     logic,

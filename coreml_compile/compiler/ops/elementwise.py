@@ -259,6 +259,14 @@ _float_unary(
     ),
     doc="exp(x) - 1; MIL has no expm1",
 )
+_float_unary(
+    "erfc",
+    torch.erfc,
+    lambda c, x: c.mb.sub(
+        x=c.scalar(1, like=x), y=c.mb.erf(x=x, name=c.name + "_erf"), name=c.name
+    ),
+    doc="1 - erf(x); MIL has no erfc (exact to the float's step at 1, not relative for large x)",
+)
 
 
 def _log_base(base: float):
@@ -299,7 +307,44 @@ def _rounding(mil_op: str | None):
 
 unary("floor", torch.floor, _rounding("floor"))
 unary("ceil", torch.ceil, _rounding("ceil"))
-unary("round", torch.round, _rounding("round"), doc="round half to even (MIL's round does too)")
+
+
+class Round(Op):
+    """round half to even (MIL's round does too); ``decimals`` rounds to that many
+    decimal places as torch does: ``round(x * 10**d) / 10**d`` (``d < 0``:
+    ``round(x / 10**-d) * 10**-d``)."""
+
+    name = "round"
+    inputs = ("x",)
+    attrs = {"decimals": 0}
+    # Element-wise: the MIL ops read no sizes.
+    dynamic = True
+
+    def kernel(x, *, decimals):
+        # round.decimals has no integer kernel in torch; plain round is the identity there.
+        return torch.round(x) if decimals == 0 else torch.round(x, decimals=decimals)
+
+    def lower(c, x, *, decimals):
+        if decimals == 0 or not c.mil_dtype_of(x).startswith("fp"):
+            return _rounding("round")(c, x)
+        n, mb = c.name, c.mb
+        half = c.mil_dtype_of(x) == "fp16"
+        if half:
+            # torch scales half tensors in fp32 too, and 10**5 is already beyond fp16.
+            x = mb.cast(x=x, dtype="fp32", name=n + "_fp32")
+        scale = np.float32(10.0 ** abs(decimals))
+        # The same operations as torch, in the same order, so ties round alike.
+        if decimals > 0:
+            scaled = mb.mul(x=x, y=scale, name=n + "_scaled")
+            rounded = mb.round(x=scaled, name=n + "_rounded")
+            out = mb.real_div(x=rounded, y=scale, name=n if not half else n + "_unscaled")
+        else:
+            scaled = mb.real_div(x=x, y=scale, name=n + "_scaled")
+            rounded = mb.round(x=scaled, name=n + "_rounded")
+            out = mb.mul(x=rounded, y=scale, name=n if not half else n + "_unscaled")
+        return mb.cast(x=out, dtype="fp16", name=n) if half else out
+
+
 unary("trunc", torch.trunc, _rounding(None), doc="round toward zero: sign(x) * floor(|x|)")
 
 
@@ -335,6 +380,37 @@ class Atan2(_Binary):
             name=n + "_origin",
         )
         return mb.select(cond=origin, a=zero, b=angle, name=n)
+
+
+class Hypot(_Binary):
+    """sqrt(x^2 + y^2), as big * sqrt(1 + (small / big)^2) with big = max(|x|, |y|).
+
+    MIL has no hypot, and the plain form squares its inputs: in fp16 anything above 256
+    would overflow to inf.
+    """
+
+    name = "hypot"
+
+    def kernel(x, y):
+        return torch.hypot(x, y)
+
+    def lower(c, x, y):
+        x, y = c.promote(x, y)
+        n, mb = c.name, c.mb
+        ax, ay = mb.abs(x=x, name=n + "_absx"), mb.abs(x=y, name=n + "_absy")
+        big = mb.maximum(x=ax, y=ay, name=n + "_big")
+        small = mb.minimum(x=ax, y=ay, name=n + "_small")
+        # Equal magnitudes have ratio 1; saying so keeps 0/0 and inf/inf from giving NaN.
+        ratio = mb.select(
+            cond=mb.equal(x=small, y=big, name=n + "_same"),
+            a=c.scalar(1, like=x),
+            b=mb.real_div(x=small, y=big, name=n + "_q"),
+            name=n + "_ratio",
+        )
+        one_plus = mb.add(
+            x=mb.mul(x=ratio, y=ratio, name=n + "_sq"), y=c.scalar(1, like=x), name=n + "_1p"
+        )
+        return mb.mul(x=big, y=mb.sqrt(x=one_plus, name=n + "_root"), name=n)
 
 
 class Remainder(_Binary):

@@ -30,10 +30,13 @@ import re
 from typing import Any
 
 import torch
+from torch._subclasses import fake_tensor
 
 from coreml_compile.compiler import dtypes
-from coreml_compile.compiler.ir import TensorType
 from coreml_compile.compiler.ops import Op
+from coreml_compile.compiler.symbolic import Specialised
+from coreml_compile.compiler.tensor_type import TensorType
+from coreml_compile.errors import with_type
 
 # The largest tensor a fallback node may produce (and a package may declare): 4 GiB.
 MAX_TENSOR_BYTES = 1 << 32
@@ -181,6 +184,27 @@ def call(target: str, tensors: list[Any], args: Any, kwargs: Any) -> Any:
     return op(*_rebuild(args, tensors), **{k: _rebuild(v, tensors) for k, v in kwargs.items()})
 
 
+class NoFakeRun(Specialised):
+    """Fake tensors cannot run the op, so no rule gives its output types: an ATen op with
+    no fake or meta kernel ("Cannot copy out of meta tensor; no data!"), or one whose
+    output shape depends on its inputs' values (``bincount``, ``masked_select`` of a
+    constant that torch.export ran on the real data).
+
+    The types torch.export recorded for the node then stand, as for a shape rule that only
+    holds at the traced sizes (``Graph.verify`` takes the recorded types on this error).
+    A package loader, which must bound what a node computes before it runs, refuses it.
+    """
+
+
+# What FakeTensorMode raises for an op it cannot run (a wrong argument still raises).
+_NO_FAKE_RUN = (
+    NotImplementedError,
+    fake_tensor.DynamicOutputShapeException,
+    fake_tensor.DataDependentOutputException,
+    fake_tensor.UnsupportedOperatorException,
+)
+
+
 class Aten(Op):
     name = "aten"
     inputs = ("*tensors",)
@@ -197,14 +221,20 @@ class Aten(Op):
         for v in inputs:
             if v is not None and not v.type.is_static:
                 raise NotImplementedError("aten fallback: symbolic shapes need the export's types")
-        with FakeTensorMode(allow_non_fake_inputs=False):
-            fakes = [
-                None
-                if v is None
-                else torch.empty(v.type.shape, dtype=dtypes.to_torch(v.type.dtype))
-                for v in inputs
-            ]
-            outs = call(attrs["target"], fakes, attrs["args"], attrs["kwargs"])
+        try:
+            with FakeTensorMode(allow_non_fake_inputs=False):
+                fakes = [
+                    None
+                    if v is None
+                    else torch.empty(v.type.shape, dtype=dtypes.to_torch(v.type.dtype))
+                    for v in inputs
+                ]
+                outs = call(attrs["target"], fakes, attrs["args"], attrs["kwargs"])
+        except _NO_FAKE_RUN as exc:
+            raise NoFakeRun(
+                f"{attrs['target']}: fake tensors cannot compute its output types "
+                f"({with_type(exc)})"
+            ) from exc
         outs = list(outs) if isinstance(outs, tuple | list) else [outs]
         types = []
         for o in outs:

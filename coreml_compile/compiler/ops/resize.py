@@ -269,3 +269,65 @@ class PixelUnshuffle(Op):
         if not node.inputs[0].type.dtype.startswith("float"):
             return "pixel_unshuffle of a non-float tensor"
         return None
+
+
+# torch's grid_sampler enums (aten/src/ATen/native/GridSampler.h), and their Core ML names.
+_GRID_MODES = {0: "bilinear", 1: "nearest"}
+_GRID_PADDING = {0: "zeros", 1: "border", 2: "reflection"}
+
+
+class GridSample(Op):
+    """F.grid_sample on 4-D inputs: ``x`` (N, C, H, W) read at ``grid`` (N, Ho, Wo, 2),
+    the (x, y) positions in [-1, 1]; bilinear or nearest; zeros, border or reflection
+    padding; ``align_corners`` as torch.
+
+    Core ML's ``resample`` takes torch's grid as it is (``normalized_minus_one_to_one``
+    with the same ``align_corners``). Its padding pads the image, not the coordinates, but
+    for piecewise-linear sampling the two agree: zeros is ``constant`` 0 and border is
+    ``border``; torch reflects about the corner pixels' centres with ``align_corners``
+    (Core ML's ``reflection``, the edge not repeated) and about the image's edges without
+    (``symmetric``, the edge repeated). Nearest sampling rounds half to even in torch;
+    a coordinate exactly halfway between two pixels may round the other way on a device.
+    """
+
+    name = "grid_sample"
+    inputs = ("x", "grid")
+    attrs = {"interpolation_mode": 0, "padding_mode": 0, "align_corners": False}
+    # resample takes its output size from the grid at run time: no sizes are read here.
+    dynamic = True
+
+    def kernel(x, grid, *, interpolation_mode, padding_mode, align_corners):
+        return torch.grid_sampler(x, grid, interpolation_mode, padding_mode, align_corners)
+
+    def lower(c, x, grid, *, interpolation_mode, padding_mode, align_corners):
+        padding = _GRID_PADDING[padding_mode]
+        if padding == "zeros":
+            padding = "constant"
+        elif padding == "reflection" and not align_corners:
+            padding = "symmetric"
+        if c.generation < 16 and c.mil_dtype_of(grid) == "fp16":
+            # iOS15's resample takes fp32 (or int32) coordinates only.
+            grid = c.mb.cast(x=grid, dtype="fp32", name=c.name + "_grid_fp32")
+        return c.mb.resample(
+            x=x,
+            coordinates=grid,
+            sampling_mode=_GRID_MODES[interpolation_mode],
+            padding_mode=padding,
+            padding_value=c.scalar(0, like=x),
+            coordinates_mode="normalized_minus_one_to_one",
+            align_corners=bool(align_corners),
+            name=c.name,
+        )
+
+    def check(node, generation):
+        x, grid = node.inputs[0].type, node.inputs[1].type
+        if x.rank != 4 or grid.rank != 4:
+            return "grid_sample of a volume (5-D): Core ML's resample samples images only"
+        mode = node.attrs["interpolation_mode"]
+        if mode not in _GRID_MODES:
+            return "bicubic grid_sample: Core ML's resample is bilinear or nearest"
+        if node.attrs["padding_mode"] not in _GRID_PADDING:
+            return f"grid_sample padding mode {node.attrs['padding_mode']} is unknown"
+        if not (x.dtype.startswith("float") and grid.dtype.startswith("float")):
+            return "grid_sample of a non-float tensor"
+        return None
