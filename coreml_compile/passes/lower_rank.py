@@ -57,11 +57,12 @@ _ELEMENTWISE = frozenset(
         "relu", "sigmoid", "tanh", "silu", "gelu", "hardswish", "hardsigmoid", "hardtanh",
         "leaky_relu", "elu", "mish", "softplus", "log_sigmoid", "sqrt", "rsqrt", "exp",
         "exp2", "expm1", "log", "log1p", "log2", "log10", "neg", "abs", "sign", "square",
-        "reciprocal", "erf", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
+        "reciprocal", "erf", "erfc", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
         "asinh", "acosh", "atanh", "floor", "ceil", "round", "trunc", "clamp", "cast",
         "dropout", "identity", "logical_not",
         # broadcasting, several inputs
-        "add", "sub", "mul", "div", "pow", "atan2", "remainder", "fmod", "maximum", "minimum",
+        "add", "sub", "mul", "div", "pow", "atan2", "hypot", "remainder", "fmod", "maximum",
+        "minimum",
         "clamp_tensor", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or",
         "logical_xor", "where", "masked_fill",
     }

@@ -30,7 +30,9 @@ def _passthrough(node: Node) -> Value | None:
         return x
     if op in ("permute",) and list(a["dims"]) == list(range(len(a["dims"]))):
         return x
-    if op == "transpose" and a["dim0"] % x.type.rank == a["dim1"] % x.type.rank:
+    if op == "transpose" and (
+        x.type.rank < 2 or a["dim0"] % x.type.rank == a["dim1"] % x.type.rank
+    ):
         return x
     if op == "slice" and a["step"] == 1:
         return x

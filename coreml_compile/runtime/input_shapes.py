@@ -88,7 +88,8 @@ class InputShape:
                 return None
             return f"shape {list(shape)} is not one of the shapes the model accepts: {self}"
         if not self.ranges:
-            if shape == self.default:
+            # Core ML's descriptions have no rank 0: a scalar input is declared [1].
+            if shape == self.default or (shape == () and self.default == (1,)):
                 return None
             return f"expected shape {list(self.default)}, got {list(shape)}"
         if len(shape) != len(self.ranges):

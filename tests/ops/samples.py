@@ -189,6 +189,8 @@ def _samples() -> list[Sample]:
     add("permute", "plain", lambda a: a.permute(0, 2, 3, 1), x4)
     add("transpose", "plain", lambda a: a.transpose(1, -1), x4)
     add("transpose", "dot_T", lambda a, b: a.T + b, rand(3, 5), rand(5, 3), also=("add",))
+    add("transpose", "mT", lambda a: a.mT, rand(2, 3, 5))
+    add("transpose", "t_of_scalar", lambda a, b: torch.t(a) * b, rand(()), rand(3), also=("mul",))
     add("squeeze", "dim", lambda a: a.squeeze(1), rand(2, 1, 4))
     add("squeeze", "all", lambda a: a.squeeze(), rand(2, 1, 4, 1))
     add("unsqueeze", "plain", lambda a: a.unsqueeze(-1), rand(2, 4))

@@ -124,6 +124,9 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::transpose.int": M("transpose"),
     "aten::t.default": M("transpose", fixed={"dim0": 0, "dim1": -1}),
     # Tensor.T: reverses all dims; as a transpose only for the ranks where it is one.
+    # x.mT and x.mH (real tensors): the last two dims swapped.
+    "aten::mT.default": M("transpose", fixed={"dim0": -2, "dim1": -1}),
+    "aten::mH.default": M("transpose", fixed={"dim0": -2, "dim1": -1}),
     "aten::numpy_T.default": M(
         "transpose",
         fixed={"dim0": 0, "dim1": -1},
@@ -315,6 +318,8 @@ VIEW_OPS = frozenset(
         "aten::transpose.int",
         "aten::t.default",
         "aten::numpy_T.default",
+        "aten::mT.default",
+        "aten::mH.default",
         "aten::squeeze.default",
         "aten::squeeze.dim",
         "aten::squeeze.dims",

@@ -66,6 +66,8 @@ class Transpose(Op):
         return torch.transpose(x, dim0, dim1)
 
     def lower(c, x, *, dim0, dim1):
+        if x.rank < 2:  # torch.t of a scalar or a vector: nothing moves
+            return c.mb.identity(x=x, name=c.name)
         perm = list(range(x.rank))
         a, b = dim0 % x.rank, dim1 % x.rank
         perm[a], perm[b] = perm[b], perm[a]
