@@ -34,6 +34,8 @@ from llama import (
 from torch import Tensor, nn
 from zoo_helpers import seeded, token_batch
 
+# Core ML states need iOS18 (benchmarks/coverage.py reads this).
+MINIMUM_TARGET = "iOS18"
 # Positions the cache holds. A call may fill up to CONTEXT - 1 of them: at exactly
 # CONTEXT, torch.export would need a special case (the slice would be the whole buffer).
 CONTEXT = 64
