@@ -6,6 +6,15 @@ dimensions are filled in from them) and runs the package on this machine (the re
 executor off Apple systems, Core ML on them). Outputs come back as numpy arrays of the
 dtypes the ONNX graph declares. It is how ``onnx.backend.test.BackendTest`` runs here
 (tests/compiler/test_onnx_backend.py).
+
+A Core ML program has static shapes. When a model cannot compile because a shape
+depends on an input's values (a Reshape's shape, reduction axes, pads, Resize scales
+or sizes, TopK's K fed as graph inputs, where a real model holds constants), the rep
+compiles it again with those small inputs bound as constants: once per set of their
+values, as it compiles once per set of shapes. Only rank-0 and rank-1 inputs of at
+most :data:`SHAPE_INPUT_LIMIT` elements that are integers or read after a node's first
+input are bound, and only after the model failed to compile without: a model that
+compiles as it is always runs its inputs as inputs.
 """
 
 from __future__ import annotations
@@ -16,9 +25,48 @@ import numpy as np
 from onnx.backend.base import Backend, BackendRep
 
 import coreml_compile
+from coreml_compile.compiler import dtypes
+from coreml_compile.compiler.ops.fallback import FallbackOpRefused
+from coreml_compile.errors import CoreMLCompileError
 
-_NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64,
-          9: np.bool_, 10: np.float16, 11: np.float64}  # fmt: skip
+_NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32,
+          7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32,
+          13: np.uint64}  # fmt: skip
+# The most elements an input that decides shapes may have (a rank-5 tensor's pads: 10).
+SHAPE_INPUT_LIMIT = 64
+
+
+def shape_input_candidates(model: Any) -> list[str]:
+    """Graph inputs that may decide shapes: rank 0 or 1 (their size is checked once fed),
+    and integers or read after some node's first input (axes, pads, sizes, scales, K):
+    a float read only as a node's first input is data, never bound."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    later = {name for node in g.node for name in list(node.input)[1:]}
+    names = []
+    for vi in g.input:
+        t = vi.type.tensor_type
+        if vi.name in inits or not vi.type.HasField("tensor_type") or len(t.shape.dim) > 1:
+            continue
+        integer = t.elem_type in (2, 3, 4, 5, 6, 7, 12, 13)
+        if integer or vi.name in later:
+            names.append(vi.name)
+    return names
+
+
+def bind_inputs(model: Any, values: dict[str, np.ndarray]) -> Any:
+    """A copy of ``model`` whose inputs ``values`` are initializers of those values."""
+    import onnx
+    from onnx import numpy_helper
+
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    kept = [vi for vi in bound.graph.input if vi.name not in values]
+    del bound.graph.input[:]
+    bound.graph.input.extend(kept)
+    for name, array in values.items():
+        bound.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+    return bound
 
 
 class CoreMLBackendRep(BackendRep):
@@ -31,6 +79,38 @@ class CoreMLBackendRep(BackendRep):
         self.input_names = [i.name for i in model.graph.input if i.name not in inits]
         self.output_dtypes = [_NUMPY.get(o.type.tensor_type.elem_type) for o in model.graph.output]
 
+    def _compile(self, given: dict[str, np.ndarray]) -> Any:
+        """The package for these inputs' shapes, or for their shapes and the values of
+        the inputs that decide shapes when the shapes alone do not compile."""
+        shapes = tuple(tuple(a.shape) for a in given.values())
+        compiled = self._compiled.get(shapes)
+        if compiled is not None:
+            return compiled
+        try:
+            compiled = coreml_compile.compile(
+                self.model, [list(s) for s in shapes], precision=self.precision, **self.options
+            )
+        except (CoreMLCompileError, FallbackOpRefused):
+            bound = {
+                n: given[n]
+                for n in shape_input_candidates(self.model)
+                if given[n].size <= SHAPE_INPUT_LIMIT
+            }
+            if not bound:
+                raise
+            key = (shapes, tuple((n, a.dtype.str, a.tobytes()) for n, a in bound.items()))
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                rest = [list(a.shape) for n, a in given.items() if n not in bound]
+                compiled = coreml_compile.compile(
+                    bind_inputs(self.model, bound), rest, precision=self.precision,
+                    **self.options,
+                )  # fmt: skip
+                self._compiled[key] = compiled
+            return compiled
+        self._compiled[shapes] = compiled
+        return compiled
+
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         if isinstance(inputs, dict):
             arrays = [np.asarray(inputs[n]) for n in self.input_names]
@@ -38,19 +118,18 @@ class CoreMLBackendRep(BackendRep):
             arrays = [np.asarray(x) for x in inputs]
         else:
             arrays = [np.asarray(inputs)]
-        shapes = tuple(tuple(a.shape) for a in arrays)
-        compiled = self._compiled.get(shapes)
-        if compiled is None:
-            compiled = coreml_compile.compile(
-                self.model, [list(s) for s in shapes], precision=self.precision, **self.options
-            )
-            self._compiled[shapes] = compiled
+        given = dict(zip(self.input_names, arrays, strict=True))
+        compiled = self._compile(given)
         # Core ML has no rank-0 tensors: a scalar input is a one-element one there.
         specs = compiled.input_specs()
-        feeds = {
-            name: a.reshape(1) if a.ndim == 0 and specs[name][0] == [1] else a
-            for name, a in zip(compiled.input_names, arrays, strict=True)
-        }
+        # The IR holds float64 in float32 and unsigned and small integers in int32/int64
+        # (compiler/frontends/onnx_table.py HELD_AS): the arrays are converted to match.
+        held = {v.name: dtypes.NUMPY[v.type.dtype] for v in compiled.graph.inputs}
+        feeds = {}
+        for name in compiled.input_names:
+            a = given[name]
+            a = a.astype(held[name]) if name in held and a.dtype != held[name] else a
+            feeds[name] = a.reshape(1) if a.ndim == 0 and specs[name][0] == [1] else a
         outs = compiled.predict(feeds)
         results = []
         # The IR's output shapes (Core ML gives a rank-0 output as a one-element one).

@@ -17,6 +17,7 @@ import torch
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.interpreter import run_graph
+from coreml_compile.compiler.liveness import release_after
 from coreml_compile.compiler.plan import HybridPlan, Step
 from coreml_compile.compiler.strategy import HybridExecutionStrategy
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, PackageError, with_type
@@ -72,20 +73,20 @@ class PlanExecutor:
             self.runners.append(runner)
             self.placements.append(placement)
         # After which step each tensor can be dropped (graph outputs are kept).
-        last_use: dict[str, int] = {}
-        for i, step in enumerate(plan.steps):
-            for name in step.inputs:
-                last_use[name] = i
-        self.release: list[list[str]] = [[] for _ in plan.steps]
-        for name, i in last_use.items():
-            if name not in plan.outputs and name not in plan.inputs:
-                self.release[i].append(name)
+        self.release = release_after(
+            [step.inputs for step in plan.steps], keep=[*plan.outputs, *plan.inputs]
+        )
 
     def _check_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         check_input_names(self.plan.inputs, inputs)
         env = {}
         for name, t in self.plan.inputs.items():
-            x = input_tensor(name, inputs[name], t.shape, t.dtype, dtypes.is_float(t.dtype))
+            given = inputs[name]
+            if isinstance(given, np.ndarray) and given.ndim == 0:
+                # A rank-0 input stays rank 0 (numpy's contiguous copy would make it 1-d):
+                # a fallback partition takes scalars as they are.
+                given = torch.from_numpy(given.copy())
+            x = input_tensor(name, given, t.shape, t.dtype, dtypes.is_float(t.dtype))
             env[name] = x.to(dtypes.to_torch(t.dtype))
         return env
 

@@ -308,6 +308,75 @@ def test_elementwise_activations_and_reductions():
     _check(model, {"x": rng.standard_normal([1, 3, 4, 5]).astype(np.float32)})
 
 
+def test_reduce_norms_and_log_sums_run_on_core_ml():
+    rng = np.random.default_rng(10)
+    ops = ["ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"]
+    nodes = [
+        helper.make_node(op, ["x", "axes"], [f"y{i}"], keepdims=i % 2) for i, op in enumerate(ops)
+    ]
+    outs = [_f32(f"y{i}", None) for i in range(len(ops))]
+    axes = _init("axes", np.array([-1, 1], np.int64))
+    model = _model(nodes, [_f32("x", [2, 3, 4])], outs, [axes], opset=18)
+    # Large values: log-sum-exp must not overflow on the way.
+    x = (rng.random([2, 3, 4]) * 100).astype(np.float32)
+    _check(model, {"x": x}, atol=1e-4)
+
+
+# -- element types Core ML computes differently -----------------------------------------------
+
+
+def test_small_integers_compute_in_int32_and_wrap_like_onnx():
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["s"]),
+        helper.make_node("Mul", ["s", "b"], ["p"]),
+        helper.make_node("Cast", ["p"], ["y"], to=TensorProto.UINT8),
+    ]
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT8, [4]) for n in "ab"]
+    outs = [helper.make_tensor_value_info("y", TensorProto.UINT8, [4])]
+    model = _model(nodes, ins, outs)
+    compiled = coreml_compile.compile(model, precision="fp32", allow_fallback=False)
+    # Core ML has no int8 tensors: the program takes and gives int32.
+    assert {v.type.dtype for v in [*compiled.graph.inputs, *compiled.graph.outputs]} == {"int32"}
+    a = np.array([100, -100, 7, 127], np.int8)
+    b = np.array([100, -100, -3, 2], np.int8)
+    want = ReferenceEvaluator(model).run(None, {"a": a, "b": b})[0]
+    got = compiled.predict({"a": a, "b": b})["y"]
+    np.testing.assert_array_equal(got, want.astype(np.int32))
+
+
+def test_a_fallback_op_reads_and_makes_its_onnx_integer_types():
+    # QuantizeLinear saturates at uint8's bounds and BitShift overflows at its width: both
+    # run through onnx.reference, which must see uint8 tensors, not the int32 Core ML uses.
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"]),
+        helper.make_node("BitShift", ["q", "shift"], ["y"], direction="LEFT"),
+    ]
+    inits = [
+        _init("scale", np.array(0.5, np.float32)),
+        _init("zero", np.array(10, np.uint8)),
+        _init("shift", np.array([1, 2, 3, 1], np.uint8)),
+    ]
+    outs = [helper.make_tensor_value_info("y", TensorProto.UINT8, [4])]
+    model = _model(nodes, [_f32("x", [4])], outs, inits)
+    compiled = coreml_compile.compile(model, precision="fp32")
+    x = np.array([-20.0, 3.0, 60.0, 500.0], np.float32)
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(compiled.predict({"x": x})["y"], want.astype(np.int32))
+
+
+def test_float64_models_compute_in_float32():
+    nodes = [helper.make_node("Mul", ["x", "w"], ["m"]), helper.make_node("Exp", ["m"], ["y"])]
+    ins = [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2, 3])]
+    outs = [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2, 3])]
+    model = _model(nodes, ins, outs, [_init("w", np.full([3], 0.5))])
+    compiled = coreml_compile.compile(model, precision="fp32", allow_fallback=False)
+    assert compiled.graph.inputs[0].type.dtype == "float32"
+    x = np.random.default_rng(11).standard_normal([2, 3])
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    got = compiled.predict({"x": x.astype(np.float32)})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 # -- names, shapes, loading, errors ------------------------------------------------------------
 
 

@@ -18,6 +18,14 @@ Steps, in order:
    (``compiler/ops/fallback.py``, which also says which ONNX ops a package may run);
 6. graph inputs and outputs keep their ONNX names (made identifier-safe).
 
+Element types: the IR holds each ONNX tensor in what Core ML computes in
+(``onnx_table.HELD_AS``): int8/uint8/int16/uint16 in int32, uint32/uint64 in int64,
+float64 in float32 (as coremltools converts; float64 loses precision). A small integer
+result wraps around at its own width after every op that can leave its range, so the
+int32 arithmetic gives ONNX's values; an ``onnx`` fallback node reads and makes its
+ONNX types (int8/uint8/int16/float64, through ONNX ``Cast`` nodes beside it, in its
+partition).
+
 Failures of loading, the checker and shape inference are one-line ``ModelFileError``s,
 and missing input shapes an ``InputSpecError``.
 """
@@ -32,9 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.frontends.onnx_table import (
+    HELD_AS,
     ONNX_DTYPES,
     ONNX_TO_IR,
+    WRAPS,
     NotMapped,
     ir_dtype,
 )
@@ -47,12 +58,24 @@ OLDEST_OPSET = 7
 UPGRADE_BELOW = 13
 
 # Ops never folded even with constant inputs: random ones.
+# Types held wider that the IR also has exactly: fallback nodes read and make them as
+# ONNX does (an op's output type may be fixed by an attribute: EyeLike's dtype).
+FALLBACK_EXACT = frozenset(d for d in HELD_AS if d in dtypes.NUMPY)
+
 _NO_FOLD = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
      "Bernoulli", "Dropout"}
 )  # fmt: skip
 # A folded constant bigger than this stays a node (as big as a tensor may be).
 _FOLD_LIMIT_BYTES = 1 << 32
+# Ops whose integer results stay within their inputs' range (they move, pick or bound
+# values): a small integer type held in int32 needs no wrap after them.
+_KEEPS_RANGE = frozenset(
+    {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split",
+     "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Max", "Min", "Where",
+     "MaxPool", "ReduceMax", "ReduceMin", "DepthToSpace", "SpaceToDepth", "Relu", "Clip",
+     "Pad", "Sign", "Dropout", "Mod", "TopK", "Trilu"}
+)  # fmt: skip
 
 
 def is_onnx_source(model: Any) -> bool:
@@ -275,6 +298,14 @@ class _Importer:
         g = self.model.graph
         for vi in [*g.value_info, *g.output]:
             self.declared[vi.name] = self._declared_type(vi)
+        # Each value's ONNX element type (the IR may hold it wider: HELD_AS).
+        self.elem: dict[str, int] = {
+            vi.name: vi.type.tensor_type.elem_type
+            for vi in [*g.input, *g.value_info, *g.output]
+            if vi.type.HasField("tensor_type")
+        }
+        # Constants' values in their ONNX dtypes, for folding nodes of constant inputs.
+        self.exact: dict[str, np.ndarray] = {}
         self.consumed = {n for proto in g.node for n in proto.input} | {o.name for o in g.output}
         self._initializers()
         self._inputs()
@@ -307,8 +338,8 @@ class _Importer:
         for tensor in self.model.graph.initializer:
             if tensor.data_type not in ONNX_DTYPES:
                 self._bad_type(tensor)
-            array = numpy_helper.to_array(tensor)
-            self.env[tensor.name] = self.graph.add_constant(tensor.name, array)
+            self.elem[tensor.name] = tensor.data_type
+            self._bind_constant(tensor.name, numpy_helper.to_array(tensor))
 
     def _bad_type(self, tensor: Any) -> None:
         import onnx
@@ -384,7 +415,7 @@ class _Importer:
         if translate is not None:
             ctx = _Context(self, node)
             try:
-                outputs = translate(ctx, node)
+                outputs = self._wrap(ctx, node, translate(ctx, node))
                 self._check_types(node, outputs)
             except NotMapped as exc:
                 ctx.undo()
@@ -426,7 +457,7 @@ class _Importer:
 
         try:
             evaluator = ReferenceEvaluator(node.proto, opsets={"": self.opset})
-            results = evaluator.run(None, {n: self.env[n].data for n in present})
+            results = evaluator.run(None, {n: self.exact.get(n, self.env[n].data) for n in present})
         except Exception:
             return False
         if sum(np.asarray(r).nbytes for r in results) > _FOLD_LIMIT_BYTES:
@@ -437,9 +468,31 @@ class _Importer:
         return True
 
     def _bind_constant(self, name: str, array: np.ndarray) -> None:
-        if array.dtype.kind not in "biuf" or array.dtype.name not in ONNX_DTYPES.values():
-            array = array.astype(np.float32) if array.dtype.kind == "f" else array
+        """A constant in the dtype the IR holds it in; its ONNX value is kept for folding."""
+        self.exact[name] = array
+        held = HELD_AS.get(array.dtype.name, array.dtype.name)
+        if held not in dtypes.NUMPY:
+            held = "float32" if array.dtype.kind == "f" else held
+        array = array.astype(dtypes.NUMPY[held]) if held in dtypes.NUMPY else array
         self.env[name] = self.graph.add_constant(name, np.array(array, order="C"))
+
+    def _wrap(self, ctx: _Context, node: _Node, outputs: list[Value | None]) -> list[Value | None]:
+        """Small integer results held in int32, brought back into their type's range
+        (``lowest + (x - lowest) mod span``) after ops that can leave it."""
+        if node.op_type in _KEEPS_RANGE:
+            return outputs
+        wrapped = []
+        for name, value in zip(node.outputs, outputs, strict=False):
+            kind = ONNX_DTYPES.get(self.elem.get(name, 0))
+            if value is None or kind not in WRAPS or value.type.dtype != "int32":
+                wrapped.append(value)
+                continue
+            lowest, span = WRAPS[kind]
+            low = ctx.constant(np.array(lowest, np.int32))
+            shifted = ctx.add("sub", [value, low]) if lowest else value
+            value = ctx.add("remainder", [shifted, ctx.constant(np.array(span, np.int32))])
+            wrapped.append(ctx.add("add", [value, low]) if lowest else value)
+        return wrapped
 
     def _fallback(self, node: _Node, reason: str) -> None:
         """An ``onnx`` node keeping the NodeProto, run by onnx.reference."""
@@ -451,7 +504,7 @@ class _Importer:
                 f"node {node.name or node.outputs[0]} ({node.op_type}) has no Core ML mapping "
                 f"and may not run from a package either: {refused}"
             )
-        ins = [self.env[n] if n else None for n in node.inputs]
+        ins = [self._as_onnx_type(self.env[n], n) if n else None for n in node.inputs]
         types = []
         for name in node.outputs:
             declared = self.declared.get(name)
@@ -461,16 +514,42 @@ class _Importer:
                     f"mapping ({reason}) and ONNX cannot infer a static type for its output "
                     f"{name!r}"
                 )
-            types.append(declared)
-        attrs = {
-            "op_type": node.op_type,
-            "opset": self.opset,
-            "node": base64.b64encode(node.proto.SerializeToString()).decode(),
-        }
-        created = self.graph.add_node("onnx", ins, attrs, output_types=types, name=node.outputs[0])
-        for name, value in zip(node.outputs, created.outputs, strict=True):
+            exact = ONNX_DTYPES.get(self.elem.get(name, 0))
+            types.append(TensorType(exact, declared.shape) if exact in FALLBACK_EXACT else declared)
+        created = self._onnx_node(node.proto, ins, types, node.outputs[0])
+        for name, value, t in zip(node.outputs, created.outputs, types, strict=True):
             if name:
-                self.env[name] = value
+                self.env[name] = self._held(value) if t.dtype in FALLBACK_EXACT else value
+
+    def _onnx_node(self, proto: Any, ins: list[Value | None], types: list[TensorType],
+                   name: str) -> Node:  # fmt: skip
+        attrs = {
+            "op_type": proto.op_type,
+            "opset": self.opset,
+            "node": base64.b64encode(proto.SerializeToString()).decode(),
+        }
+        return self.graph.add_node("onnx", ins, attrs, output_types=types, name=name)
+
+    def _onnx_cast(self, value: Value, dtype: str) -> Value:
+        """An ONNX Cast of ``value`` to ``dtype``: a fallback node, so that the small
+        integer types Core ML lacks live only in fallback partitions."""
+        from onnx import helper
+
+        elem = {v: k for k, v in ONNX_DTYPES.items()}[dtype]
+        proto = helper.make_node("Cast", ["x"], ["y"], to=elem)
+        name = f"{value.name}_as_{dtype}"
+        return self._onnx_node(proto, [value], [TensorType(dtype, value.type.shape)], name).output
+
+    def _as_onnx_type(self, value: Value, name: str) -> Value:
+        """A fallback node's input in its ONNX type where the IR has that type."""
+        exact = ONNX_DTYPES.get(self.elem.get(name, 0))
+        if exact in FALLBACK_EXACT and value.type.dtype != exact:
+            return self._onnx_cast(value, exact)
+        return value
+
+    def _held(self, value: Value) -> Value:
+        """A fallback node's output in the dtype the IR holds its type in."""
+        return self._onnx_cast(value, HELD_AS[value.type.dtype])
 
 
 def to_ir(model: Any, name: str = "main", input_shapes: Any = None) -> Graph:

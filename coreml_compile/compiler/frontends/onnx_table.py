@@ -710,25 +710,63 @@ def dropout(ctx, node):
 # -- reductions ----------------------------------------------------------------------------
 
 
-def _reduce(op: str, axes_input_from: int):
+def _reduce(op: str, axes_input_from: int, before: str | None = None, after: str | None = None):
+    """A reduction over ``axes``; ``before`` and ``after`` are element-wise records applied
+    to the input and the result (ReduceL1 is ``abs`` then ``sum``, ReduceLogSum ``sum``
+    then ``log``)."""
+
     def translate(ctx, node):
         x = ctx.input(0)
         keepdim = bool(node.attr("keepdims", 1))
         if node.opset >= axes_input_from:
             axes = _axes(ctx, node, 1)
             if not axes and node.attr("noop_with_empty_axes", 0):
-                return [ctx.add("identity", [x])]
+                if before is None and after is None:
+                    return [ctx.add("identity", [x])]
+                # No axes: the reduction is the identity, the element-wise steps remain.
+                y = ctx.add(before, [x]) if before else x
+                return [ctx.add(after, [y]) if after else y]
         else:
             axes = node.attr("axes", None)
         axes = sorted(a % x.type.rank for a in axes) if axes else list(range(x.type.rank))
-        if op == "prod":
-            out = x
-            for a in reversed(axes):
-                out = ctx.add("prod", [out], dim=a, keepdim=keepdim)
-            return [out]
-        return [ctx.add(op, [x], dim=axes, keepdim=keepdim)]
+        if before is not None:
+            x = ctx.add(before, [x])
+        out = _reduced(ctx, op, x, axes, keepdim)
+        return [ctx.add(after, [out]) if after else out]
 
     return translate
+
+
+def _reduced(ctx, op: str, x, axes: list[int], keepdim: bool):
+    if op == "prod":
+        out = x
+        for a in reversed(axes):
+            out = ctx.add("prod", [out], dim=a, keepdim=keepdim)
+        return out
+    return ctx.add(op, [x], dim=axes, keepdim=keepdim)
+
+
+def reduce_log_sum_exp(ctx, node):
+    """log(sum(exp(x))), computed as m + log(sum(exp(x - m))) with m the maximum so that
+    exp cannot overflow (an empty reduction has no maximum: the plain form)."""
+    x = ctx.input(0)
+    keepdim = bool(node.attr("keepdims", 1))
+    if node.opset >= 18:
+        axes = _axes(ctx, node, 1)
+        if not axes and node.attr("noop_with_empty_axes", 0):
+            return [ctx.add("identity", [x])]
+    else:
+        axes = node.attr("axes", None)
+    axes = sorted(a % x.type.rank for a in axes) if axes else list(range(x.type.rank))
+    if any(_shape(x)[a] == 0 for a in axes):
+        total = ctx.add("sum", [ctx.add("exp", [x])], dim=axes, keepdim=keepdim)
+        return [ctx.add("log", [total])]
+    peak = ctx.add("amax", [x], dim=axes, keepdim=True)
+    total = ctx.add("sum", [ctx.add("exp", [ctx.add("sub", [x, peak])])], dim=axes, keepdim=True)
+    out = ctx.add("add", [ctx.add("log", [total]), peak])
+    if not keepdim:
+        out = ctx.add("reshape", [out], shape=[d for i, d in enumerate(_shape(x)) if i not in axes])
+    return [out]
 
 
 def _arg(op: str):
@@ -762,7 +800,73 @@ def topk(ctx, node):
 
 
 def resize(ctx, node):
-    """Resize (and opset 7-9 Upsample) of the last two axes onto the upsample records."""
+    """Resize (and opset 7-9 Upsample) of the last two axes: onto the upsample records
+    where they compute the same, else as two constant interpolation matrices."""
+    try:
+        return _resize_on_records(ctx, node)
+    except NotMapped as exc:
+        return _resize_by_matrices(ctx, node, str(exc))
+
+
+def _resize_by_matrices(ctx, node, why: str):
+    """Every Resize mode is linear and separable per axis: y = A_h @ x @ A_w^T with
+    constant matrices. Each matrix is what ONNX's own definition (``onnx.reference``)
+    makes of an identity, resized along that axis alone with the node's attributes."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    x = ctx.input(0)
+    shape = _shape(x)
+    if node.op_type != "Resize" or node.opset < 11 or x.type.rank != 4:
+        raise NotMapped(why)
+    if not x.type.dtype.startswith("float"):
+        raise NotMapped(f"{why}; Resize of integers")
+    if node.attr("coordinate_transformation_mode") == "tf_crop_and_resize":
+        raise NotMapped("Resize tf_crop_and_resize (values outside the box are not linear)")
+    if node.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise NotMapped("Resize keep_aspect_ratio_policy")
+    sizes = _ints(ctx, 3, "the Resize sizes") if len(node.inputs) > 3 else None
+    data = ctx.const(2) if ctx.input(2) is not None else None
+    if ctx.input(2) is not None and data is None:
+        raise NotMapped("Resize scales computed at run time")
+    scales = [float(v) for v in data] if data is not None and data.size else None
+    axes = [a % 4 for a in node.attr("axes", [])] or list(range(4))
+    full_sizes, full_scales = list(shape), [1.0] * 4
+    for i, a in enumerate(axes):
+        if sizes:
+            full_sizes[a] = sizes[i]
+        elif scales:
+            full_scales[a] = scales[i]
+            full_sizes[a] = int(math.floor(shape[a] * scales[i]))
+    if not (sizes or scales) or full_sizes[:2] != shape[:2]:
+        raise NotMapped(why)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.proto.attribute}
+    attrs.pop("axes", None)
+    np_dtype = dtypes.NUMPY[x.type.dtype]
+    out = x
+    for axis in (3, 2):  # width first: [.., H, W] @ A_w^T, then A_h @ [.., H, W']
+        n_in, n_out = shape[axis], full_sizes[axis]
+        probe = np.eye(n_in, dtype=np.float32).reshape(1, 1, n_in, n_in)
+        if sizes:
+            feed = {"sizes": np.array([1, 1, n_in, n_out], np.int64)}
+            inputs = ["x", "", "", "sizes"]
+        else:
+            feed = {"scales": np.array([1.0, 1.0, 1.0, full_scales[axis]], np.float32)}
+            inputs = ["x", "", "scales"]
+        proto = helper.make_node("Resize", inputs, ["y"], **attrs)
+        run = ReferenceEvaluator(proto, opsets={"": node.opset}).run
+        # Row i of the result is the resized unit vector e_i: A^T, of shape [n_in, n_out].
+        a_t = np.asarray(run(None, {"x": probe, **feed})[0])[0, 0].astype(np_dtype)
+        if a_t.shape == (n_in, n_in) and np.array_equal(a_t, np.eye(n_in)):
+            continue
+        if axis == 3:
+            out = ctx.add("matmul", [out, ctx.constant(np.ascontiguousarray(a_t))])
+        else:
+            out = ctx.add("matmul", [ctx.constant(np.ascontiguousarray(a_t.T)), out])
+    return [out if out is not x else ctx.add("identity", [x])]
+
+
+def _resize_on_records(ctx, node):
     x = ctx.input(0)
     shape = _shape(x)
     if x.type.rank != 4:
@@ -804,6 +908,9 @@ def resize(ctx, node):
         raise NotMapped("Resize without scales or sizes")
     if out_hw == shape[2:]:
         return [ctx.add("identity", [x])]
+    if mode != "nearest" and any(o < d for o, d in zip(out_hw, shape[2:], strict=True)):
+        # Downsampling: the records' interpolation differs from ONNX's here.
+        raise NotMapped(f"{mode} Resize downsampling")
     exact = scales and all(
         d * s == o for d, s, o in zip(shape[2:], scales[2:], out_hw, strict=True)
     )
@@ -926,6 +1033,11 @@ ONNX_TO_IR: dict[str, Translation] = {
     "ReduceMax": _reduce("amax", 18),
     "ReduceMin": _reduce("amin", 18),
     "ReduceProd": _reduce("prod", 18),
+    "ReduceL1": _reduce("sum", 18, before="abs"),
+    "ReduceL2": _reduce("sum", 18, before="square", after="sqrt"),
+    "ReduceSumSquare": _reduce("sum", 18, before="square"),
+    "ReduceLogSum": _reduce("sum", 18, after="log"),
+    "ReduceLogSumExp": reduce_log_sum_exp,
     "ArgMax": _arg("argmax"),
     "ArgMin": _arg("argmin"),
     "CumSum": cumsum,
@@ -951,25 +1063,52 @@ ONNX_TO_IR: dict[str, Translation] = {
 }
 
 
-# ONNX TensorProto element types the IR has.
+# ONNX TensorProto element types the frontend reads, by their numpy names.
 ONNX_DTYPES = {
     1: "float32",
     2: "uint8",
     3: "int8",
+    4: "uint16",
     5: "int16",
     6: "int32",
     7: "int64",
     9: "bool",
     10: "float16",
     11: "float64",
+    12: "uint32",
+    13: "uint64",
 }
 
+# The IR holds these ONNX types in what Core ML computes in, as coremltools converts:
+# Core ML has fp16/fp32 and int32 tensors (the IR's int64 already becomes int32 when
+# lowered). float64 loses precision in float32; uint32/uint64 values from 2**31 on do not
+# fit Core ML's int32, as for int64.
+HELD_AS = {
+    "int8": "int32",
+    "uint8": "int32",
+    "int16": "int32",
+    "uint16": "int32",
+    "uint32": "int64",
+    "uint64": "int64",
+    "float64": "float32",
+}
 
-def ir_dtype(elem_type: int) -> str:
-    """ONNX TensorProto element type -> IR dtype name."""
+# Integer types held in int32 whose values wrap around at their own width, as ONNX's do:
+# (lowest value, number of values).
+WRAPS = {"int8": (-128, 256), "uint8": (0, 256), "int16": (-32768, 65536), "uint16": (0, 65536)}
+
+
+def onnx_dtype(elem_type: int) -> str:
+    """ONNX TensorProto element type -> its numpy name (NotMapped for the others)."""
     if elem_type not in ONNX_DTYPES:
         import onnx
 
         name = onnx.TensorProto.DataType.Name(elem_type)
         raise NotMapped(f"ONNX element type {name} has no IR equivalent")
     return ONNX_DTYPES[elem_type]
+
+
+def ir_dtype(elem_type: int) -> str:
+    """ONNX TensorProto element type -> the IR dtype its tensors are held in."""
+    name = onnx_dtype(elem_type)
+    return HELD_AS.get(name, name)

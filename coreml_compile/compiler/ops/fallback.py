@@ -351,7 +351,14 @@ class Onnx(Op):
                 helper.make_tensor_value_info(name, elem[v.type.dtype], v.type.shape)
             )
         outputs = [helper.make_empty_tensor_value_info(n) for n in proto.output if n]
-        graph = helper.make_graph([proto], "node", value_infos, outputs)
+        # Constant inputs go in as initializers: an output shape may come from their
+        # values (OneHot's depth, Range's bounds, CenterCropPad's shape).
+        initializers = [
+            onnx.numpy_helper.from_array(v.data, name)
+            for name, v in zip(proto.input, inputs, strict=False)
+            if name and v is not None and v.is_constant
+        ]
+        graph = helper.make_graph([proto], "node", value_infos, outputs, initializer=initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", attrs["opset"])])
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         found = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output]}
