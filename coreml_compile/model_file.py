@@ -333,6 +333,8 @@ class CompileSource:
     example_inputs: Any
     dynamic_shapes: tuple | None = None
     enumerated_shapes: dict[str, list[tuple[int, ...]]] | None = None
+    # The file's MINIMUM_TARGET, if it names one (a model with Core ML state needs iOS18).
+    minimum_target: str | None = None
 
 
 def _file_dynamic_shapes(module: Any) -> Any:
@@ -368,12 +370,19 @@ def compile_source(spec: str, shapes: list[str] | None) -> CompileSource:
         return CompileSource(spec, [parse_shape(s) for s in shapes])
     model, module = load_model(spec)
     inputs = example_inputs(module, shapes)
+    target = getattr(module, "MINIMUM_TARGET", None)
+    if target is not None and not isinstance(target, str):
+        raise ModelFileError(f"{spec}: MINIMUM_TARGET must be a target name like 'iOS18'")
     if not shapes:
-        return CompileSource(model, inputs, _file_dynamic_shapes(module))
+        return CompileSource(model, inputs, _file_dynamic_shapes(module), minimum_target=target)
     parsed = [parse_input_shape(s) for s in shapes]
     if all(shape.is_fixed for shape in parsed):
-        return CompileSource(model, inputs)
+        return CompileSource(model, inputs, minimum_target=target)
     names = input_names(model, len(parsed))
     return CompileSource(
-        model, inputs, dynamic_shapes(parsed, names), enumerated_shapes(parsed, names)
+        model,
+        inputs,
+        dynamic_shapes(parsed, names),
+        enumerated_shapes(parsed, names),
+        minimum_target=target,
     )

@@ -17,14 +17,13 @@ from typing import Any
 import click
 
 # The choices below come from the tables the API checks against, so they cannot drift.
+from coreml_compile.compiler import targets
 from coreml_compile.compiler.mil import PRECISIONS
 from coreml_compile.compiler.strategy import FALLBACK_DEVICES, STRATEGIES
 from coreml_compile.passes import PIPELINES
 from coreml_compile.passes.quantize_weights import MODES as QUANTIZE_MODES
 from coreml_compile.runtime.devices import BACKENDS, COMPUTE_UNITS, TORCH_DEVICES
 from coreml_compile.version import __version__
-
-TARGETS = ["iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15"]
 
 
 def _human_bytes(n: float) -> str:
@@ -138,10 +137,11 @@ def cli() -> None:
 )
 @click.option(
     "--target",
-    type=click.Choice(TARGETS, case_sensitive=False),
-    default="iOS16",
-    show_default=True,
-    help="Minimum deployment target: the oldest OS the package must run on.",
+    type=click.Choice(list(targets.GENERATIONS), case_sensitive=False),
+    default=None,
+    help="Minimum deployment target: the oldest OS the package must run on. Default: the "
+    f"model file's MINIMUM_TARGET if it names one (a model with state needs iOS18), else "
+    f"{targets.DEFAULT}.",
 )
 @click.option(
     "-O",
@@ -296,7 +296,7 @@ def compile_command(
         dynamic_shapes=source.dynamic_shapes,
         enumerated_shapes=source.enumerated_shapes,
         precision=precision,
-        minimum_deployment_target=target,
+        minimum_deployment_target=target or source.minimum_target or targets.DEFAULT,
         optimize=int(level),
         skip_passes=skip_passes,
         quantize=quantize,
@@ -322,7 +322,7 @@ def compile_command(
             "output": str(out_path),
             "package_bytes": size,
             "precision": precision,
-            "target": target,
+            "target": compiled.target,
             "seconds": elapsed,
             **report.to_dict(),
             "placements": [str(p) for p in compiled.placements()],
@@ -354,7 +354,7 @@ class _Progress:
     """One status line on stderr, rewritten in place; only when stderr is a terminal."""
 
     def __init__(self, enabled: bool = True):
-        self.stream = click.get_text_stream("stderr")
+        self.stream = sys.stderr
         self.enabled = enabled and self.stream.isatty()
         self.width = 0
 

@@ -324,3 +324,21 @@ def test_torch_export_accepts_alternatives_for_a_conv_model(files):
     )
     bounds = sorted((r.lower, r.upper) for r in exported.range_constraints.values())
     assert bounds == [(1, 2), (32, 48)]
+
+
+def test_a_model_file_can_name_its_minimum_target_and_dynamic_shapes(tmp_path):
+    from coreml_compile.errors import ModelFileError
+    from coreml_compile.model_file import compile_source
+
+    root = Path(__file__).resolve().parents[2]
+    source = compile_source(str(root / "models" / "llama_kv.py"), None)
+    assert source.minimum_target == "iOS18"
+    assert source.dynamic_shapes is not None  # the file's dynamic_shapes()
+    bad = tmp_path / "bad_target.py"
+    bad.write_text(
+        "import torch\nMINIMUM_TARGET = 18\n"
+        "def model():\n    return torch.nn.ReLU()\n"
+        "def example_inputs():\n    return (torch.zeros(2),)\n"
+    )
+    with pytest.raises(ModelFileError, match="MINIMUM_TARGET must be a target name"):
+        compile_source(str(bad), None)
