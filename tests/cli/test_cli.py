@@ -119,7 +119,7 @@ def test_progress_is_one_line_updated_in_place_on_a_terminal(workdir, monkeypatc
 
     terminal, pipe = Terminal(), io.StringIO()
     for stream, expect_output in ((terminal, True), (pipe, False)):
-        monkeypatch.setattr(cli_main.click, "get_text_stream", lambda _name, s=stream: s)
+        monkeypatch.setattr(cli_main.sys, "stderr", stream)
         progress = cli_main._Progress()
         progress("compiling tiny.py: export")
         progress("compiling tiny.py: lower")
