@@ -64,7 +64,8 @@ def test_package_matches_torch(sample, precision):
         sample.inputs,
         precision=precision,
         optimize=0,
-        allow_fallback=False,
+        # Every sample must lower, except those whose id says the op runs on torch.
+        allow_fallback=sample.id.endswith("_on_torch"),
         **options,
     )
     with torch.no_grad():

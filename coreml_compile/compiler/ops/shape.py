@@ -291,11 +291,15 @@ def _no_empty_outputs(node):
     for v in node.outputs:
         if 0 in v.type.shape:
             return f"empty output {v.name} (Core ML has no zero-size tensors)"
+    return None
+
+
+def _split_check(node):
     x = node.inputs[0].type
     if not isinstance(x.shape[node.attrs["dim"] % x.rank], int):
         # The pieces' sizes are baked into MIL's split; other dims may vary.
         return "a split along a dynamic dimension"
-    return None
+    return _no_empty_outputs(node)
 
 
 def _lower_pieces(c, x, dim):
@@ -324,7 +328,7 @@ class Split(Op):
         return _lower_pieces(c, x, dim)
 
     def check(node, generation):
-        return _no_empty_outputs(node)
+        return _split_check(node)
 
 
 class Chunk(Op):
@@ -343,7 +347,7 @@ class Chunk(Op):
         return _lower_pieces(c, x, dim)
 
     def check(node, generation):
-        return _no_empty_outputs(node)
+        return _split_check(node)
 
 
 class TensorSplit(Op):
@@ -363,7 +367,7 @@ class TensorSplit(Op):
         return _lower_pieces(c, x, dim)
 
     def check(node, generation):
-        return _no_empty_outputs(node)
+        return _split_check(node)
 
 
 class Unbind(Op):
