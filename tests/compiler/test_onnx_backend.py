@@ -44,6 +44,8 @@ if os.environ.get("COREML_COMPILE_ONNX_BACKEND") != "all":
         if _i % 20:
             delattr(_NODE_CASES, _name)
 OnnxBackendNodeModelTest = pytest.mark.slow(_NODE_CASES)
+# One name for the class: pytest collects every TestCase a module holds, under each name.
+del _NODE_CASES
 
 
 def test_backend_prepare_and_run():
