@@ -136,42 +136,48 @@ class Slice(Op):
     dynamic = True
 
     def lower(c, x, *, dim, start, end, step):
-        axis = dim % x.rank
-        size = c.node.inputs[0].type.shape[axis]
-        begin = [0] * x.rank
-        stop = [0] * x.rank
-        stride = [1] * x.rank
-        end_mask = [True] * x.rank
-        if isinstance(size, int) and not any(isinstance(b, str) for b in (start, end)):
-            begin_idx, end_idx, _ = slice(start, end, step).indices(size)
-            begin[axis], stop[axis] = begin_idx, max(end_idx, begin_idx)
-            end_mask[axis] = False
-        else:
-            # Along a dynamic dimension, or up to a dynamic size, bounds are sizes (Exprs)
-            # or non-negative ints, and torch checked them against the dimension.
-            begin[axis] = start or 0
-            if end is not None and not (isinstance(end, int) and end >= 2**62):
-                stop[axis] = end
-                end_mask[axis] = False
-        stride[axis] = step
+        begin, stop, stride, end_mask = _slice_bounds(c, x, dim, start, end, step)
         return c.mb.slice_by_index(
-            x=x,
-            begin=c.sizes(begin),
-            end=c.sizes(stop),
-            stride=stride,
-            end_mask=end_mask,
-            name=c.name,
+            x=x, begin=begin, end=stop, stride=stride, end_mask=end_mask, name=c.name
         )
 
     def check(node, generation):
-        if node.attrs["step"] < 1:
-            return "slice with step < 1"
-        attrs, x = node.attrs, node.inputs[0].type
-        if not isinstance(x.shape[attrs["dim"] % x.rank], int) and any(
-            isinstance(b, int) and b < 0 for b in (attrs["start"], attrs["end"])
-        ):
-            return "negative slice bounds along a dynamic dimension"
-        return None
+        return _slice_check(node, "slice")
+
+
+def _slice_bounds(c, x, dim, start, end, step):
+    """MIL's (begin, end, stride, end_mask) for x[start:end:step] along ``dim`` of the
+    node's first input; bounds along a dynamic dimension are computed at run time."""
+    axis = dim % x.rank
+    size = c.node.inputs[0].type.shape[axis]
+    begin = [0] * x.rank
+    stop = [0] * x.rank
+    stride = [1] * x.rank
+    end_mask = [True] * x.rank
+    if isinstance(size, int) and not any(isinstance(b, str) for b in (start, end)):
+        begin_idx, end_idx, _ = slice(start, end, step).indices(size)
+        begin[axis], stop[axis] = begin_idx, max(end_idx, begin_idx)
+        end_mask[axis] = False
+    else:
+        # Along a dynamic dimension, or up to a dynamic size, bounds are sizes (Exprs)
+        # or non-negative ints (_slice_check), and torch checked them against the dim.
+        begin[axis] = start or 0
+        if end is not None and not (isinstance(end, int) and end >= 2**62):
+            stop[axis] = end
+            end_mask[axis] = False
+    stride[axis] = step
+    return c.sizes(begin), c.sizes(stop), stride, end_mask
+
+
+def _slice_check(node, label):
+    attrs, x = node.attrs, node.inputs[0].type
+    if attrs["step"] < 1:
+        return f"{label} with step < 1"
+    if not isinstance(x.shape[attrs["dim"] % x.rank], int) and any(
+        isinstance(b, int) and b < 0 for b in (attrs["start"], attrs["end"])
+    ):
+        return "negative slice bounds along a dynamic dimension"
+    return None
 
 
 class Select(Op):
@@ -643,39 +649,16 @@ class SliceScatter(Op):
 
     def lower(c, x, src, *, dim, start, end, step):
         (src,) = c.promote(src)
-        axis = dim % x.rank
-        size = c.node.inputs[0].type.shape[axis]
-        begin = [0] * x.rank
-        stop = [0] * x.rank
-        stride = [1] * x.rank
-        end_mask = [True] * x.rank
-        if isinstance(size, int) and not any(isinstance(b, str) for b in (start, end)):
-            begin_idx, end_idx, _ = slice(start, end, step).indices(size)
-            begin[axis], stop[axis] = begin_idx, max(end_idx, begin_idx)
-            end_mask[axis] = False
-        else:
-            # Bounds are sizes (Exprs) or non-negative ints, checked by torch.
-            begin[axis] = start or 0
-            if end is not None and not (isinstance(end, int) and end >= 2**62):
-                stop[axis] = end
-                end_mask[axis] = False
-        stride[axis] = step
+        begin, stop, stride, end_mask = _slice_bounds(c, x, dim, start, end, step)
         return c.mb.slice_update(
             x=x,
             update=src,
-            begin=c.sizes(begin),
-            end=c.sizes(stop),
+            begin=begin,
+            end=stop,
             stride=stride,
             end_mask=end_mask,
             name=c.name,
         )
 
     def check(node, generation):
-        attrs, x = node.attrs, node.inputs[0].type
-        if attrs["step"] < 1:
-            return "slice_scatter with step < 1"
-        if not isinstance(x.shape[attrs["dim"] % x.rank], int) and any(
-            isinstance(b, int) and b < 0 for b in (attrs["start"], attrs["end"])
-        ):
-            return "negative slice bounds along a dynamic dimension"
-        return None
+        return _slice_check(node, "slice_scatter")
