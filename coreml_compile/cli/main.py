@@ -255,7 +255,7 @@ def compile_command(
     output: str,
     input_shapes: tuple[str, ...],
     precision: str,
-    target: str,
+    target: str | None,
     level: str,
     skip_passes: tuple[str, ...],
     quantize: str | None,
@@ -341,7 +341,7 @@ def compile_command(
 
         click.echo(f"passes (-O{level}):\n{format_records(report.passes)}")
     click.echo(
-        f"wrote {out_path}  ({_human_bytes(size)}, {precision}, {target})\n"
+        f"wrote {out_path}  ({_human_bytes(size)}, {precision}, {compiled.target})\n"
         f"  ops:  {sum(report.ir_ops.values())} IR nodes -> {report.mil_op_count} Core ML ops "
         f"({top})\n"
         f"  time: {elapsed:.2f}s total ({stages})"

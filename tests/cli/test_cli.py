@@ -84,6 +84,7 @@ def test_compiles_a_model_file(workdir):
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and result.stderr == "", result.stdout + result.stderr
     assert lines[0].startswith("wrote tiny.mlpackage  (")
+    assert lines[0].endswith(", fp16, iOS16)")  # precision and the target compiled for
     assert lines[1].startswith("  ops: ") and "Core ML ops" in lines[1]
     assert lines[2].startswith("  time: ")
     # Nothing else is left beside the package.
