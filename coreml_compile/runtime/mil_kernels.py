@@ -213,6 +213,21 @@ def _select(cond, a, b, **_):
     return torch.where(_t(cond).to(torch.bool), _t(a), _t(b))
 
 
+@kernel("band_part")
+def _band_part(x, lower=-1, upper=-1, **_):
+    # Keeps x[..., i, j] with i - j <= lower and j - i <= upper (negative: no bound).
+    x = _t(x)
+    rows, cols = x.shape[-2], x.shape[-1]
+    i = torch.arange(rows).unsqueeze(1)
+    j = torch.arange(cols).unsqueeze(0)
+    keep = torch.ones(rows, cols, dtype=torch.bool)
+    if int(lower) >= 0:
+        keep &= i - j <= int(lower)
+    if int(upper) >= 0:
+        keep &= j - i <= int(upper)
+    return torch.where(keep, x, torch.zeros((), dtype=x.dtype))
+
+
 # -- reductions -----------------------------------------------------------------------
 
 

@@ -814,6 +814,24 @@ def _samples() -> list[Sample]:
         lambda a: F.fold(a, (8, 9), (2, 3), dilation=(2, 1), padding=(1, 2), stride=(2, 3)),
         rand(2, 18, 16),
     )
+    add("adaptive_avg_pool1d", "global", lambda a: F.adaptive_avg_pool1d(a, 1), rand(2, 4, 7))
+    add("adaptive_avg_pool1d", "window", lambda a: F.adaptive_avg_pool1d(a, 3), rand(2, 4, 12))
+    add("adaptive_avg_pool1d", "unbatched", lambda a: F.adaptive_avg_pool1d(a, 2), rand(4, 6))
+    # triangles: band_part where the kept side reaches the diagonal, else a select
+    for k in (-2, -1, 0, 1, 3):
+        add("triu", f"diagonal_{k}", lambda a, k=k: torch.triu(a, k), rand(2, 5, 6))
+        add("tril", f"diagonal_{k}", lambda a, k=k: torch.tril(a, k), rand(2, 6, 5))
+    # A causal mask: triu of -inf (subtracting a band would make nan).
+    add(
+        "triu",
+        "causal_mask",
+        lambda a: a + torch.triu(torch.full((5, 5), float("-inf")), 1).clamp(min=-1e4),
+        rand(2, 5, 5),
+        also=("add", "clamp", "full"),
+    )
+    add("triu", "bool", lambda a: torch.triu(a > 0, 1), rand(4, 4), also=("gt",))
+    add("tril", "bool", lambda a: torch.tril(a > 0), rand(3, 4, 4), also=("gt",))
+    add("tril", "ints", lambda a: torch.tril(a, -1), ints(5, 3))
     add("col2im", "leftover_rows", lambda a: F.fold(a, (8, 8), 3, stride=2), rand(1, 18, 9))
     add("col2im", "unbatched", lambda a: F.fold(a, (5, 4), 2, padding=1), rand(12, 30))
     add(

@@ -100,6 +100,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     # pooling
     "aten::max_pool2d.default": M("max_pool2d"),
     "aten::avg_pool2d.default": M("avg_pool2d"),
+    "aten::adaptive_avg_pool1d.default": M("adaptive_avg_pool1d"),
     "aten::adaptive_avg_pool2d.default": M("adaptive_avg_pool2d"),
     "aten::adaptive_max_pool2d.default": M("adaptive_max_pool2d"),
     # normalisation
@@ -172,6 +173,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::movedim.intlist": M("movedim"),
     "aten::repeat.default": M("repeat"),
     "aten::flip.default": M("flip"),
+    "aten::triu.default": M("triu"),
+    "aten::tril.default": M("tril"),
     "aten::roll.default": M("roll"),
     "aten::index_select.default": M("index_select"),
     "aten::gather.default": M("gather"),

@@ -635,6 +635,12 @@ def expand(ctx, node):
     return [ctx.add("expand", [x], size=out)]
 
 
+def trilu(ctx, node):
+    k = _scalar(ctx, 1, "the Trilu diagonal")
+    op = "triu" if node.attr("upper", 1) else "tril"
+    return [ctx.add(op, [ctx.input(0)], diagonal=int(k or 0))]
+
+
 def tile(ctx, node):
     return [ctx.add("repeat", [ctx.input(0)], repeats=_ints(ctx, 1, "the Tile repeats"))]
 
@@ -1054,6 +1060,7 @@ ONNX_TO_IR: dict[str, Translation] = {
     "Pad": pad,
     "Expand": expand,
     "Tile": tile,
+    "Trilu": trilu,
     "Gather": gather,
     "GatherElements": gather_elements,
     "DepthToSpace": depth_to_space,

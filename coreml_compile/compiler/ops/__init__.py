@@ -285,4 +285,5 @@ from coreml_compile.compiler.ops import (  # noqa: E402,F401
     reduction,
     resize,
     shape,
+    triangular,
 )

@@ -100,12 +100,49 @@ def _adaptive_window(in_hw, out_hw):
     return stride, stride
 
 
-def _adaptive_check(node):
+def _adaptive_check(node, spatial: int = 2):
     x = node.inputs[0].type
-    out = as_tuple(node.attrs["output_size"], 2)
-    if _adaptive_window(x.shape[-2:], out) is None:
-        return f"adaptive pooling from {list(x.shape[-2:])} to {list(out)} is not a plain pool"
+    out = as_tuple(node.attrs["output_size"], spatial)
+    if out == (1,) * spatial:
+        return None  # a global reduction, whatever the sizes
+    if not all(isinstance(d, int) for d in out):
+        return f"adaptive pooling to dynamic size {list(out)}"
+    sizes = x.shape[-spatial:]
+    if not all(isinstance(d, int) for d in sizes):
+        # The window is the input's size over the output's: it would change with each run.
+        return f"adaptive pooling of dynamic size {list(sizes)} to {list(out)} (only to 1)"
+    if _adaptive_window(sizes, out) is None:
+        return f"adaptive pooling from {list(sizes)} to {list(out)} is not a plain pool"
     return None
+
+
+class AdaptiveAvgPool1d(Op):
+    name = "adaptive_avg_pool1d"
+    inputs = ("x",)
+    # To 1 a reduction; other sizes are plain pools of static inputs (the check says so).
+    dynamic = True
+    attrs = {"output_size": [1]}
+
+    def kernel(x, *, output_size):
+        return F.adaptive_avg_pool1d(x, as_tuple(output_size, 1))
+
+    def lower(c, x, *, output_size):
+        out = as_tuple(output_size, 1)
+        if out == (1,):
+            return c.mb.reduce_mean(x=x, axes=[-1], keep_dims=True, name=c.name)
+        kernel, stride = _adaptive_window(x.shape[-1:], out)
+        if x.rank == 2:  # MIL pools take a batch axis
+            x = c.mb.expand_dims(x=x, axes=[0], name=c.name + "_batched")
+            y = c.mb.avg_pool(
+                x=x, kernel_sizes=kernel, strides=stride, pad_type="valid", name=c.name + "_pool"
+            )
+            return c.mb.squeeze(x=y, axes=[0], name=c.name)
+        return c.mb.avg_pool(
+            x=x, kernel_sizes=kernel, strides=stride, pad_type="valid", name=c.name
+        )
+
+    def check(node, generation):
+        return _adaptive_check(node, spatial=1)
 
 
 class AdaptiveAvgPool2d(Op):
