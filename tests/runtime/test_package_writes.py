@@ -429,3 +429,33 @@ def test_replacing_without_an_atomic_exchange_still_works(tmp_path, monkeypatch)
     second.save(path)
     assert coreml_compile.load(path)(x).shape == (2, 6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]
+
+
+def test_compile_and_save_freeze_the_heap_only_while_they_run(tmp_path):
+    import gc
+
+    # The objects that exist before a compile are kept out of the collector's walks
+    # while it runs (api._heap_frozen), and given back after, even when it fails.
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(gc.get_freeze_count())
+            return x * 2
+
+    assert gc.get_freeze_count() == 0
+    compiled = coreml_compile.compile(Spy(), (torch.ones(2, 3),))
+    assert seen and seen[0] > 0  # frozen while torch.export traced forward()
+    assert gc.get_freeze_count() == 0
+    compiled.save(tmp_path / "m.mlpackage")
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(ValueError, match="precision"):
+        coreml_compile.compile(Spy(), (torch.ones(2, 3),), precision="fp8")
+    assert gc.get_freeze_count() == 0
+    # A caller's own freeze is left alone.
+    gc.freeze()
+    try:
+        coreml_compile.compile(Spy(), (torch.ones(2, 3),))
+        assert gc.get_freeze_count() > 0  # not thawed by the compile
+    finally:
+        gc.unfreeze()
