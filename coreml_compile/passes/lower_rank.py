@@ -19,10 +19,10 @@ Other rank > 5 values are lowered as a *region*: the values connected through re
 permutes, element-wise ops, reductions and softmax. Each boundary between two axes of a
 value is merged or kept, and the ops tie boundaries together (a permute ties the boundary
 of two input axes to the one of the same axes in its output, if they stay adjacent, else
-keeps both; an element-wise op ties its inputs' and output's boundaries, and keeps those
-between a broadcast axis and a full one; a reduction keeps those between a reduced axis
-and a kept one; softmax keeps those around its axis). Every boundary that nothing keeps is
-merged:
+keeps both; an element-wise op (a record marked ``elementwise``) ties its inputs' and
+output's boundaries, and keeps those between a broadcast axis and a full one; a reduction
+keeps those between a reduced axis and a kept one; softmax keeps those around its axis).
+Every boundary that nothing keeps is merged:
 
     %v = reshape(%x: [2,8,8,3]) shape=[2,2,4,2,4,3]
     %m = mean(%v) dim=[-1]                                 (rank 6 in, rank 5 out)
@@ -41,7 +41,7 @@ import math
 from collections.abc import Sequence
 
 from coreml_compile.compiler.ir import Graph, Node, Value
-from coreml_compile.compiler.ops import MAX_RANK
+from coreml_compile.compiler.ops import MAX_RANK, get_record
 from coreml_compile.compiler.ops._helpers import normalize_axes
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._rewrite import drop_dead, forward, new_constant, replace_with_node
@@ -50,23 +50,6 @@ _RESHAPES = ("reshape", "flatten", "squeeze", "unsqueeze")
 _PERMUTES = ("permute", "transpose")
 # One value in, the same value out: looked through between a permute and its reshapes.
 _PASS_THROUGH = ("identity",)
-# Element-wise ops whose attributes name no axis: they compute the same on any layout.
-_ELEMENTWISE = frozenset(
-    {
-        # one input
-        "relu", "sigmoid", "tanh", "silu", "gelu", "hardswish", "hardsigmoid", "hardtanh",
-        "leaky_relu", "elu", "mish", "softplus", "log_sigmoid", "sqrt", "rsqrt", "exp",
-        "exp2", "expm1", "log", "log1p", "log2", "log10", "neg", "abs", "sign", "square",
-        "reciprocal", "erf", "erfc", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
-        "asinh", "acosh", "atanh", "floor", "ceil", "round", "trunc", "clamp", "cast",
-        "dropout", "identity", "logical_not",
-        # broadcasting, several inputs
-        "add", "sub", "mul", "div", "pow", "atan2", "hypot", "remainder", "fmod", "maximum",
-        "minimum",
-        "clamp_tensor", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or",
-        "logical_xor", "where", "masked_fill",
-    }
-)  # fmt: skip
 # Reductions that give the same result over two adjacent axes as over their merge.
 _REDUCTIONS = frozenset({"sum", "mean", "amax", "amin", "all", "any"})
 # Ops along one axis (``dim``): that axis must stay whole and alone.
@@ -309,7 +292,7 @@ def _constrain(node: Node, b: _Boundaries) -> bool:
             if where[i] + 1 >= rank or perm[where[i] + 1] != i + 1:
                 b.keep(x, i)
         return True
-    if node.op in _ELEMENTWISE:
+    if get_record(node.op).elementwise:
         if not _high(out):
             return False
         rank, shape = out.type.rank, out.type.shape
@@ -400,7 +383,7 @@ def _lower_region(graph: Graph, values: list[Value], nodes: list[Node]) -> bool:
             starts = [g[0] for g in groups[id(x)]]
             perm = _perm(node)
             op, attrs = "permute", {"dims": [starts.index(perm[g[0]]) for g in groups[id(out)]]}
-        elif op in _ELEMENTWISE:
+        elif get_record(op).elementwise:
             ins = [
                 new[id(u)] if _high(u) else _broadcast_operand(graph, u, node, groups[id(out)])
                 for u in node.inputs

@@ -12,16 +12,14 @@ ops, and layout changes with no other reader, are moved.
 from __future__ import annotations
 
 from coreml_compile.compiler.ir import Graph, TensorType
+from coreml_compile.compiler.ops import all_records
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._engine import Match, New, Pattern, Rule, rewrite
 
+# One-input ops the op table marks ``elementwise`` (they give the same values on any layout).
 ELEMENTWISE = frozenset(
-    {
-        "relu", "sigmoid", "tanh", "silu", "gelu", "hardswish", "hardsigmoid", "hardtanh",
-        "leaky_relu", "elu", "sqrt", "rsqrt", "exp", "log", "neg", "abs", "erf", "clamp",
-        "dropout", "identity",
-    }
-)  # fmt: skip
+    name for name, r in all_records().items() if r.elementwise and len(r.inputs) == 1
+)
 _LAYOUT = ("permute", "transpose", "squeeze", "unsqueeze")
 
 

@@ -71,6 +71,11 @@ class Op:
     # :class:`~coreml_compile.compiler.symbolic.Expr` sizes in its attributes): it reads
     # sizes at run time, never from the static types.
     dynamic: ClassVar[bool] = False
+    # True if each output element comes from the input elements at its own (broadcast)
+    # position and no attribute names an axis: the op gives the same values on any
+    # layout, so passes may move layout changes past it (sink_transposes) or merge axes
+    # through it (lower_rank).
+    elementwise: ClassVar[bool] = False
     # "convolution" or "matmul" for the ops accelerators are built for, with
     # ``macs(node)`` counting a node's multiply-accumulates: the hybrid execution
     # strategy keeps such work on Core ML.

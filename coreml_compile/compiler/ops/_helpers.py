@@ -46,5 +46,6 @@ def unary(
             "lower": lower,
             # Element-wise: the MIL op reads no sizes.
             "dynamic": True,
+            "elementwise": True,
         },
     )

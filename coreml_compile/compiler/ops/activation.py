@@ -64,6 +64,7 @@ class Elu(Op):
     """scale * (x if x > 0 else alpha * (exp(input_scale * x) - 1))"""
 
     name = "elu"
+    elementwise = True
     inputs = ("x",)
     attrs = {"alpha": 1.0, "scale": 1.0, "input_scale": 1.0}
 
@@ -151,6 +152,7 @@ class Softplus(Op):
     """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold"""
 
     name = "softplus"
+    elementwise = True
     inputs = ("x",)
     attrs = {"beta": 1.0, "threshold": 20.0}
 

@@ -15,6 +15,7 @@ class _Binary(Op):
     inputs = ("x", "y")
     # MIL's element-wise ops broadcast at run time: no sizes are baked in.
     dynamic = True
+    elementwise = True
 
 
 def _with_alpha(name: str, torch_fn, sign: str) -> type[Op]:
@@ -114,6 +115,7 @@ class Clamp(Op):
     """min(max(x, min), max); either bound may be None."""
 
     name = "clamp"
+    elementwise = True
     inputs = ("x",)
     attrs = {"min": None, "max": None}
 
@@ -140,6 +142,7 @@ class Cast(Op):
 
     name = "cast"
     dynamic = True
+    elementwise = True
     inputs = ("x",)
     attrs = {"dtype": None}
 
@@ -166,6 +169,7 @@ class Identity(Op):
 
     name = "identity"
     dynamic = True
+    elementwise = True
     inputs = ("x",)
 
     def kernel(x):
@@ -180,6 +184,7 @@ class Dropout(Op):
 
     name = "dropout"
     dynamic = True
+    elementwise = True
     inputs = ("x",)
     attrs = {"p": 0.5, "train": False}
 
@@ -319,6 +324,7 @@ class Round(Op):
     attrs = {"decimals": 0}
     # Element-wise: the MIL ops read no sizes.
     dynamic = True
+    elementwise = True
 
     def kernel(x, *, decimals):
         # round.decimals has no integer kernel in torch; plain round is the identity there.
@@ -469,6 +475,7 @@ class ClampTensor(Op):
     """min(max(x, min), max) with tensor bounds (broadcast); either may be absent."""
 
     name = "clamp_tensor"
+    elementwise = True
     inputs = ("x", "min?", "max?")
 
     def kernel(x, min, max):

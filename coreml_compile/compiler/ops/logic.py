@@ -62,6 +62,7 @@ def _comparison(name: str, torch_fn, mil_op: str) -> type[Op]:
         "kernel": kernel,
         "lower": lower,
         "dynamic": True,
+        "elementwise": True,
     }
     return type(name.title(), (Op,), attrs)
 
@@ -88,6 +89,7 @@ def _logical(name: str, torch_fn, mil_op: str) -> type[Op]:
         "kernel": kernel,
         "lower": lower,
         "dynamic": True,
+        "elementwise": True,
     }
     return type(name.title().replace("_", ""), (Op,), attrs)
 
@@ -101,6 +103,7 @@ class LogicalNot(Op):
     """not x (x taken as a truth value), a bool tensor"""
 
     name = "logical_not"
+    elementwise = True
     inputs = ("x",)
 
     def kernel(x):
@@ -115,6 +118,7 @@ class Where(Op):
 
     name = "where"
     dynamic = True
+    elementwise = True
     inputs = ("cond", "x", "y")
 
     def kernel(cond, x, y):
@@ -130,6 +134,7 @@ class MaskedFill(Op):
 
     name = "masked_fill"
     dynamic = True
+    elementwise = True
     inputs = ("x", "mask", "value")
 
     def kernel(x, mask, value):
@@ -193,6 +198,7 @@ class Isnan(Op):
     """x != x: True where x is NaN (False for every integer)"""
 
     name = "isnan"
+    elementwise = True
     inputs = ("x",)
 
     def kernel(x):
@@ -208,6 +214,7 @@ class Isinf(Op):
     """|x| == inf (False for every integer)"""
 
     name = "isinf"
+    elementwise = True
     inputs = ("x",)
 
     def kernel(x):
