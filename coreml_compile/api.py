@@ -462,6 +462,10 @@ def _check_related_dims(dims: dict[str, list[Any]] | None, feeds: Mapping[str, A
                 if plain and not derived and want not in values:
                     values[want] = int(got)
                     where[want] = f"input {name} dimension {axis}"
+                elif derived and not plain and not symbolic.names(want) <= values.keys():
+                    # Only derived (8*s0 for a model that divides by 8): solve for s0,
+                    # which Core ML's own range check cannot do.
+                    _bind_derived(want, int(got), f"input {name} dimension {axis}", values, where)
                 elif (plain or derived) and symbolic.names(want) <= values.keys():
                     expected = symbolic.evaluate(want, values)
                     if expected != got:
@@ -470,6 +474,29 @@ def _check_related_dims(dims: dict[str, list[Any]] | None, feeds: Mapping[str, A
                             f"input {name}: dimension {axis} is {got}, but the model ties it "
                             f"to {sources} and needs {expected} here"
                         )
+
+
+def _bind_derived(
+    dim: str, size: int, place: str, values: dict[str, int], where: dict[str, str]
+) -> None:
+    """Bind the one symbol of a dimension ``a*s + b`` from its size, or InputSpecError if
+    no whole s gives that size."""
+    from coreml_compile.compiler import symbolic
+
+    names = symbolic.names(dim)
+    linear = symbolic.linear(dim, next(iter(names))) if len(names) == 1 else None
+    if linear is None:
+        return
+    a, b = linear
+    if (size - b) % a:
+        offset = f" plus {b}" if b else ""
+        raise InputSpecError(
+            f"{place.replace(' dimension', ': dimension', 1)} is {size}, but the model takes "
+            f"only sizes {dim} (a multiple of {a}{offset})"
+        )
+    (name,) = names
+    values[name] = (size - b) // a
+    where[name] = place
 
 
 def _input_array(name: str, x: Any, spec: InputSpec | None) -> Any:

@@ -95,7 +95,10 @@ class LowerContext:
         # Things the user should know that do not stop the compile.
         self.warnings: list[str] = []
         # Each dynamic dimension's source, (input var, axis), and sizes computed from them.
+        # A symbol that is no input's whole dimension (``s0`` when the input is ``8*s0``)
+        # is solved from a derived dimension, an input's size that is ``a*s0 + b``.
         self.symbol_sources: dict[str, tuple[Any, int]] = {}
+        self.derived_sources: dict[str, tuple[Any, int]] = {}
         self._sizes: dict[str, Any] = {}
 
     # -- sizes computed from dynamic dimensions ------------------------------------------
@@ -106,6 +109,8 @@ class LowerContext:
         if isinstance(dim, int):
             return dim
         key = str(dim)
+        if key not in self._sizes and key in self.derived_sources:
+            self._sizes[key] = self._input_size(*self.derived_sources[key], key)
         if key not in self._sizes:
             values = {name: _MilInt(self, self._symbol(name)) for name in symbolic.names(key)}
             result = symbolic.resolve(symbolic.Expr(key), values)
@@ -139,13 +144,29 @@ class LowerContext:
 
     def _symbol(self, name: str) -> Any:
         if name not in self._sizes:
-            if name not in self.symbol_sources:
-                raise LoweringError(f"dynamic dimension {name} is not the size of any input")
-            var, axis = self.symbol_sources[name]
-            self._sizes[name] = self.mb.gather(
-                x=self.mb.shape(x=var), indices=np.int32(axis), axis=0, name=f"{name}_size"
-            )
+            if name in self.symbol_sources:
+                self._sizes[name] = self._input_size(*self.symbol_sources[name], name)
+            else:
+                self._sizes[name] = self._solve(name)
         return self._sizes[name]
+
+    def _solve(self, name: str) -> Any:
+        """A symbol from a derived input dimension ``a*name + b``: (size - b) // a."""
+        for dim in sorted(self.derived_sources):
+            if symbolic.names(dim) != {name}:
+                continue
+            linear = symbolic.linear(dim, name)
+            if linear is None:
+                continue
+            a, b = linear
+            size = _MilInt(self, self.size(dim))
+            return ((size - b) // a).var if b else (size // a).var
+        raise LoweringError(f"dynamic dimension {name} is not the size of any input")
+
+    def _input_size(self, var: Any, axis: int, name: str) -> Any:
+        return self.mb.gather(
+            x=self.mb.shape(x=var), indices=np.int32(axis), axis=0, name=f"{_safe(name)}_size"
+        )
 
     # -- dtypes -----------------------------------------------------------------------
 
@@ -221,6 +242,12 @@ class LowerContext:
         self._env[id(value)] = var
 
 
+def _safe(name: str) -> str:
+    """A dimension's text as a MIL op name (``8*s0`` is ``dim_8_s0``)."""
+    safe = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+    return safe if safe[:1].isalpha() else f"dim_{safe}"
+
+
 def check_supported(graph: Graph, generation: int) -> None:
     """Raise UnsupportedOpError listing every node Core ML cannot run."""
     problems = []
@@ -252,6 +279,7 @@ def build_function(
 
     mil_symbols: dict[str, Any] = {}
     sources: dict[str, tuple[str, int]] = {}
+    derived: dict[str, tuple[str, int]] = {}
     placeholders = {}
     for v in graph.inputs:
         if v.name in graph.states:
@@ -268,6 +296,7 @@ def build_function(
                 # A derived dimension (2*n): Core ML knows it only as its own range; the
                 # relation is checked before each run (api: input_dims metadata).
                 shape.append(mil_symbols.setdefault(d, get_new_symbol()))
+                derived.setdefault(d, (v.name, axis))
         placeholders[v.name] = mb.placeholder(
             shape=shape,
             dtype=types.string_to_builtin(io_dtype(v.type.dtype)),
@@ -279,6 +308,9 @@ def build_function(
         c.symbol_sources = {
             name: (function.inputs[input_name], axis)
             for name, (input_name, axis) in sources.items()
+        }
+        c.derived_sources = {
+            dim: (function.inputs[input_name], axis) for dim, (input_name, axis) in derived.items()
         }
         written = {out: state for state, out in graph.states.items()}
         for v in graph.inputs:

@@ -13,10 +13,12 @@ out as expressions over the same symbols. Nothing here re-states an op's shape r
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 Dim = int | str
@@ -197,6 +199,7 @@ def infer(
     gets each symbol (those of the shapes and ``extra_names``) as a SymInt.
     """
     import torch
+    from torch._dispatch.python import enable_python_dispatcher
     from torch._dynamo.source import ConstantSource
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StrictMinMaxConstraint
@@ -205,7 +208,8 @@ def infer(
 
     env = ShapeEnv()
     symbols: dict[str, Any] = {}
-    wanted = {n for spec in shapes if spec for d in spec[0] for n in names(d)} | set(extra_names)
+    extra_names = set(extra_names)
+    wanted = {n for spec in shapes if spec for d in spec[0] for n in names(d)} | extra_names
     used: set[int] = set()
     for i, name in enumerate(sorted(wanted)):
         known = _DECLARED.get(name)
@@ -231,7 +235,12 @@ def infer(
         )
         symbols[name] = env.create_symintnode(sym, hint=hint)
     back = {str(node.node.expr): name for name, node in symbols.items()}
-    with FakeTensorMode(shape_env=env, allow_non_fake_inputs=True):
+    # Sizes passed as SymInts (Expr attributes: upsample's output_size) reach composite
+    # ops' C++ kernels, which want concrete ones; torch's Python decompositions take
+    # SymInts, as torch.export runs them. Only then: elsewhere the C++ rules' refusals
+    # (Specialised for float scale factors) are kept.
+    dispatcher = enable_python_dispatcher() if extra_names else contextlib.nullcontext()
+    with FakeTensorMode(shape_env=env, allow_non_fake_inputs=True), dispatcher:
         tensors = [
             None
             if spec is None
@@ -292,6 +301,36 @@ def equal(a: Dim, b: Dim) -> bool:
     import sympy
 
     return sympy.simplify(_sympy(a) - _sympy(b)) == 0
+
+
+def ratio(a: Dim, b: Dim) -> Fraction | None:
+    """``a / b`` if it is the same number for every value of their symbols (``8*s0`` over
+    ``s0`` is 8), else None."""
+    if isinstance(a, int) and isinstance(b, int):
+        return Fraction(a, b) if b else None
+    import sympy
+
+    try:
+        quotient = sympy.simplify(_sympy(a) / _sympy(b))
+    except (TypeError, ValueError, sympy.SympifyError):
+        return None  # torch's float arithmetic (TruncToInt(1.5*ToFloat(s0))): not a ratio
+    if not quotient.is_Rational:
+        return None
+    return Fraction(int(quotient.p), int(quotient.q))
+
+
+def linear(dim: Dim, name: str) -> tuple[int, int] | None:
+    """(a, b) with ``dim == a*name + b`` for integers a != 0 and b, else None."""
+    import sympy
+
+    symbol = sympy.Symbol(name, integer=True, positive=True)
+    expr = sympy.expand(_sympy(dim))
+    if not isinstance(dim, str) or expr.free_symbols != {symbol}:
+        return None
+    a, b = expr.coeff(symbol, 1), expr.coeff(symbol, 0)
+    if not (a.is_Integer and b.is_Integer) or a == 0 or sympy.expand(a * symbol + b - expr) != 0:
+        return None
+    return int(a), int(b)
 
 
 def _sympy(dim: Dim) -> Any:

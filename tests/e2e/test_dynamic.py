@@ -58,6 +58,52 @@ def test_cnn_with_dynamic_height_and_width(tmp_path):
         loaded.predict({"x": np.zeros((1, 3, 600, 100), np.float32)})
 
 
+def _run_at_shapes(model, loaded, shapes):
+    for shape in shapes:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+        with torch.no_grad():
+            want = model(x).numpy()
+        (got,) = loaded.predict({"x": x.numpy()}).values()
+        assert got.shape == want.shape, shape
+        assert _cosine(got, want) >= 0.9999, shape
+
+
+def test_unet_with_dynamic_height_and_width(tmp_path):
+    # Any size: F.pad makes each upsampled map its skip's size (odd sizes pad by a row),
+    # with amounts computed from the sizes at run time.
+    unet = importlib.import_module("unet")
+    model = unet.model().eval()
+    dims = {2: Dim("height", min=32, max=256), 3: Dim("width", min=32, max=256)}
+    compiled = coreml_compile.compile(
+        model, unet.example_inputs(), dynamic_shapes=(dims,), precision="fp32", allow_fallback=False
+    )
+    ranges = _description(compiled, "x").shapeRange.sizeRanges
+    assert [(r.lowerBound, r.upperBound) for r in ranges] == [(1, 1), (3, 3), (32, 256), (32, 256)]
+    loaded = coreml_compile.load(compiled.save(tmp_path / "unet.mlpackage"), backend="reference")
+    _run_at_shapes(model, loaded, [(1, 3, 64, 64), (1, 3, 97, 131), (1, 3, 256, 35)])
+
+
+def test_deeplab_with_dynamic_height_and_width(tmp_path):
+    # Output stride 8 and a bilinear resize back to the input size: sizes are multiples
+    # of 8, so that resize is a whole-number factor.
+    deeplab = importlib.import_module("deeplab")
+    model = deeplab.model().eval()
+    dims = {2: 8 * Dim("h", min=4, max=48), 3: 8 * Dim("w", min=4, max=48)}
+    compiled = coreml_compile.compile(
+        model,
+        deeplab.example_inputs(),
+        dynamic_shapes=(dims,),
+        precision="fp32",
+        allow_fallback=False,
+    )
+    ranges = _description(compiled, "x").shapeRange.sizeRanges
+    assert [(r.lowerBound, r.upperBound) for r in ranges] == [(1, 1), (3, 3), (32, 384), (32, 384)]
+    loaded = coreml_compile.load(compiled.save(tmp_path / "deeplab.mlpackage"), backend="reference")
+    _run_at_shapes(model, loaded, [(1, 3, 96, 96), (1, 3, 64, 136), (1, 3, 384, 40)])
+    with pytest.raises(InputSpecError, match="dimension 2 is 100, but the model takes only sizes"):
+        loaded.predict({"x": np.zeros((1, 3, 100, 96), np.float32)})
+
+
 def test_encoder_with_dynamic_sequence_length():
     bert = importlib.import_module("bert")
     model = bert.model().eval()

@@ -224,6 +224,13 @@ def _samples() -> list[Sample]:
     add("pad", "crop", lambda a: F.pad(a, (-1, -2, 0, -3)), x4)
     add("pad", "crop_and_pad", lambda a: F.pad(a, (2, -1, -2, 1), value=0.5), x4)
     add("pad", "crop_rank3", lambda a: F.pad(a, (0, 0, -1, 0, 1, -1)), rand(3, 4, 5))
+
+    def pad_to(a, b):  # UNet's: pad a to b's size (amounts computed from the sizes)
+        dy, dx = b.shape[-2] - a.shape[-2], b.shape[-1] - a.shape[-1]
+        return F.pad(a, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2], value=0.5)
+
+    add("pad", "to_size_of", pad_to, rand(2, 3, 5, 4), rand(2, 3, 8, 9))
+    add("pad", "crop_to_size_of", pad_to, rand(2, 3, 8, 9), rand(2, 3, 5, 4))
     add("split", "uneven", lambda a: a.split(4, 1), rand(2, 10))
     add("split", "sizes_negdim", lambda a: a.split([2, 3, 5], -1), rand(2, 3, 10))
     add("split", "one_piece", lambda a: a.split(8, 0)[0] * 2, rand(3, 4), also=("mul",))
@@ -314,6 +321,9 @@ def _samples() -> list[Sample]:
         torch.tensor([0, 2]),
         torch.tensor([3, 1]),
     )
+    # Constant indices, some negative, into x whose sizes may be dynamic.
+    rows, cols = torch.tensor([0, -1]), torch.tensor([[1], [-2]])
+    add("index", "const_negative_two", lambda a: a[rows, :, cols], rand(3, 4, 5))
     rel = torch.randint(0, 7, (4, 4), generator=_g)
     table = rand(7, 2)
     add(
@@ -387,7 +397,41 @@ def _samples() -> list[Sample]:
         lambda a: torch.ops.aten.upsample_nearest2d.default(a, [8, 12], 1.7, 2.0),
         x5,
     )
+    # Sizes computed from the input's (a whole multiple of it, or another input's for a
+    # single pixel, as DeepLab's image pooling): with dynamic shapes they stay symbolic.
+    add(
+        "upsample_nearest2d",
+        "size_multiple",
+        lambda a: up(a, size=(3 * a.shape[-2], 2 * a.shape[-1])),
+        x5,
+    )
+    add(
+        "upsample_nearest2d",
+        "one_pixel_to_size",
+        lambda a, b: up(a, size=b.shape[-2:]),
+        rand(1, 2, 1, 1),
+        x5,
+    )
     add("upsample_bilinear2d", "scale2", lambda a: up(a, scale_factor=2, mode="bilinear"), x5)
+    add(
+        "upsample_bilinear2d",
+        "size_multiple",
+        lambda a: up(a, size=(2 * a.shape[-2], 3 * a.shape[-1]), mode="bilinear"),
+        x5,
+    )
+    add(
+        "upsample_bilinear2d",
+        "one_pixel_to_size",
+        lambda a, b: up(a, size=b.shape[-2:], mode="bilinear"),
+        rand(1, 2, 1, 1),
+        x5,
+    )
+    add(
+        "upsample_bilinear2d",
+        "size_multiple_align_corners",
+        lambda a: up(a, size=(4 * a.shape[-2], a.shape[-1]), mode="bilinear", align_corners=True),
+        x5,
+    )
     add(
         "upsample_bilinear2d",
         "size_align_corners",

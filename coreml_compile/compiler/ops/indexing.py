@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from coreml_compile.compiler import symbolic
 from coreml_compile.compiler.ops import Op
 
 
@@ -21,15 +22,18 @@ def _int32(c, idx, tag):
 
 
 def _positive(c, idx, size, tag):
-    """``idx`` with negative entries wrapped (idx + size), as int32."""
+    """``idx`` with negative entries wrapped (idx + size), as int32; ``size`` is the IR
+    dimension indexed (a dynamic one is read at run time)."""
+    size = c.size(size)
     if idx.val is not None:
         v = np.asarray(idx.val).astype(np.int64)
-        return c.mb.const(
-            val=np.where(v < 0, v + size, v).astype(np.int32), name=f"{c.name}_{tag}_idx"
-        )
+        if isinstance(size, int) or not (v < 0).any():
+            fixed = np.where(v < 0, v + size, v) if isinstance(size, int) else v
+            return c.mb.const(val=fixed.astype(np.int32), name=f"{c.name}_{tag}_idx")
     idx = _int32(c, idx, tag)
     negative = c.mb.less(x=idx, y=np.int32(0), name=f"{c.name}_{tag}_neg")
-    wrapped = c.mb.add(x=idx, y=np.int32(size), name=f"{c.name}_{tag}_wrap")
+    size = np.int32(size) if isinstance(size, int) else size
+    wrapped = c.mb.add(x=idx, y=size, name=f"{c.name}_{tag}_wrap")
     return c.mb.select(cond=negative, a=wrapped, b=idx, name=f"{c.name}_{tag}_pos")
 
 
@@ -95,6 +99,8 @@ class Gather(Op):
     name = "gather"
     inputs = ("x", "index")
     attrs = {"dim": 0, "sparse_grad": False}
+    # The slice to the index's extent takes its sizes from the IR types (run time if dynamic).
+    dynamic = True
 
     def kernel(x, index, *, dim, sparse_grad):
         return torch.gather(x, dim, index)
@@ -102,11 +108,14 @@ class Gather(Op):
     def lower(c, x, index, *, dim, sparse_grad):
         axis = dim % x.rank
         # torch lets the index be smaller than x in the other dims: those read x's start.
+        x_dims, index_dims = (v.type.shape for v in c.node.inputs)
         end = [
-            s if a == axis else i for a, (s, i) in enumerate(zip(x.shape, index.shape, strict=True))
+            s if a == axis else i for a, (s, i) in enumerate(zip(x_dims, index_dims, strict=True))
         ]
-        if end != list(x.shape):
-            x = c.mb.slice_by_index(x=x, begin=[0] * x.rank, end=end, name=c.name + "_head")
+        if not all(symbolic.equal(e, s) for e, s in zip(end, x_dims, strict=True)):
+            x = c.mb.slice_by_index(
+                x=x, begin=[0] * x.rank, end=c.sizes(end), name=c.name + "_head"
+            )
         idx = _int32(c, index, "i")  # torch refuses negative indices here
         return c.mb.gather_along_axis(x=x, indices=idx, axis=axis, name=c.name)
 
@@ -123,6 +132,8 @@ class TakeAlongDim(Op):
     name = "take_along_dim"
     inputs = ("x", "indices")
     attrs = {"dim": None}
+    # Dynamic shapes only where nothing is broadcast (the check refuses the rest).
+    dynamic = True
 
     def kernel(x, indices, *, dim):
         return torch.take_along_dim(x, indices, dim)
@@ -132,7 +143,7 @@ class TakeAlongDim(Op):
             x = c.mb.reshape(x=x, shape=[-1], name=c.name + "_flat_x")
             indices = c.mb.reshape(x=indices, shape=[-1], name=c.name + "_flat_i")
             axis = 0
-        else:
+        elif not _same_but(c.node.inputs[0].type, c.node.inputs[1].type, dim % x.rank):
             axis = dim % x.rank
             common = [max(a, b) for a, b in zip(x.shape, indices.shape, strict=True)]
             x = _broadcast(
@@ -149,6 +160,8 @@ class TakeAlongDim(Op):
                 for a, (s, m) in enumerate(zip(indices.shape, common, strict=True))
             ]
             indices = _broadcast(c, indices, ishape, "_bi")
+        else:
+            axis = dim % x.rank
         idx = _int32(c, indices, "i")  # torch refuses negative indices here
         return c.mb.gather_along_axis(x=x, indices=idx, axis=axis, name=c.name)
 
@@ -156,7 +169,17 @@ class TakeAlongDim(Op):
         x, indices = node.inputs
         if node.attrs["dim"] is not None and x.type.rank != indices.type.rank:
             return "take_along_dim with indices of another rank"
+        dynamic = not (x.type.is_static and indices.type.is_static)
+        dim = node.attrs["dim"]
+        if dim is not None and dynamic and not _same_but(x.type, indices.type, dim % x.type.rank):
+            return "take_along_dim broadcasting dynamic shapes"
         return _index_dtype_reason(node, [1]) or _data_dtype_reason(x)
+
+
+def _same_but(a, b, axis) -> bool:
+    """True if two types' shapes agree (for every size of their symbols) off ``axis``."""
+    pairs = enumerate(zip(a.shape, b.shape, strict=True))
+    return all(i == axis or symbolic.equal(m, n) for i, (m, n) in pairs)
 
 
 def _index_layout(indices, rank):
@@ -166,8 +189,9 @@ def _index_layout(indices, rank):
     return dims, adjacent
 
 
-def _index_vectors(c, x, indices, dims):
-    """x with the indexed dims moved to the front, and the (B..., k) int32 positions."""
+def _index_vectors(c, x, indices, dims, sizes):
+    """x with the indexed dims moved to the front, and the (B..., k) int32 positions
+    (``sizes``: x's IR shape, for wrapping negative positions)."""
     shapes = [list(indices[d].shape) for d in dims]
     common = list(np.broadcast_shapes(*[tuple(s) for s in shapes]))
     perm = dims + [d for d in range(x.rank) if d not in dims]
@@ -175,7 +199,7 @@ def _index_vectors(c, x, indices, dims):
         x = c.mb.transpose(x=x, perm=perm, name=c.name + "_front")
     cols = []
     for d in dims:
-        idx = _positive(c, indices[d], x.shape[perm.index(d)], f"d{d}")
+        idx = _positive(c, indices[d], sizes[d], f"d{d}")
         cols.append(_broadcast(c, idx, common, f"_d{d}_b"))
     if len(cols) == 1:
         stacked = c.mb.expand_dims(x=cols[0], axes=[-1], name=c.name + "_nd")
@@ -193,17 +217,20 @@ class Index(Op):
 
     name = "index"
     inputs = ("*indices", "x")
+    # x may be dynamic; several index tensors broadcast by their static shapes (the check).
+    dynamic = True
 
     def kernel(indices, x):
         return torch.ops.aten.index.Tensor(x, list(indices))
 
     def lower(c, indices, x):
         dims, adjacent = _index_layout(indices, x.rank)
+        sizes = c.node.inputs[-1].type.shape
         if len(dims) == 1:
             (d,) = dims
-            idx = _positive(c, indices[d], x.shape[d], "i")
+            idx = _positive(c, indices[d], sizes[d], "i")
             return c.mb.gather(x=x, indices=idx, axis=d, name=c.name)
-        xt, perm, stacked, b = _index_vectors(c, x, indices, dims)
+        xt, perm, stacked, b = _index_vectors(c, x, indices, dims, sizes)
         p = dims[0]
         if not adjacent or p == 0:
             return c.mb.gather_nd(x=xt, indices=stacked, name=c.name)
@@ -218,6 +245,10 @@ class Index(Op):
         positions = [i for i, v in enumerate(indices) if v is not None]
         if not positions:
             return "indexing with no index tensors"
+        if len(positions) > 1 and not all(indices[i].type.is_static for i in positions):
+            return (
+                "several index tensors of dynamic shape: their broadcast is built from static ones"
+            )
         return _index_dtype_reason(node, positions) or _data_dtype_reason(x)
 
 
@@ -250,7 +281,7 @@ class IndexPut(Op):
                 return c.mb.add(x=x, y=added, name=c.name)
             return c.mb.select(cond=mask, a=value, b=x, name=c.name)
         dims, adjacent = _index_layout(indices, x.rank)
-        xt, perm, stacked, b = _index_vectors(c, x, indices, dims)
+        xt, perm, stacked, b = _index_vectors(c, x, indices, dims, c.node.inputs[-2].type.shape)
         # The values broadcast to what x[indices] reads, laid out as [B..., rest...].
         bshape = list(stacked.shape[:-1])
         rest = [x.shape[d] for d in perm[len(dims) :]]

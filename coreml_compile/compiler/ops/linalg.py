@@ -148,6 +148,8 @@ class ConvTranspose(Op):
     inputs = ("x", "weight", "bias?")
     attrs = {"stride": [1], "padding": [0], "output_padding": [0], "groups": 1, "dilation": [1]}
     accelerated = "convolution"
+    # Sizes come from the input at run time; output_padding then crops a full output.
+    dynamic = True
 
     def macs(node):
         weight = node.inputs[1].type  # (in, out/groups, *kernel)
@@ -170,21 +172,35 @@ class ConvTranspose(Op):
     def lower(c, x, weight, bias, *, stride, padding, output_padding, groups, dilation):
         n = weight.rank - 2
         pads = as_tuple(padding, n)
-        kwargs = {}
-        if any(as_tuple(output_padding, n)):
+        extra = as_tuple(output_padding, n)
+        common = {
+            "x": x,
+            "weight": weight,
+            "bias": bias,
+            "strides": list(as_tuple(stride, n)),
+            "pad_type": "custom",
+            "dilations": list(as_tuple(dilation, n)),
+            "groups": groups,
+        }
+        if not any(extra):
+            pad = [p for p in pads for _ in range(2)]
+            return c.mb.conv_transpose(**common, pad=pad, name=c.name)
+        out = c.node.output.type
+        if out.is_static:
             # The extra rows/columns are only expressible through an explicit output shape.
-            kwargs["output_shape"] = list(c.node.output.type.shape)
-        return c.mb.conv_transpose(
-            x=x,
-            weight=weight,
-            bias=bias,
-            strides=list(as_tuple(stride, n)),
-            pad_type="custom",
-            pad=[p for p in pads for _ in range(2)],
-            dilations=list(as_tuple(dilation, n)),
-            groups=groups,
+            pad = [p for p in pads for _ in range(2)]
+            return c.mb.conv_transpose(**common, pad=pad, output_shape=list(out.shape), name=c.name)
+        # A const output shape cannot follow dynamic sizes: crop the full output instead,
+        # ``padding`` rows before and ``padding - output_padding`` after (as coremltools).
+        full = c.mb.conv_transpose(**common, pad=[0] * (2 * n), name=c.name + "_full")
+        lead = [0] * (x.rank - n)
+        after = [p - e for p, e in zip(pads, extra, strict=True)]
+        return c.mb.slice_by_index(
+            x=full,
+            begin=lead + list(pads),
+            end=lead + [-a for a in after],
+            end_mask=[True] * len(lead) + [a == 0 for a in after],
             name=c.name,
-            **kwargs,
         )
 
     def check(node, generation):
@@ -192,6 +208,13 @@ class ConvTranspose(Op):
             return "only 1-d, 2-d and 3-d transposed convolutions"
         if not node.inputs[1].is_constant:
             return "transposed convolution needs a constant weight"
+        n = node.inputs[1].type.rank - 2
+        pads, extra = as_tuple(node.attrs["padding"], n), as_tuple(node.attrs["output_padding"], n)
+        if not node.output.type.is_static and any(e > p for p, e in zip(pads, extra, strict=True)):
+            return (
+                "output_padding beyond padding with dynamic sizes: the rows it adds past the "
+                "full output need an output shape known before the run"
+            )
         return None
 
 

@@ -148,6 +148,8 @@ class AdaptiveAvgPool1d(Op):
 class AdaptiveAvgPool2d(Op):
     name = "adaptive_avg_pool2d"
     inputs = ("x",)
+    # To 1x1 a reduction; other sizes are plain pools of static inputs (the check says so).
+    dynamic = True
     attrs = {"output_size": [1, 1]}
 
     def kernel(x, *, output_size):
@@ -171,6 +173,8 @@ class AdaptiveMaxPool2d(Op):
 
     name = "adaptive_max_pool2d"
     inputs = ("x",)
+    # To 1x1 a reduction; other sizes are plain pools of static inputs (the check says so).
+    dynamic = True
     attrs = {"output_size": [1, 1]}
     num_outputs = 2
 

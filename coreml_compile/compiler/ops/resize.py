@@ -11,6 +11,11 @@ Core ML op that computes the same thing:
 - bilinear: ``resize_bilinear`` when its sampling grid is torch's, else two ``matmul``s
   with the interpolation matrices (scale factors whose grid differs from the sizes');
 - bicubic: Core ML has no cubic resize, so always the two ``matmul``s.
+
+With dynamic spatial sizes there are no rows to read off: nearest and bilinear resizes by
+whole-number factors (the same for every size, ``8*s0`` from ``s0``) are Core ML's
+``upsample_*`` ops, whose grids are torch's for such factors, and a single row or column
+resized to any size is a ``tile`` of it; other resizes of dynamic sizes are refused.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from coreml_compile.compiler import symbolic
 from coreml_compile.compiler.ops import REQUIRED, Op
 
 _SIZE_ATTRS = {"output_size": None, "scale_factors": None, "scales_h": None, "scales_w": None}
@@ -107,12 +113,78 @@ def _size_check(node):
     return None
 
 
+def _spatial_dynamic(node) -> bool:
+    """True if a spatial size of the input or the output is symbolic."""
+    dims = [*node.inputs[0].type.shape[-2:], *node.output.type.shape[-2:]]
+    return not all(isinstance(d, int) for d in dims)
+
+
+def _dynamic_plan(node) -> list[tuple[str, symbolic.Dim]] | str:
+    """How to resize each spatial axis whose sizes may be symbolic, or why it cannot be.
+
+    Per axis: ``("scale", k)`` for a whole-number factor k (Core ML's upsample ops sample
+    torch's grid for those), or ``("tile", n)``: a single row resized to n rows is n copies
+    of it in every mode.
+    """
+    attrs = node.attrs
+    x, out = node.inputs[0].type.shape[-2:], node.output.type.shape[-2:]
+    factors = attrs["scale_factors"]
+    # The scale torch computes source positions with, when one is given: with
+    # align_corners it uses the sizes alone.
+    given = [
+        None if attrs.get("align_corners") else f
+        for f in (factors if factors is not None else [attrs["scales_h"], attrs["scales_w"]])
+    ]
+    plan: list[tuple[str, symbolic.Dim]] = []
+    for a in (0, 1):
+        if x[a] == 1:
+            plan.append(("tile", out[a]))
+            continue
+        k = symbolic.ratio(out[a], x[a])
+        if k is None or k.denominator != 1 or k < 1:
+            return (
+                f"resizing dynamic size {x[a]} to {out[a]}: Core ML resizes sizes unknown "
+                "before the run by whole-number factors only"
+            )
+        if given[a] is not None and float(given[a]) != k:
+            return f"scale factor {given[a]} samples another grid than the sizes' ({k})"
+        plan.append(("scale", int(k)))
+    return plan
+
+
+def _dynamic_check(node):
+    if not _spatial_dynamic(node):
+        return None
+    plan = _dynamic_plan(node)
+    return plan if isinstance(plan, str) else None
+
+
+def _lower_dynamic(c, x, upsample):
+    """The resize as ``_dynamic_plan`` says: one ``upsample`` op (``upsample(x, kh, kw,
+    name)``) for the whole-number factors, then a tile for single rows; no static sizes."""
+    plan = _dynamic_plan(c.node)
+    kh, kw = (arg if kind == "scale" else 1 for kind, arg in plan)
+    copies = [arg if kind == "tile" else 1 for kind, arg in plan]
+    tiled = any(n != 1 for n in copies)
+    y = x
+    if (kh, kw) != (1, 1):
+        y = upsample(y, kh, kw, c.name + "_up" if tiled else c.name)
+    if tiled:
+        reps = c.sizes([1] * (x.rank - 2) + copies)
+        y = c.mb.tile(x=y, reps=reps, name=c.name)
+    if y is x:
+        return c.mb.identity(x=x, name=c.name)
+    return y
+
+
 class UpsampleNearest2d(Op):
     """Nearest-neighbour resize of the last two dims (sizes or scale factors, as torch)."""
 
     name = "upsample_nearest2d"
     inputs = ("x",)
     attrs = dict(_SIZE_ATTRS)
+    # Static spatial sizes read torch's rows; dynamic ones take _lower_dynamic's way.
+    dynamic = True
 
     def kernel(x, *, output_size, scale_factors, scales_h, scales_w):
         return _run(
@@ -120,6 +192,14 @@ class UpsampleNearest2d(Op):
         )
 
     def lower(c, x, **attrs):
+        if _spatial_dynamic(c.node):
+            return _lower_dynamic(
+                c,
+                x,
+                lambda y, kh, kw, name: c.mb.upsample_nearest_neighbor(
+                    x=y, scale_factor_height=kh, scale_factor_width=kw, name=name
+                ),
+            )
         rows = [
             _axis_matrix(UpsampleNearest2d, attrs, x.shape[-2 + a], a).argmax(1) for a in (0, 1)
         ]
@@ -141,17 +221,24 @@ class UpsampleNearest2d(Op):
                 }
                 y = c.mb.upsample_nearest_neighbor(x=y, **scales, name=name)
             elif kind == "stride":
-                end = list(y.shape)
                 stride = [1] * y.rank
                 stride[axis] = arg
-                y = c.mb.slice_by_index(x=y, begin=[0] * y.rank, end=end, stride=stride, name=name)
+                # end_mask: to the end of every axis, whatever the (maybe dynamic) batch.
+                y = c.mb.slice_by_index(
+                    x=y,
+                    begin=[0] * y.rank,
+                    end=[0] * y.rank,
+                    end_mask=[True] * y.rank,
+                    stride=stride,
+                    name=name,
+                )
             else:
                 idx = c.mb.const(val=arg.astype(np.int32), name=f"{c.name}_rows{a}")
                 y = c.mb.gather(x=y, indices=idx, axis=axis, name=name)
         return y
 
     def check(node, generation):
-        return _size_check(node)
+        return _size_check(node) or _dynamic_check(node)
 
 
 def _nearest_plan(rows, n):
@@ -174,6 +261,8 @@ class UpsampleBilinear2d(Op):
     name = "upsample_bilinear2d"
     inputs = ("x",)
     attrs = {**_SIZE_ATTRS, "align_corners": REQUIRED}
+    # Static spatial sizes read torch's matrices; dynamic ones take _lower_dynamic's way.
+    dynamic = True
 
     def kernel(x, *, output_size, scale_factors, scales_h, scales_w, align_corners):
         return _run(
@@ -187,6 +276,18 @@ class UpsampleBilinear2d(Op):
         )
 
     def lower(c, x, **attrs):
+        if _spatial_dynamic(c.node):
+            return _lower_dynamic(
+                c,
+                x,
+                lambda y, kh, kw, name: c.mb.upsample_bilinear(
+                    x=y,
+                    scale_factor_height=kh,
+                    scale_factor_width=kw,
+                    align_corners=bool(attrs["align_corners"]),
+                    name=name,
+                ),
+            )
         mh, mw = (_axis_matrix(UpsampleBilinear2d, attrs, x.shape[-2 + a], a) for a in (0, 1))
         mode = "STRICT_ALIGN_CORNERS" if attrs["align_corners"] else "UNALIGN_CORNERS"
         (oh, h), (ow, w) = mh.shape, mw.shape
@@ -199,7 +300,7 @@ class UpsampleBilinear2d(Op):
         return _separable(c, x, mh.astype(np.float32), mw.astype(np.float32))
 
     def check(node, generation):
-        return _size_check(node)
+        return _size_check(node) or _dynamic_check(node)
 
 
 class UpsampleBicubic2d(Op):

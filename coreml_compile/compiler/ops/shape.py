@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from coreml_compile.compiler import symbolic
 from coreml_compile.compiler.ops import REQUIRED, Op
 from coreml_compile.compiler.ops._helpers import normalize_axes
 
@@ -250,6 +252,9 @@ class Pad(Op):
     name = "pad"
     inputs = ("x",)
     attrs = {"pad": [], "mode": "constant", "value": None}
+    # Crops count from the ends, and amounts computed from dynamic sizes are applied at
+    # run time (_pad_at_run_time): no static size is read.
+    dynamic = True
 
     def kernel(x, *, pad, mode, value):
         if mode == "constant":
@@ -259,14 +264,21 @@ class Pad(Op):
     def lower(c, x, *, pad, mode, value):
         pairs = [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)]
         full = [(0, 0)] * (x.rank - len(pairs)) + pairs[::-1]
+        if symbolic.has_expr(pad):
+            return _pad_at_run_time(c, x, full, value)
         if any(p < 0 for pair in full for p in pair):
             # Negative padding crops: slice the cropped sides off, then pad the others.
+            # The end counts back from each axis's end, so the axis may be dynamic.
             begin = [max(0, -before) for before, _ in full]
-            end = [size - max(0, -after) for size, (_, after) in zip(x.shape, full, strict=True)]
+            end = [min(0, after) for _, after in full]
             full = [(max(0, before), max(0, after)) for before, after in full]
             done = not any(p for pair in full for p in pair)
             x = c.mb.slice_by_index(
-                x=x, begin=begin, end=end, name=c.name if done else c.name + "_crop"
+                x=x,
+                begin=begin,
+                end=end,
+                end_mask=[e == 0 for e in end],
+                name=c.name if done else c.name + "_crop",
             )
             if done:
                 return x
@@ -280,11 +292,41 @@ class Pad(Op):
         pad, mode = node.attrs["pad"], node.attrs["mode"]
         if mode not in ("constant", "reflect", "replicate"):
             return f"pad mode {mode!r} has no Core ML equivalent"
+        x = node.inputs[0].type
+        if not x.dtype.startswith("float") and (not x.is_static or symbolic.has_expr(pad)):
+            # MIL's pad takes floats only; other tensors are padded by static gathers.
+            return f"padding a {x.dtype} tensor of dynamic shape or by dynamic amounts"
+        if symbolic.has_expr(pad):
+            if mode != "constant":
+                return f"{mode} padding by amounts computed from dynamic sizes"
+            return None
         if any(p < 0 for p in pad) and mode != "constant":
             return f"negative {mode} padding"
         if mode != "constant" and len(pad) > 4:
             return f"{mode} padding of more than the last two dims"
         return None
+
+
+def _pad_at_run_time(c, x, full, value):
+    """Constant padding by (before, after) amounts of which some are computed from dynamic
+    sizes at run time. Their signs are not known here, so each side is cropped by its
+    negative part (a slice) and padded by its positive part (MIL's pad takes a run-time
+    vector of every axis's amounts)."""
+    amounts = c.sizes([p for pair in full for p in pair])
+    zeros = np.zeros(2 * x.rank, dtype=np.int32)
+    grow = c.mb.maximum(x=amounts, y=zeros, name=c.name + "_grow")
+    shrink = c.mb.maximum(x=c.mb.sub(x=zeros, y=amounts), y=zeros, name=c.name + "_shrink")
+    before = c.mb.gather(x=shrink, indices=np.arange(0, 2 * x.rank, 2, dtype=np.int32), axis=0)
+    after = c.mb.gather(x=shrink, indices=np.arange(1, 2 * x.rank, 2, dtype=np.int32), axis=0)
+    end = c.mb.sub(x=c.mb.shape(x=x), y=after, name=c.name + "_end")
+    cropped = c.mb.slice_by_index(x=x, begin=before, end=end, name=c.name + "_crop")
+    return c.mb.pad(
+        x=cropped,
+        pad=grow,
+        mode="constant",
+        constant_val=c.scalar(value or 0.0, like=x),
+        name=c.name,
+    )
 
 
 # -- splitting, joining, reordering ------------------------------------------------------
