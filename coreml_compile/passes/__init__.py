@@ -73,9 +73,11 @@ CLEANUP = [
 FUSION = [
     "fold_batch_norm",
     "batch_norm_to_scale",
+    "fuse_scale",
     "fuse_bias",
     "fold_pad",
     "fold_reshape_into_reduction",
+    "fuse_channel_shuffle",
     "recompose_activations",
     "recompose_layer_norm",
 ]

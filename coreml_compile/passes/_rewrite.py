@@ -95,3 +95,37 @@ def drop_dead(graph: Graph, node: Node | None) -> None:
 
 def new_constant(graph: Graph, base: str, data: np.ndarray) -> Value:
     return graph.add_constant(base, np.ascontiguousarray(data))
+
+
+def output_channels(layer: Node) -> tuple[int, int] | None:
+    """(axis, count) of the output channels of a conv, conv_transpose, linear or
+    batch_norm node, else None."""
+    rank = layer.outputs[0].type.rank
+    if layer.op == "batch_norm":
+        return (1, layer.inputs[3].type.shape[0]) if rank >= 2 else None
+    weight = layer.inputs[1].type
+    if layer.op == "linear":
+        return (rank - 1, weight.shape[0]) if weight.rank == 2 and rank >= 1 else None
+    if layer.op == "conv":
+        return 1, weight.shape[0]
+    if layer.op == "conv_transpose":
+        # The weight is (in, out/groups, *kernel).
+        return 1, weight.shape[1] * layer.attrs["groups"]
+    return None
+
+
+def channel_vector(c: np.ndarray, layer: Node) -> np.ndarray | None:
+    """``c`` as one float64 value per output channel of ``layer``, if combining it with
+    the layer's output element-wise broadcasts along the channel axis only (or not at
+    all: a scalar), else None."""
+    found = output_channels(layer)
+    if found is None:
+        return None
+    axis, channels = found
+    rank = layer.outputs[0].type.rank
+    if c.ndim > rank:
+        return None
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if all(s == 1 for i, s in enumerate(shape) if i != axis) and shape[axis] in (1, channels):
+        return np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
+    return None

@@ -3,14 +3,22 @@
     %p = pad(%x) pad=[1,1,2,2] mode=constant value=0
     %y = conv(%p, %w) padding=[0,0]        ⇒   %y = conv(%x, %w) padding=[2,1]
 
+    %p = pad(%x) pad=[0,1,0,1] mode=constant value=-inf
+    %y = max_pool2d(%p) kernel=3 stride=2  ⇒   %y = max_pool2d(%x) kernel=3 stride=2 ceil_mode
+
 Zero padding folds into conv and into avg_pool2d that counts padding in its average;
--inf padding folds into max_pool2d. Only symmetric padding of the spatial dims is folded
-(the IR's padding attributes are symmetric), and the pad must have no other reader.
+-inf padding folds into max_pool2d. The IR's padding attributes are symmetric, so
+symmetric padding of the spatial dims folds into them. Padding of a max pool's input
+with -inf only after (or more after than before) folds into ``ceil_mode`` where that
+gives the same windows: ceil mode reads the last window past the input's end and
+ignores the overhang, which is what a -inf pad does. Graphs exported from Caffe, whose
+pooling rounds up, carry exactly that pad (``pads=[0,0,1,1]``). Other asymmetric padding
+is kept. The pad must have no other reader.
 """
 
 from __future__ import annotations
 
-from coreml_compile.compiler.ir import Graph
+from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.ops._helpers import as_tuple
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._engine import Match, New, Pattern, Rule, rewrite
@@ -27,6 +35,25 @@ def _folds(node, value: float) -> bool:
     return False
 
 
+def _ceil_mode_pool(pool: Node, x: Value, attrs: dict) -> dict | None:
+    """``attrs`` with ceil_mode, if max pooling ``x`` (padded by ``attrs``' padding) in
+    ceil mode gives the windows that ``pool`` took on ``x`` with more -inf after it."""
+    sizes, out = x.type.shape[2:], pool.output.type.shape[2:]
+    if not x.type.is_static or len(sizes) != 2 or len(out) != 2:
+        return None
+    kernel, padding = as_tuple(attrs["kernel_size"], 2), as_tuple(attrs["padding"], 2)
+    stride = as_tuple(attrs["stride"] or attrs["kernel_size"], 2)
+    dilation = as_tuple(attrs["dilation"], 2)
+    for n, o, k, s, p, d in zip(sizes, out, kernel, stride, padding, dilation, strict=True):
+        span = n + 2 * p - ((k - 1) * d + 1)
+        # Rounded up, the same number of windows; and the last one starts inside the input
+        # or its front padding. torch drops a last window that starts past that, Core ML
+        # only when there is padding: where no window is dropped the two agree.
+        if span < 0 or -(-span // s) + 1 != o or (o - 1) * s >= n + p:
+            return None
+    return dict(attrs, ceil_mode=True)
+
+
 def _fold(graph: Graph, m: Match) -> New | None:
     conv, pad = m.root, m.node("pad")
     if not _folds(conv, pad.attrs["value"] or 0.0):
@@ -38,14 +65,19 @@ def _fold(graph: Graph, m: Match) -> New | None:
         return None
     pairs = [(pads[i], pads[i + 1]) for i in range(0, len(pads), 2)][::-1]
     pairs = [(0, 0)] * (spatial - len(pairs)) + pairs
-    if any(before != after for before, after in pairs):
-        return None
     old = as_tuple(conv.attrs["padding"], spatial)
     attrs = dict(conv.attrs, padding=[o + p for o, (p, _) in zip(old, pairs, strict=True)])
     if conv.op != "conv" and any(
         2 * p > k for p, k in zip(attrs["padding"], as_tuple(attrs["kernel_size"], 2), strict=True)
     ):
         return None  # torch and Core ML pools take at most half the window as padding
+    extra = [after - before for before, after in pairs]
+    if any(extra):
+        if conv.op != "max_pool2d" or any(e < 0 for e in extra):
+            return None
+        attrs = _ceil_mode_pool(conv, m["x"], attrs)
+        if attrs is None:
+            return None
     return New(conv.op, [m["x"], *conv.inputs[1:]], attrs)
 
 

@@ -1,35 +1,25 @@
-"""Absorb a constant added after a matrix product or convolution into its bias.
+"""Absorb a constant added after a matrix product, convolution or batch norm into its bias.
 
     %y = linear(%x, %w)         %z = add(%y, %c)       ⇒   %z = linear(%x, %w, %c)
     %y = conv(%x, %w, %b)       %z = add(%y, %c[C,1,1]) ⇒  %z = conv(%x, %w, %b + %c)
+    %y = batch_norm(%x, %g, %beta, %mean, %var)
+                                %z = add(%y, %c[C,1,1]) ⇒  %z = batch_norm(%x, %g, %beta + %c, ...)
     %y = matmul(%x, %w[K,N])    (a constant 2-d right operand)
                                                        ⇒   %y = linear(%x, %w.T)
 
-The constant must broadcast along the output channel only (the last dim for linear,
-dim 1 for conv), and the producer must have no other reader.
+The same for conv_transpose. The constant must broadcast along the output channel only
+(the last dim for linear, dim 1 for the others) or be a scalar, and the producer must
+have no other reader.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from coreml_compile.compiler.ir import Graph, Node, Value
+from coreml_compile.compiler.ir import Graph
 from coreml_compile.passes import register_pass
 from coreml_compile.passes._engine import Const, Match, New, Pattern, Rule, rewrite
-from coreml_compile.passes._rewrite import new_constant
-
-
-def _channel_vector(c: np.ndarray, out: Value, layer: Node) -> np.ndarray | None:
-    """``c`` as one value per output channel, if adding it broadcasts that way only."""
-    rank = out.type.rank
-    channels = layer.inputs[1].type.shape[0]
-    axis = rank - 1 if layer.op == "linear" else 1
-    if c.ndim > rank:
-        return None
-    shape = (1,) * (rank - c.ndim) + c.shape
-    if all(s == 1 for i, s in enumerate(shape) if i != axis) and shape[axis] in (1, channels):
-        return np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float64)
-    return None
+from coreml_compile.passes._rewrite import channel_vector, new_constant
 
 
 def _to_linear(graph: Graph, m: Match) -> New | None:
@@ -42,7 +32,7 @@ def _to_linear(graph: Graph, m: Match) -> New | None:
 
 def _absorb(graph: Graph, m: Match) -> New | None:
     layer, weight, bias = m.node("y"), m["w"], m["b"]
-    vector = _channel_vector(m["c"].data, m["y"], layer)
+    vector = channel_vector(m["c"].data, layer)
     if vector is None:
         return None
     old = bias.data.astype(np.float64) if bias is not None else 0.0
@@ -50,18 +40,56 @@ def _absorb(graph: Graph, m: Match) -> New | None:
     return New(layer.op, [m["x"], weight, b_value], layer.attrs, name=layer.name)
 
 
+def _absorb_into_batch_norm(graph: Graph, m: Match) -> New | None:
+    bn, beta, mean = m.node("y"), m["beta"], m["mean"]
+    vector = channel_vector(m["c"].data, bn)
+    if vector is None:
+        return None
+    old = beta.data.astype(np.float64).reshape(-1) if beta is not None else 0.0
+    b_value = new_constant(graph, f"{bn.name}_beta", (old + vector).astype(mean.data.dtype))
+    inputs = [m["x"], m["gamma"], b_value, mean, m["var"]]
+    return New("batch_norm", inputs, bn.attrs, name=bn.name)
+
+
+def _add_of(producer: Pattern) -> Pattern:
+    return Pattern(
+        "add", producer, Const("c"), commute=True, check=lambda add: add.attrs["alpha"] == 1
+    )
+
+
+# A broadcast that grows the output or promotes its dtype cannot move into the layer.
+def _same_type(m: Match) -> bool:
+    return m.root.output.type == m["y"].type
+
+
 RULES = [
     Rule(Pattern("matmul", "x", Const("w")), _to_linear),
     Rule(
-        Pattern(
-            "add",
-            Pattern(("linear", "conv"), "x", Const("w"), Const("b?"), bind="y", single_use=True),
-            Const("c"),
-            commute=True,
-            check=lambda add: add.attrs["alpha"] == 1,
+        _add_of(
+            Pattern(
+                ("linear", "conv", "conv_transpose"),
+                "x",
+                Const("w"),
+                Const("b?"),
+                bind="y",
+                single_use=True,
+            )
         ),
         _absorb,
-        check=lambda m: m.root.output.type == m["y"].type,
+        check=_same_type,
+    ),
+    Rule(
+        _add_of(
+            Pattern(
+                "batch_norm",
+                "x",
+                *(Const(name) for name in ("gamma?", "beta?", "mean", "var")),
+                bind="y",
+                single_use=True,
+            )
+        ),
+        _absorb_into_batch_norm,
+        check=_same_type,
     ),
 ]
 

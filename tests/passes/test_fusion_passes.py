@@ -199,3 +199,58 @@ def test_rank2_batch_norm_becomes_scale_and_shift():
     bn2 = _bn(3).eval()  # rank 4: Core ML's batch_norm is one op, kept
     _, after, _ = apply(bn2, (torch.randn(1, 3, 4, 4),), "batch_norm_to_scale")
     assert after == {"batch_norm": 1}
+
+
+def test_fuse_bias_after_conv_transpose_and_batch_norm():
+    up = nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2, bias=False)
+    c = torch.linspace(-1, 1, 6).reshape(6, 1, 1)
+    _, after, _ = apply(lambda a: up(a) + c, (torch.randn(1, 4, 5, 5),), "fuse_bias")
+    assert after == {"conv_transpose": 1}
+    bn = _bn(6).eval()
+    _, after, _ = apply(lambda a: bn(a.relu()) + c, (torch.randn(1, 6, 4, 4),), "fuse_bias")
+    assert after == {"relu": 1, "batch_norm": 1}
+    wide = torch.randn(6, 4, 1)  # varies along H: stays an add
+    _, after, _ = apply(lambda a: bn(a.relu()) + wide, (torch.randn(1, 6, 4, 4),), "fuse_bias")
+    assert after == {"relu": 1, "batch_norm": 1, "add": 1}
+
+
+def _max_pool_after_pad(pads, kernel, stride, size):
+    pool = nn.MaxPool2d(kernel, stride)
+
+    def f(a):
+        return pool(nn.functional.pad(a, pads, value=float("-inf")))
+
+    return apply(f, (torch.randn(1, 3, size, size),), "fold_pad")
+
+
+def test_end_only_pad_before_max_pool_becomes_ceil_mode():
+    # Caffe's rounding up, as ONNX zoo graphs write it: pads=[0,0,1,1].
+    _, after, graph = _max_pool_after_pad((0, 1, 0, 1), 3, 2, 112)
+    assert after == {"max_pool2d": 1}
+    attrs = graph.nodes[0].attrs
+    assert attrs["ceil_mode"] is True and attrs["padding"] == [0, 0]
+    # More after than before: the common part becomes padding, the rest ceil mode.
+    _, after, graph = _max_pool_after_pad((1, 2, 1, 2), 3, 2, 8)
+    assert after == {"max_pool2d": 1} and graph.nodes[0].attrs["padding"] == [1, 1]
+
+
+def test_pads_that_ceil_mode_cannot_express_are_kept():
+    # More before than after.
+    _, after, _ = _max_pool_after_pad((1, 0, 1, 0), 3, 2, 8)
+    assert after == {"pad": 1, "max_pool2d": 1}
+    # Two extra rows give another window; ceil mode reads at most stride - 1 past the end.
+    _, after, _ = _max_pool_after_pad((0, 2, 0, 2), 2, 2, 8)
+    assert after == {"pad": 1, "max_pool2d": 1}
+    # A last window that lies wholly in the padding (-inf): ceil mode drops it.
+    _, after, _ = _max_pool_after_pad((0, 1, 0, 1), 1, 3, 3)
+    assert after == {"pad": 1, "max_pool2d": 1}
+    # Same output in torch's ceil mode (which drops the second window), not in Core ML's
+    # (which drops it only when there is padding): kept.
+    _, after, _ = _max_pool_after_pad((0, 1, 0, 1), 2, 3, 3)
+    assert after == {"pad": 1, "max_pool2d": 1}
+    # Zero padding after the end is not what ceil mode ignores.
+    pool = nn.MaxPool2d(3, 2)
+    _, after, _ = apply(
+        lambda a: pool(nn.functional.pad(a, (0, 1, 0, 1))), (torch.randn(1, 3, 8, 8),), "fold_pad"
+    )
+    assert after == {"pad": 1, "max_pool2d": 1}

@@ -110,19 +110,26 @@ class Unsqueeze(Op):
 
 
 class Cat(Op):
+    """torch.cat along ``dim``; with ``interleave`` (as MIL's concat: inputs of one shape)
+    the inputs' slices alternate instead: [a0, b0, a1, b1, ...] (passes/fuse_channel_shuffle.py)."""
+
     name = "cat"
     inputs = ("*tensors",)
-    attrs = {"dim": 0}
+    attrs = {"dim": 0, "interleave": False}
     dynamic = True
 
-    def kernel(tensors, *, dim):
+    def kernel(tensors, *, dim, interleave=False):
+        if interleave and len(tensors) > 1:
+            axis = dim % tensors[0].dim()
+            return torch.stack(list(tensors), axis + 1).flatten(axis, axis + 1)
         return torch.cat(list(tensors), dim)
 
-    def lower(c, tensors, *, dim):
+    def lower(c, tensors, *, dim, interleave=False):
         tensors = c.promote(*tensors)
         if len(tensors) == 1:
             return c.mb.identity(x=tensors[0], name=c.name)
-        return c.mb.concat(values=list(tensors), axis=dim, interleave=False, name=c.name)
+        axis = dim % tensors[0].rank if interleave else dim
+        return c.mb.concat(values=list(tensors), axis=axis, interleave=interleave, name=c.name)
 
 
 class Slice(Op):
