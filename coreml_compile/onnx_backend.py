@@ -9,12 +9,12 @@ dtypes the ONNX graph declares. It is how ``onnx.backend.test.BackendTest`` runs
 
 A Core ML program has static shapes. When a model cannot compile because a shape
 depends on an input's values (a Reshape's shape, reduction axes, pads, Resize scales
-or sizes, TopK's K fed as graph inputs, where a real model holds constants), the rep
-compiles it again with those small inputs bound as constants: once per set of their
-values, as it compiles once per set of shapes. Only rank-0 and rank-1 inputs of at
-most :data:`SHAPE_INPUT_LIMIT` elements that are integers or read after a node's first
-input are bound, and only after the model failed to compile without: a model that
-compiles as it is always runs its inputs as inputs.
+or sizes, TopK's K, Range's bounds fed as graph inputs, where a real model holds
+constants), the rep compiles it again with those small inputs bound as constants: once
+per set of their values, as it compiles once per set of shapes. Only rank-0 and rank-1
+inputs of at most :data:`SHAPE_INPUT_LIMIT` elements that are integers, read after a
+node's first input or read by a Range are bound, and only after the model failed to
+compile without: a model that compiles as it is always runs its inputs as inputs.
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.ops.fallback import FallbackOpRefused
 from coreml_compile.errors import CoreMLCompileError
 
-_NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32,
-          7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32,
-          13: np.uint64}  # fmt: skip
+_NUMPY = {elem: dtypes.numpy_dtype(name) for elem, name in dtypes.ONNX.items()}
 # The most elements an input that decides shapes may have (a rank-5 tensor's pads: 10).
 SHAPE_INPUT_LIMIT = 64
 
 
 def shape_input_candidates(model: Any) -> list[str]:
     """Graph inputs that may decide shapes: rank 0 or 1 (their size is checked once fed),
-    and integers or read after some node's first input (axes, pads, sizes, scales, K):
-    a float read only as a node's first input is data, never bound."""
+    and integers or read after some node's first input (axes, pads, sizes, scales, K) or
+    by a Range: a float read only as another node's first input is data, never bound."""
     g = model.graph
     inits = {t.name for t in g.initializer}
     later = {name for node in g.node for name in list(node.input)[1:]}
+    # Every input of a Range decides its length (its start too).
+    later |= {name for node in g.node if node.op_type == "Range" for name in node.input}
     names = []
     for vi in g.input:
         t = vi.type.tensor_type
@@ -75,6 +75,9 @@ class CoreMLBackendRep(BackendRep):
         self.precision = precision
         self.options = compile_options
         self._compiled: dict[tuple, Any] = {}
+        # The ONNX names of each package's inputs, in its order: a package names them
+        # identifier-safe (ONNX's "0" is "_0") and leaves out the inputs bound as constants.
+        self._sources: dict[int, list[str]] = {}
         inits = {t.name for t in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in inits]
         self.output_dtypes = [_NUMPY.get(o.type.tensor_type.elem_type) for o in model.graph.output]
@@ -107,8 +110,10 @@ class CoreMLBackendRep(BackendRep):
                     **self.options,
                 )  # fmt: skip
                 self._compiled[key] = compiled
+                self._sources[id(compiled)] = [n for n in given if n not in bound]
             return compiled
         self._compiled[shapes] = compiled
+        self._sources[id(compiled)] = list(given)
         return compiled
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
@@ -123,11 +128,12 @@ class CoreMLBackendRep(BackendRep):
         # Core ML has no rank-0 tensors: a scalar input is a one-element one there.
         specs = compiled.input_specs()
         # The IR holds float64 in float32 and unsigned and small integers in int32/int64
-        # (compiler/frontends/onnx_table.py HELD_AS): the arrays are converted to match.
+        # (dtypes.ONNX_HELD): the arrays are converted to match.
         held = {v.name: dtypes.NUMPY[v.type.dtype] for v in compiled.graph.inputs}
         feeds = {}
-        for name in compiled.input_names:
-            a = given[name]
+        sources = self._sources[id(compiled)]
+        for name, source in zip(compiled.input_names, sources, strict=True):
+            a = given[source]
             a = a.astype(held[name]) if name in held and a.dtype != held[name] else a
             feeds[name] = a.reshape(1) if a.ndim == 0 and specs[name][0] == [1] else a
         outs = compiled.predict(feeds)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coreml_compile.compiler import targets
-from coreml_compile.compiler.ir import Graph
+from coreml_compile.compiler.ir import Graph, TensorType
 from coreml_compile.compiler.lower import (
     build_function,
     build_multifunction_program,
@@ -17,7 +17,7 @@ from coreml_compile.compiler.lower import (
     single_function_program,
     to_mlmodel,
 )
-from coreml_compile.compiler.ops import op_label
+from coreml_compile.compiler.ops import MAX_RANK, op_label
 from coreml_compile.compiler.partition import COREML, Plan
 from coreml_compile.compiler.plan import HybridPlan, Step
 from coreml_compile.errors import CoreMLCompileError
@@ -46,7 +46,12 @@ def _passthrough(graph: Graph) -> Graph:
         )
     root = Graph("passthrough")
     for v in graph.inputs:
-        x = root.add_input(v.name, v.type)
+        t = v.type
+        if t.rank > MAX_RANK and t.is_static:
+            # Core ML has no tensors above rank 5; this model only stands in for the
+            # package (no step runs it), so it takes such an input flattened.
+            t = TensorType(t.dtype, (t.numel(),))
+        x = root.add_input(v.name, t)
         root.outputs.append(root.add_node("identity", [x], name=f"{v.name}_passthrough").output)
     return root
 

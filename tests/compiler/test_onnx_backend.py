@@ -1,12 +1,13 @@
-"""onnx's backend test suite (node cases) run on coreml_compile.onnx_backend.
+"""onnx's backend test suite run on coreml_compile.onnx_backend: its node cases and the
+model cases stored in the onnx package (simple, pytorch-converted, pytorch-operator).
 
-Each case compiles a one-node (or function-expanded) model for the shapes of its inputs
-and runs the package; ops with no record run through onnx.reference in a fallback
-partition. The cases known not to pass are listed, grouped by cause, in
+Each case compiles a model (one node, a function-expanded node, or a small model) for the
+shapes of its inputs and runs the package; ops with no record run through onnx.reference
+in a fallback partition. The cases known not to pass are listed, grouped by cause, in
 tests/compiler/onnx_backend_expected_failures.py and run as strict xfails; every other CPU
-node case must pass.
-The whole suite takes about 20 minutes on 2 cores: CI runs a fixed twentieth of it (marked
-slow); COREML_COMPILE_ONNX_BACKEND=all runs every case.
+case must pass.
+CI runs a fixed twentieth of the node cases and every model case (all marked slow);
+COREML_COMPILE_ONNX_BACKEND=all runs every case.
 """
 
 from __future__ import annotations
@@ -27,25 +28,38 @@ warnings.filterwarnings("ignore", category=RuntimeWarning, module="onnx")
 backend_test = onnx.backend.test.BackendTest(CoreMLBackend, __name__)
 backend_test.include(r"_cpu$")
 
-_NODE_CASES = backend_test.test_cases["OnnxBackendNodeModelTest"]
 # Cases known to fail are strict xfails: one that starts passing fails the run, so the
 # list stays true (remove its name).
 _EXPECTED = {name: cause for cause, names in EXPECTED_FAILURES.items() for name in names}
-for _name in [n for n in vars(_NODE_CASES) if n.startswith("test_")]:
-    if not _name.endswith("_cpu"):
-        delattr(_NODE_CASES, _name)
-    elif _name in _EXPECTED:
-        _mark = pytest.mark.xfail(strict=True, reason=f"expected failure: {_EXPECTED[_name]}")
-        setattr(_NODE_CASES, _name, _mark(getattr(_NODE_CASES, _name)))
-# The whole suite takes about 20 minutes on 2 cores: CI runs every twentieth case (a fixed
-# sample); COREML_COMPILE_ONNX_BACKEND=all runs them all.
-if os.environ.get("COREML_COMPILE_ONNX_BACKEND") != "all":
-    for _i, _name in enumerate(sorted(n for n in vars(_NODE_CASES) if n.startswith("test_"))):
-        if _i % 20:
-            delattr(_NODE_CASES, _name)
-OnnxBackendNodeModelTest = pytest.mark.slow(_NODE_CASES)
-# One name for the class: pytest collects every TestCase a module holds, under each name.
-del _NODE_CASES
+_EVERY_CASE = os.environ.get("COREML_COMPILE_ONNX_BACKEND") == "all"
+
+
+def _cases(kind: str, every: int) -> type:
+    """The CPU cases of one of onnx's test classes, known failures marked, every
+    ``every``-th one only (a fixed sample) unless COREML_COMPILE_ONNX_BACKEND=all."""
+    cases = backend_test.test_cases[kind]
+    for name in [n for n in vars(cases) if n.startswith("test_")]:
+        if not name.endswith("_cpu"):
+            delattr(cases, name)
+        elif name in _EXPECTED:
+            mark = pytest.mark.xfail(strict=True, reason=f"expected failure: {_EXPECTED[name]}")
+            setattr(cases, name, mark(getattr(cases, name)))
+    if not _EVERY_CASE:
+        for i, name in enumerate(sorted(n for n in vars(cases) if n.startswith("test_"))):
+            if i % every:
+                delattr(cases, name)
+    return pytest.mark.slow(cases)
+
+
+# One name per class: pytest collects every TestCase a module holds, under each name.
+# The 1884 node cases: CI runs every twentieth one (all of them took 2 minutes on 2 busy
+# cores in November 2026).
+OnnxBackendNodeModelTest = _cases("OnnxBackendNodeModelTest", 20)
+# The 140 model cases stored in onnx's package (40 s on 2 busy cores): CI runs them
+# all. The real-model cases (OnnxBackendRealModelTest) download their models: left out.
+OnnxBackendSimpleModelTest = _cases("OnnxBackendSimpleModelTest", 1)
+OnnxBackendPyTorchConvertedModelTest = _cases("OnnxBackendPyTorchConvertedModelTest", 1)
+OnnxBackendPyTorchOperatorModelTest = _cases("OnnxBackendPyTorchOperatorModelTest", 1)
 
 
 def test_backend_prepare_and_run():

@@ -308,6 +308,29 @@ def test_elementwise_activations_and_reductions():
     _check(model, {"x": rng.standard_normal([1, 3, 4, 5]).astype(np.float32)})
 
 
+def test_mvn_space_to_depth_crd_max_pool_wide_pads_and_a_castlike_pad_value():
+    nodes = [
+        # default axes: the function body reads them, ONNX's inference must see them
+        helper.make_node("MeanVarianceNormalization", ["x"], ["m"]),
+        helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=2, mode="CRD"),
+        # pads above half the kernel (torch's max pooling refuses them)
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[2, 2, 2, 2]),
+        # CastLike reads only x's type: its constant folds into the Pad's value
+        helper.make_node("CastLike", ["low", "x"], ["low_x"]),
+        helper.make_node("Pad", ["x", "pads", "low_x"], ["y"]),
+    ]
+    inits = [
+        _init("low", np.array(-3.0, np.float64)),
+        _init("pads", np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64)),
+    ]
+    shapes = {"m": [2, 3, 4, 4], "s": [2, 12, 2, 2], "p": [2, 3, 6, 6], "y": [2, 3, 5, 6]}
+    outs = [_f32(n, shape) for n, shape in shapes.items()]
+    model = _model(nodes, [_f32("x", [2, 3, 4, 4])], outs, inits, opset=28)
+    x = np.random.default_rng(12).standard_normal([2, 3, 4, 4]).astype(np.float32)
+    compiled = _check(model, {"x": x}, atol=1e-4)
+    assert "onnx" not in compiled.graph.op_counts()
+
+
 def test_reduce_norms_and_log_sums_run_on_core_ml():
     rng = np.random.default_rng(10)
     ops = ["ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"]
@@ -377,6 +400,144 @@ def test_float64_models_compute_in_float32():
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_bfloat16_weights_are_held_exactly_and_compute_on_core_ml():
+    import ml_dtypes
+
+    # A bf16 weight and a bf16 graph input: held in float32 (exactly), computed on Core ML.
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal([4, 3]).astype(ml_dtypes.bfloat16)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    ins = [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 4])]
+    outs = [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 3])]
+    model = _model(nodes, ins, outs, [_init("w", w)])
+    compiled = coreml_compile.compile(model, precision="fp32", allow_fallback=False)
+    assert compiled.graph.inputs[0].type.dtype == "float32"
+    exact = w.astype(np.float32)
+    held = [c.data for c in compiled.graph.constants.values() if c.data.size == w.size]
+    assert any(np.array_equal(h.reshape(-1), exact.reshape(-1)) for h in held) or any(
+        np.array_equal(h.reshape(-1), exact.T.reshape(-1)) for h in held
+    ), [h.dtype for h in held]
+    x = rng.standard_normal([2, 4]).astype(ml_dtypes.bfloat16)
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0].astype(np.float32)
+    got = compiled.predict({"x": x.astype(np.float32)})["y"]
+    # Computed in float32: within bfloat16's rounding of ONNX's bfloat16 result.
+    np.testing.assert_allclose(got, want, rtol=2**-7, atol=1e-6)
+
+
+def test_a_cast_that_rounds_to_a_narrow_float_runs_in_onnx_reference():
+    nodes = [
+        helper.make_node("Cast", ["x"], ["r"], to=TensorProto.FLOAT8E4M3FN),
+        helper.make_node("Cast", ["r"], ["y"], to=TensorProto.FLOAT),
+    ]
+    model = _model(nodes, [_f32("x", [5])], [_f32("y", [5])], opset=21)
+    with pytest.raises(UnsupportedOpError, match="onnx::Cast"):
+        coreml_compile.compile(model, precision="fp32", allow_fallback=False)
+    compiled = coreml_compile.compile(model, precision="fp32")
+    (node,) = [n for n in compiled.graph.nodes if n.op == "onnx"]
+    assert node.attrs["output_types"] == [TensorProto.FLOAT8E4M3FN]
+    x = np.array([0.4789, 1e6, -3.3, 1e-7, 17.0], np.float32)
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    got = compiled.predict({"x": x})["y"]
+    np.testing.assert_array_equal(got, want)
+    assert got[1] == 448 and got[2] != x[2]  # saturated and rounded, not passed through
+
+
+def test_int4_weights_dequantize_through_onnx_reference_and_wrap_on_casts():
+    import ml_dtypes
+
+    q = np.array([[-8, 7, 3], [1, -1, 0]], ml_dtypes.int4)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q", "scale"], ["w"]),
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.INT4),
+        helper.make_node("Cast", ["xi"], ["y"], to=TensorProto.FLOAT),
+    ]
+    inits = [_init("q", q), _init("scale", np.array(0.5, np.float32))]
+    outs = [_f32("m", [2, 3]), _f32("y", [2, 2])]
+    model = _model(nodes, [_f32("x", [2, 2])], outs, inits, opset=21)
+    compiled = coreml_compile.compile(model, precision="fp32")
+    # The int4 weights are held in int32; the program never holds an int4 tensor.
+    assert {v.type.dtype for v in compiled.graph.values()} <= {"float32", "int32"}
+    x = np.array([[9.0, -10.0], [2.5, 7.0]], np.float32)
+    want = ReferenceEvaluator(model).run(None, {"x": x})
+    got = compiled.predict({"x": x})
+    np.testing.assert_allclose(got["m"], want[0], rtol=1e-6)
+    np.testing.assert_array_equal(got["y"], want[1])  # 9 -> -7, -10 -> 6: int4 wraps
+
+
+def test_the_loader_refuses_onnx_edge_types_that_do_not_fit():
+    from coreml_compile.errors import PackageError
+    from coreml_compile.package.validate import check_fallback_graph
+
+    nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.BFLOAT16)]
+    outs = [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [3])]
+    g = to_ir(_model(nodes, [_f32("x", [3])], outs))
+    (node,) = [n for n in g.nodes if n.op == "onnx"]
+    check_fallback_graph(g, "partition_1")  # as compiled: fine
+    node.attrs["output_types"] = [99]
+    with pytest.raises(PackageError, match="output_types"):
+        check_fallback_graph(g, "partition_1")
+    node.attrs["output_types"] = [TensorProto.FLOAT16]  # not what the Cast makes
+    with pytest.raises(PackageError, match="may not run"):
+        check_fallback_graph(g, "partition_1")
+
+
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("LSTM", {}),
+        ("LSTM", {"direction": "reverse"}),
+        ("LSTM", {"direction": "bidirectional", "layout": 1}),
+        ("GRU", {"linear_before_reset": 1, "direction": "bidirectional"}),
+        ("RNN", {"direction": "bidirectional"}),
+        ("RNN", {"direction": "reverse", "layout": 1}),
+    ],
+)
+def test_recurrent_layers_with_constant_weights_run_on_core_ml(op, attrs):
+    rng = np.random.default_rng(7)
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    dirs = 2 if attrs.get("direction") == "bidirectional" else 1
+    seq, batch, inp, hidden = 5, 2, 3, 4
+    layout = attrs.get("layout", 0)
+    x_shape = [batch, seq, inp] if layout else [seq, batch, inp]
+    state = [batch, dirs, hidden] if layout else [dirs, batch, hidden]
+    inits = [
+        _init("w", rng.standard_normal([dirs, gates * hidden, inp]).astype(np.float32) * 0.5),
+        _init("r", rng.standard_normal([dirs, gates * hidden, hidden]).astype(np.float32) * 0.5),
+        _init("b", rng.standard_normal([dirs, 2 * gates * hidden]).astype(np.float32) * 0.5),
+    ]
+    names = ["x", "w", "r", "b", "", "h0"] + (["c0"] if op == "LSTM" else [])
+    outs = ["y", "y_h"] + (["y_c"] if op == "LSTM" else [])
+    node = helper.make_node(op, names, outs, hidden_size=hidden, **attrs)
+    ins = [_f32("x", x_shape), _f32("h0", state)] + ([_f32("c0", state)] if op == "LSTM" else [])
+    model = _model([node], ins, [helper.make_tensor_value_info(o, 1, None) for o in outs], inits)
+    feeds = {
+        i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(
+            np.float32
+        )
+        for i in ins
+    }
+    compiled = _check(model, feeds, atol=1e-5)
+    assert {op.lower()} <= set(compiled.graph.op_counts())
+
+
+def test_a_gru_that_resets_before_the_hidden_product_falls_back():
+    # ONNX's default GRU (linear_before_reset=0) is not torch's form, which the record is.
+    rng = np.random.default_rng(8)
+    inits = [
+        _init("w", rng.standard_normal([1, 12, 3]).astype(np.float32)),
+        _init("r", rng.standard_normal([1, 12, 4]).astype(np.float32)),
+    ]
+    node = helper.make_node("GRU", ["x", "w", "r"], ["y"], hidden_size=4)
+    model = _model([node], [_f32("x", [5, 2, 3])], [_f32("y", [5, 1, 2, 4])], inits)
+    with pytest.raises(UnsupportedOpError, match="onnx::GRU"):
+        coreml_compile.compile(model, precision="fp32", allow_fallback=False)
+    compiled = coreml_compile.compile(model, precision="fp32")
+    x = rng.standard_normal([5, 2, 3]).astype(np.float32)
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(compiled.predict({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+
+
 # -- names, shapes, loading, errors ------------------------------------------------------------
 
 
@@ -416,11 +577,35 @@ def test_checker_failures_are_one_line_model_file_errors():
     assert "\n" not in str(info.value)
 
 
-def test_too_old_opset_is_refused(tmp_path):
-    model = _model([helper.make_node("Relu", ["x"], ["y"])], [_f32("x", [2])], [_f32("y", [2])],
-                   opset=6)  # fmt: skip
+def test_opsets_before_7_are_upgraded_or_refused():
+    # Opset 1's Not: the version converter upgrades it.
+    b_in, n_out = (helper.make_tensor_value_info(n, TensorProto.BOOL, [2, 3]) for n in "bn")
+    old = _model([helper.make_node("Not", ["b"], ["n"])], [b_in], [n_out], opset=1)
+    old.ir_version = 3
+    b = np.array([[True, False, True], [False, False, True]])
+    _check(old, {"b": b}, want=[~b])
+    # Opset 6: a PRelu slope per channel (broadcast along axis 1 then, along the trailing
+    # axes from opset 7 on), and a Pad whose upgrade adds an initializer (IR version 3).
+    nodes = [
+        helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.float32(0.5))),
+        helper.make_node("PRelu", ["x", "slope"], ["p"]),
+        helper.make_node("Pad", ["p"], ["y"], pads=[0, 0, 1, 0, 0, 2], value=0.5),
+        helper.make_node("Mul", ["y", "half"], ["z"]),
+    ]
+    six = _model(nodes, [_f32("x", [2, 3, 4]), _f32("slope", [3])], [_f32("z", [2, 3, 7])],
+                 opset=6)  # fmt: skip
+    six.ir_version = 3
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal([2, 3, 4]).astype(np.float32)
+    slope = np.array([0.1, 0.2, 0.3], np.float32)
+    p = np.where(x < 0, x * slope[None, :, None], x)
+    want = np.pad(p, [(0, 0), (0, 0), (1, 2)], constant_values=0.5) * 0.5
+    _check(six, {"x": x, "slope": slope}, want=[want])
+    # Opset 1's Pad (``paddings``) is one the converter cannot upgrade.
+    pad = helper.make_node("Pad", ["x"], ["y"], paddings=[0, 0, 1, 1])
+    model = _model([pad], [_f32("x", [2, 3])], [_f32("y", [2, 5])], opset=1)
     model.ir_version = 3
-    with pytest.raises(ModelFileError, match="opset 6 is older"):
+    with pytest.raises(ModelFileError, match="opset 1 is older .* cannot upgrade it"):
         coreml_compile.compile(model)
 
 
@@ -463,6 +648,19 @@ def test_ops_with_no_record_fall_back_to_onnx_reference(tmp_path):
     compiled.save(tmp_path / "h.mlpackage")
     loaded = coreml_compile.load(tmp_path / "h.mlpackage")
     np.testing.assert_allclose(loaded.predict(x)["y"], want, rtol=1e-5)
+
+
+def test_a_rank6_input_runs_in_a_package_that_is_all_fallback(tmp_path):
+    # Core ML has no rank-6 tensors: the Transpose falls back, and the package's stand-in
+    # Core ML model takes the input flattened.
+    node = helper.make_node("Transpose", ["x"], ["y"], perm=[5, 4, 3, 2, 1, 0])
+    model = _model([node], [_f32("x", [2, 1, 3, 1, 2, 3])], [_f32("y", [3, 2, 1, 3, 1, 2])])
+    compiled = coreml_compile.compile(model, precision="fp32")
+    assert compiled.plan is not None
+    x = np.random.default_rng(13).standard_normal([2, 1, 3, 1, 2, 3]).astype(np.float32)
+    compiled.save(tmp_path / "t.mlpackage")
+    loaded = coreml_compile.load(tmp_path / "t.mlpackage")
+    np.testing.assert_array_equal(loaded.predict(x)["y"], x.transpose(5, 4, 3, 2, 1, 0))
 
 
 def test_no_fallback_lists_the_onnx_op():

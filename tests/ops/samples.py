@@ -113,6 +113,10 @@ def _samples() -> list[Sample]:
     add("matmul", "2d", lambda a, b: a @ b, rand(3, 4), rand(4, 5))
     add("matmul", "batched_broadcast", lambda a, b: a @ b, rand(2, 3, 4), rand(4, 5))
     add("matmul", "bmm", torch.bmm, rand(2, 3, 4), rand(2, 4, 5))
+    # Rank-1 operands: MIL's matmul refuses a vector y and mis-types a vector x.
+    add("matmul", "vector_batched", lambda a, b: a @ b, rand(4), rand(2, 4, 5))
+    add("matmul", "batched_vector", lambda a, b: a @ b, rand(2, 2, 3, 4), rand(4))
+    add("matmul", "dot", lambda a, b: a @ b, rand(5), rand(5))
     add("linear", "bias", nn.Linear(6, 4), rand(3, 6))
     add("linear", "no_bias_rank4", nn.Linear(6, 4, bias=False), rand(2, 2, 3, 6))
     add("linear", "weight_is_an_input", lambda a, w: F.linear(a, w), rand(3, 6), rand(4, 6))
@@ -143,6 +147,15 @@ def _samples() -> list[Sample]:
     # pooling
     add("max_pool2d", "pad", nn.MaxPool2d(3, 2, 1), x4)
     add("max_pool2d", "ceil", nn.MaxPool2d(3, 2, ceil_mode=True), x4)
+    # MIL's max_pool has no dilation and no integers: the maximum of strided slices.
+    add("max_pool2d", "dilated_ceil", nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True), x4)
+    add("max_pool2d", "dilated_unbatched", nn.MaxPool2d(2, 1, dilation=(1, 2)), rand(3, 6, 7))
+    add(
+        "max_pool2d",
+        "int32",
+        lambda a: F.max_pool2d(a, 2, 1, 1),
+        torch.randint(-(2**30), 2**30, (1, 2, 5, 6), generator=_g, dtype=torch.int32),
+    )
     add("avg_pool2d", "plain", nn.AvgPool2d(2), x4)
     add("avg_pool2d", "exclude_pad", nn.AvgPool2d(3, 2, 1, count_include_pad=False), x4)
     add("avg_pool2d", "include_pad", nn.AvgPool2d(3, 1, 1, count_include_pad=True), x4)
@@ -182,6 +195,9 @@ def _samples() -> list[Sample]:
     add("mean", "axes", lambda a: a.mean((-1, 1)), x4)
     add("amax", "axis", lambda a: a.amax(2), x4)
     add("amin", "axes_keepdim", lambda a: a.amin((0, 3), keepdim=True), x4)
+    # MIL reduces no bools (computed in int32)
+    add("amax", "bool", lambda m: m.amax(1), x4 > 0.9)
+    add("amin", "bool", lambda m: m.amin((0, 2)), x4 > -0.9)
     # data movement
     add("reshape", "view", lambda a: a.view(2, -1) * 2, x4, also=("mul",))
     add("reshape", "reshape", lambda a: a.reshape(6, 4, 16), x4)
@@ -222,6 +238,11 @@ def _samples() -> list[Sample]:
     add("pad", "replicate", lambda a: F.pad(a, (1, 1, 2, 0), mode="replicate"), x4)
     # -- coverage part B: splitting/joining, indexing, resizing, reductions -------------
     add("pad", "crop", lambda a: F.pad(a, (-1, -2, 0, -3)), x4)
+    # MIL's pad takes floats only: integer tensors are padded by gathers and concats.
+    big = torch.randint(-(2**30), 2**30, (2, 3, 5, 4), generator=_g, dtype=torch.int32)
+    add("pad", "int_constant", lambda a: F.pad(a, (1, 2, 0, 1), value=-7), big)
+    add("pad", "int_reflect", lambda a: F.pad(a, (2, 1, 1, 3), mode="reflect"), big)
+    add("pad", "int_replicate", lambda a: F.pad(a, (1, 0, 2, 2), mode="replicate"), big)
     add("pad", "crop_and_pad", lambda a: F.pad(a, (2, -1, -2, 1), value=0.5), x4)
     add("pad", "crop_rank3", lambda a: F.pad(a, (0, 0, -1, 0, 1, -1)), rand(3, 4, 5))
 
@@ -552,6 +573,19 @@ def _samples() -> list[Sample]:
     add("where", "scalar_self", lambda a: torch.where(a > 0, -2.0, a), g3, also=("gt",))
     add("where", "scalars", lambda a: torch.where(a > 0, 1.0, -1.0), g3, also=("gt",))
     add("where", "bool_input_int", lambda m, a: torch.where(m, a, 7), g3 > 0, ints(4))
+    # A condition larger than both operands (MIL's select types by the operands alone).
+    # (the sum over every axis reads the type MIL gives the result)
+    add(
+        "where",
+        "wide_condition",
+        lambda m, a, b: torch.where(m, a, b).sum((0, 1, 2)),
+        g3 > 0,
+        rand(1),
+        rand(1),
+        also=("sum",),
+    )
+    add("where", "wide_condition_bool", lambda m, a: torch.where(m, a, ~a), g3 > 0, rand(4) > 0,
+        also=("logical_not",))  # fmt: skip
     add(
         "masked_fill",
         "scalar",

@@ -3,9 +3,9 @@
 Steps, in order:
 
 1. load (``.onnx`` path with its external data, bytes, or a ModelProto);
-2. ``onnx.checker``; opsets 7 onwards of the default domain are accepted, and models
-   older than :data:`UPGRADE_BELOW` are upgraded to it with ``onnx.version_converter``
-   (if the converter cannot, the model is read as it is: the table reads both forms);
+2. ``onnx.checker``; models of a default-domain opset older than :data:`UPGRADE_BELOW`
+   are upgraded to it with ``onnx.version_converter`` (if the converter cannot, a model of
+   opset 7 onwards is read as it is, the table reads both forms; an older one is refused);
 3. given input shapes replace the graph's (symbolic dims must be filled in), then
    ``onnx.shape_inference`` (strict);
 4. initializers become IR constants; a node whose inputs are all constant (``Constant``,
@@ -19,12 +19,13 @@ Steps, in order:
 6. graph inputs and outputs keep their ONNX names (made identifier-safe).
 
 Element types: the IR holds each ONNX tensor in what Core ML computes in
-(``onnx_table.HELD_AS``): int8/uint8/int16/uint16 in int32, uint32/uint64 in int64,
-float64 in float32 (as coremltools converts; float64 loses precision). A small integer
-result wraps around at its own width after every op that can leave its range, so the
-int32 arithmetic gives ONNX's values; an ``onnx`` fallback node reads and makes its
-ONNX types (int8/uint8/int16/float64, through ONNX ``Cast`` nodes beside it, in its
-partition).
+(``dtypes.ONNX_HELD``): int8/uint8/int16/uint16 and int4/uint4/int2/uint2 in int32,
+uint32/uint64 in int64, float64 in float32 (as coremltools converts; float64 loses
+precision), bfloat16/float8/float4 in float32 (exactly). A small integer result wraps
+around at its own width after every op that can leave its range, so the int32
+arithmetic gives ONNX's values; a Cast that rounds to a narrow float runs in
+onnx.reference. An ``onnx`` fallback node reads and makes its ONNX types: its
+``input_types``/``output_types`` say which, and its kernel converts at its edges.
 
 Failures of loading, the checker and shape inference are one-line ``ModelFileError``s,
 and missing input shapes an ``InputSpecError``.
@@ -42,7 +43,6 @@ import numpy as np
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.frontends.onnx_table import (
-    HELD_AS,
     ONNX_DTYPES,
     ONNX_TO_IR,
     WRAPS,
@@ -53,15 +53,12 @@ from coreml_compile.compiler.ir import _NAME_SAFE, Graph, Node, TensorType, Valu
 from coreml_compile.compiler.ops import get_record
 from coreml_compile.errors import InputSpecError, ModelFileError, first_line
 
+# The oldest default-domain opset the table reads when the converter cannot upgrade it.
 OLDEST_OPSET = 7
 # Models of an older default-domain opset are upgraded to this one first.
 UPGRADE_BELOW = 13
 
 # Ops never folded even with constant inputs: random ones.
-# Types held wider that the IR also has exactly: fallback nodes read and make them as
-# ONNX does (an op's output type may be fixed by an attribute: EyeLike's dtype).
-FALLBACK_EXACT = frozenset(d for d in HELD_AS if d in dtypes.NUMPY)
-
 _NO_FOLD = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
      "Bernoulli", "Dropout"}
@@ -151,7 +148,7 @@ def _input_names(model: Any) -> list[str]:
 def prepare(model: Any, input_shapes: Any = None) -> Any:
     """Checked, upgraded, shape-inferred copy of ``model`` with the given input shapes."""
     import onnx
-    from onnx import shape_inference, version_converter
+    from onnx import helper, shape_inference, version_converter
 
     try:
         onnx.checker.check_model(model)
@@ -159,11 +156,6 @@ def prepare(model: Any, input_shapes: Any = None) -> Any:
         raise ModelFileError(f"the ONNX checker refused the model: {first_line(exc)}") from exc
     opset = _default_opset(model)
     newest = onnx.defs.onnx_opset_version()
-    if opset < OLDEST_OPSET:
-        raise ModelFileError(
-            f"ONNX opset {opset} is older than the oldest accepted ({OLDEST_OPSET}); "
-            "upgrade it with onnx.version_converter"
-        )
     if opset > newest:
         raise ModelFileError(
             f"ONNX opset {opset} is newer than the installed onnx knows ({newest})"
@@ -171,12 +163,24 @@ def prepare(model: Any, input_shapes: Any = None) -> Any:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     if opset < UPGRADE_BELOW:
+        if opset < OLDEST_OPSET:
+            _channel_slopes(copy)
         try:
             upgraded = version_converter.convert_version(copy, UPGRADE_BELOW)
+            # The converter keeps the IR version; an old one (3) wants every initializer
+            # it adds listed as a graph input, which the opset it converts to does not.
+            opsets = [helper.make_opsetid("", UPGRADE_BELOW)]
+            upgraded.ir_version = max(upgraded.ir_version, helper.find_min_ir_version_for(opsets))
             onnx.checker.check_model(upgraded)
             copy = upgraded
-        except Exception:  # the table also reads the old forms
-            pass
+        except Exception as exc:
+            # The table reads the forms of opsets 7-12 too, but not older ones.
+            if opset < OLDEST_OPSET:
+                raise ModelFileError(
+                    f"ONNX opset {opset} is older than the oldest read as it is "
+                    f"({OLDEST_OPSET}) and onnx.version_converter cannot upgrade it: "
+                    f"{first_line(exc)}"
+                ) from exc
     overrides = _shape_overrides(copy, input_shapes)
     for value_info in copy.graph.input:
         shape = overrides.get(value_info.name)
@@ -195,10 +199,76 @@ def prepare(model: Any, input_shapes: Any = None) -> Any:
                 )
             dim.Clear()
             dim.dim_value = size
+    _write_function_defaults(copy)
     try:
         return shape_inference.infer_shapes(copy, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise ModelFileError(f"ONNX shape inference failed: {first_line(exc)}") from exc
+
+
+def _channel_slopes(model: Any) -> None:
+    """Give the PRelu slopes of an opset older than 7 the shape that broadcasts them along
+    the channel axis (axis 1), as they were read then: from opset 7 a slope broadcasts
+    against the trailing axes, and the version converter leaves it as it is."""
+    import onnx
+    from onnx import helper
+
+    if not any(node.op_type == "PRelu" for node in model.graph.node):
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return
+    g = inferred.graph
+    ranks = {
+        vi.name: len(vi.type.tensor_type.shape.dim)
+        for vi in [*g.input, *g.value_info, *g.output]
+        if vi.type.tensor_type.HasField("shape")
+    }
+    sizes = {vi.name: vi.type.tensor_type.shape.dim for vi in g.input}
+    sizes.update({t.name: t.dims for t in g.initializer})
+    nodes = []
+    for node in model.graph.node:
+        x, slope = (node.input[0], node.input[1]) if node.op_type == "PRelu" else ("", "")
+        dims = sizes.get(slope)
+        if ranks.get(x, 0) > 2 and dims is not None and len(dims) == 1:
+            size = dims[0] if isinstance(dims[0], int) else dims[0].dim_value
+            if size != 1:
+                lifted = f"{slope}_per_channel_{len(nodes)}"
+                axes = list(range(1, ranks[x] - 1))
+                nodes.append(helper.make_node("Unsqueeze", [slope], [lifted], axes=axes))
+                node.input[1] = lifted
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def _write_function_defaults(model: Any) -> None:
+    """Write out the defaults of attributes left off nodes of function-defined ops.
+
+    onnx's shape inference expands such a node's function body without the defaults of
+    the attributes the body reads by reference, and fails on them
+    (MeanVarianceNormalization without ``axes``); a default written out means the same.
+    """
+    import onnx
+
+    opset = _default_opset(model)
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            continue
+        if not schema.has_function:
+            continue
+        given = {a.name for a in node.attribute}
+        for name, attribute in schema.attributes.items():
+            default = attribute.default_value
+            if name not in given and default.type != onnx.AttributeProto.UNDEFINED:
+                written = node.attribute.add()
+                written.CopyFrom(default)
+                written.name = name
 
 
 class _Node:
@@ -255,6 +325,12 @@ class _Context:
             values.pop()
         return values
 
+    def onnx_type(self, i: int) -> str | None:
+        """Input ``i``'s ONNX element type (numpy name), where ONNX says it."""
+        if i >= len(self.node.inputs):
+            return None
+        return ONNX_DTYPES.get(self.importer.elem.get(self.node.inputs[i], 0))
+
     def const(self, i: int) -> np.ndarray | None:
         v = self.input(i)
         return None if v is None else v.data
@@ -298,7 +374,7 @@ class _Importer:
         g = self.model.graph
         for vi in [*g.value_info, *g.output]:
             self.declared[vi.name] = self._declared_type(vi)
-        # Each value's ONNX element type (the IR may hold it wider: HELD_AS).
+        # Each value's ONNX element type (the IR may hold it wider: dtypes.ONNX_HELD).
         self.elem: dict[str, int] = {
             vi.name: vi.type.tensor_type.elem_type
             for vi in [*g.input, *g.value_info, *g.output]
@@ -449,15 +525,27 @@ class _Importer:
             start, end = node.attr("start", 0), node.attr("end", None)
             self._bind_constant(node.outputs[0], np.array(shape[start:end], dtype=np.int64))
             return True
-        if any(not self.env[n].is_constant for n in present):
+        # CastLike reads only the element type of its second input: with a constant first
+        # input it folds (a -inf cast like the attention scores is a Pad's constant value).
+        typed_only = {node.inputs[1]} if node.op_type == "CastLike" and len(present) == 2 else set()
+        if any(not self.env[n].is_constant for n in present if n not in typed_only):
             return False
         if any(a.type == a.GRAPH or a.type == a.GRAPHS for a in node.proto.attribute):
             return False
+        from onnx import helper
         from onnx.reference import ReferenceEvaluator
 
+        feeds = {}
+        for n in present:
+            if n in typed_only and not self.env[n].is_constant:
+                if n not in self.elem:
+                    return False
+                feeds[n] = np.zeros(0, helper.tensor_dtype_to_np_dtype(self.elem[n]))
+            else:
+                feeds[n] = self.exact.get(n, self.env[n].data)
         try:
             evaluator = ReferenceEvaluator(node.proto, opsets={"": self.opset})
-            results = evaluator.run(None, {n: self.exact.get(n, self.env[n].data) for n in present})
+            results = evaluator.run(None, feeds)
         except Exception:
             return False
         if sum(np.asarray(r).nbytes for r in results) > _FOLD_LIMIT_BYTES:
@@ -470,7 +558,7 @@ class _Importer:
     def _bind_constant(self, name: str, array: np.ndarray) -> None:
         """A constant in the dtype the IR holds it in; its ONNX value is kept for folding."""
         self.exact[name] = array
-        held = HELD_AS.get(array.dtype.name, array.dtype.name)
+        held = dtypes.held(array.dtype.name)
         if held not in dtypes.NUMPY:
             held = "float32" if array.dtype.kind == "f" else held
         array = array.astype(dtypes.NUMPY[held]) if held in dtypes.NUMPY else array
@@ -504,52 +592,70 @@ class _Importer:
                 f"node {node.name or node.outputs[0]} ({node.op_type}) has no Core ML mapping "
                 f"and may not run from a package either: {refused}"
             )
-        ins = [self._as_onnx_type(self.env[n], n) if n else None for n in node.inputs]
-        types = []
-        for name in node.outputs:
-            declared = self.declared.get(name)
-            if declared is None:
-                raise ModelFileError(
-                    f"node {node.name or node.outputs[0]} ({node.op_type}) has no Core ML "
-                    f"mapping ({reason}) and ONNX cannot infer a static type for its output "
-                    f"{name!r}"
-                )
-            exact = ONNX_DTYPES.get(self.elem.get(name, 0))
-            types.append(TensorType(exact, declared.shape) if exact in FALLBACK_EXACT else declared)
-        created = self._onnx_node(node.proto, ins, types, node.outputs[0])
-        for name, value, t in zip(node.outputs, created.outputs, types, strict=True):
-            if name:
-                self.env[name] = self._held(value) if t.dtype in FALLBACK_EXACT else value
-
-    def _onnx_node(self, proto: Any, ins: list[Value | None], types: list[TensorType],
-                   name: str) -> Node:  # fmt: skip
-        attrs = {
-            "op_type": proto.op_type,
+        ins = [self.env[n] if n else None for n in node.inputs]
+        proto = node.proto
+        label = next((n for n in node.outputs if n), node.op_type)
+        if not all(node.outputs):
+            # An absent optional output ('') between present ones (an LSTM's Y): onnx.reference
+            # computes it anyway, so the stored node names it and the IR keeps it unread.
+            proto = type(proto)()
+            proto.CopyFrom(node.proto)
+            for j, name in enumerate(proto.output):
+                proto.output[j] = name or f"{label}_unused_{j}"
+        # Where the IR holds a value in another type than ONNX's (an int8 in int32), the
+        # node's kernel converts it at its edges: ONNX ops are typed strictly.
+        in_types = [
+            self._onnx_elem(n) if v is not None and self._onnx_elem(n) != _elem(v.type.dtype) else 0
+            for n, v in zip(node.inputs, ins, strict=True)
+        ]
+        attrs: dict[str, Any] = {
+            "op_type": node.op_type,
             "opset": self.opset,
             "node": base64.b64encode(proto.SerializeToString()).decode(),
         }
-        return self.graph.add_node("onnx", ins, attrs, output_types=types, name=name)
+        typed = {**attrs, "input_types": in_types, "output_types": [0] * len(node.outputs)}
+        types: list[TensorType] = []
+        for j, name in enumerate(node.outputs):
+            declared = self.declared.get(name) if name else self._unused_type(ins, typed, j)
+            if declared is None:
+                raise ModelFileError(
+                    f"node {node.name or label} ({node.op_type}) has no Core ML "
+                    f"mapping ({reason}) and ONNX cannot infer a static type for its output "
+                    f"{name!r}"
+                )
+            types.append(declared)
+        out_types = [
+            self._onnx_elem(n) if n and self._onnx_elem(n) != _elem(t.dtype) else 0
+            for n, t in zip(node.outputs, types, strict=True)
+        ]
+        if any(in_types) or any(out_types):
+            attrs.update(input_types=in_types, output_types=out_types)
+        created = self.graph.add_node("onnx", ins, attrs, output_types=types, name=label)
+        for name, value in zip(node.outputs, created.outputs, strict=True):
+            if name:
+                self.env[name] = value
 
-    def _onnx_cast(self, value: Value, dtype: str) -> Value:
-        """An ONNX Cast of ``value`` to ``dtype``: a fallback node, so that the small
-        integer types Core ML lacks live only in fallback partitions."""
-        from onnx import helper
+    @staticmethod
+    def _unused_type(ins: list[Value | None], attrs: dict[str, Any], j: int) -> TensorType | None:
+        """The type of output ``j`` of a fallback node, by ONNX's inference on it alone."""
+        from coreml_compile.compiler.ops.fallback import FallbackOpRefused
 
-        elem = {v: k for k, v in ONNX_DTYPES.items()}[dtype]
-        proto = helper.make_node("Cast", ["x"], ["y"], to=elem)
-        name = f"{value.name}_as_{dtype}"
-        return self._onnx_node(proto, [value], [TensorType(dtype, value.type.shape)], name).output
+        try:
+            return get_record("onnx").infer(ins, attrs)[j]
+        except (FallbackOpRefused, NotImplementedError, IndexError):
+            return None
 
-    def _as_onnx_type(self, value: Value, name: str) -> Value:
-        """A fallback node's input in its ONNX type where the IR has that type."""
-        exact = ONNX_DTYPES.get(self.elem.get(name, 0))
-        if exact in FALLBACK_EXACT and value.type.dtype != exact:
-            return self._onnx_cast(value, exact)
-        return value
+    def _onnx_elem(self, name: str) -> int:
+        """A value's ONNX element type (0 where ONNX does not say)."""
+        return self.elem.get(name, 0)
 
-    def _held(self, value: Value) -> Value:
-        """A fallback node's output in the dtype the IR holds its type in."""
-        return self._onnx_cast(value, HELD_AS[value.type.dtype])
+
+_ELEM_OF = {name: elem for elem, name in ONNX_DTYPES.items()}
+
+
+def _elem(ir_dtype: str) -> int:
+    """The ONNX element type of an IR dtype."""
+    return _ELEM_OF[ir_dtype]
 
 
 def to_ir(model: Any, name: str = "main", input_shapes: Any = None) -> Graph:

@@ -363,6 +363,18 @@ def lrn(ctx, node):
     return [ctx.add("div", [x, den])]
 
 
+def mean_variance_norm(ctx, node):
+    """(x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9) over ``axes``, as ONNX's function body
+    computes it (the variance as a difference of means, the epsilon after the root)."""
+    x = ctx.input(0)
+    axes = [int(a) for a in node.attr("axes", [0, 2, 3])]
+    mean = ctx.add("mean", [x], dim=axes, keepdim=True)
+    mean_of_squares = ctx.add("mean", [ctx.add("square", [x])], dim=axes, keepdim=True)
+    variance = ctx.add("sub", [mean_of_squares, ctx.add("square", [mean])])
+    std = ctx.add("add", [ctx.add("sqrt", [variance]), ctx.scalar(1e-9, x)])
+    return [ctx.add("div", [ctx.add("sub", [x, mean]), std])]
+
+
 def instance_norm(ctx, node):
     return [
         ctx.add(
@@ -504,7 +516,21 @@ def mean_of(ctx, node):
 
 
 def cast(ctx, node):
+    to = onnx_dtype(node.attr("to"))
+    if to in ROUNDED and ctx.onnx_type(0) != to:
+        # Rounding to bfloat16/float8/float4 has no Core ML op (held in float32 after).
+        raise NotMapped(f"rounding to {to} runs in onnx.reference")
     return [ctx.add("cast", [ctx.input(0)], dtype=ir_dtype(node.attr("to")))]
+
+
+def cast_like(ctx, node):
+    """Cast to the element type of input 1 (whose values are not read)."""
+    to = ctx.onnx_type(1)
+    if to is None:
+        raise NotMapped("CastLike to an element type ONNX does not say")
+    if to in ROUNDED and ctx.onnx_type(0) != to:
+        raise NotMapped(f"rounding to {to} runs in onnx.reference")
+    return [ctx.add("cast", [ctx.input(0)], dtype=dtypes.held(to))]
 
 
 # -- shapes and data movement ----------------------------------------------------------------
@@ -635,6 +661,104 @@ def expand(ctx, node):
     return [ctx.add("expand", [x], size=out)]
 
 
+# -- recurrent layers ---------------------------------------------------------------------
+
+# Gate blocks of torch's order, as indices into ONNX's: LSTM torch (i, f, g, o) from ONNX
+# (i, o, f, c); GRU torch (r, z, n) from ONNX (z, r, h).
+_ONNX_GATES = {"lstm": (0, 2, 3, 1), "gru": (1, 0, 2), "rnn": (0,)}
+_DEFAULT_ACTIVATIONS = {"lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"]}
+
+
+def _recurrent(ctx, node, op: str):
+    """ONNX LSTM/GRU/RNN onto the torch-form recurrent records (one layer, constant
+    weights, ONNX's default activations); a reverse-only layer runs forward on the
+    time-flipped input."""
+    states = 2 if op == "lstm" else 1
+    x = ctx.input(0)
+    w, r, b = ctx.const(1), ctx.const(2), ctx.const(3) if ctx.input(3) is not None else None
+    if w is None or r is None or (ctx.input(3) is not None and b is None):
+        raise NotMapped("weights computed in the graph (Core ML's recurrent ops take constants)")
+    if ctx.input(4) is not None:
+        lengths = ctx.const(4)
+        steps = _shape(x)[node.attr("layout", 0)]
+        if lengths is None or not np.all(np.asarray(lengths) == steps):
+            raise NotMapped("sequence_lens shorter than the sequence")
+    if op == "lstm" and ctx.input(7) is not None and np.any(ctx.const(7) != 0):
+        raise NotMapped("LSTM peepholes have no Core ML form")
+    if node.attr("clip") is not None or node.attr("input_forget", 0):
+        raise NotMapped("clipped or coupled-gate cells have no Core ML form")
+    activations = node.attr("activations")
+    nonlinearity = "tanh"
+    if op == "rnn":
+        act = (activations or ["Tanh"])[0]
+        if any(a != act for a in activations or []) or act not in ("Tanh", "Relu"):
+            raise NotMapped(f"RNN activations {activations}")
+        nonlinearity = act.lower()
+    elif activations is not None and list(activations) != _DEFAULT_ACTIVATIONS[op] * (
+        len(activations) // len(_DEFAULT_ACTIVATIONS[op])
+    ):
+        raise NotMapped(f"{op.upper()} activations {activations}")
+    if op == "gru" and not node.attr("linear_before_reset", 0):
+        # ONNX's default resets before the hidden product; the record is torch's form.
+        raise NotMapped("GRU with linear_before_reset=0")
+    direction = node.attr("direction", "forward")
+    hidden = int(node.attr("hidden_size", r.shape[-1]))
+    gates = _ONNX_GATES[op]
+    dirs = w.shape[0]
+    if b is None:
+        b = np.zeros([dirs, 2 * len(gates) * hidden], w.dtype)
+
+    def reorder(m):
+        blocks = np.split(np.asarray(m), len(gates), axis=0)
+        return np.concatenate([blocks[g] for g in gates], axis=0)
+
+    weights = []
+    for d in range(dirs):
+        bias_ih, bias_hh = np.split(b[d], 2)
+        weights += [reorder(w[d]), reorder(r[d]), reorder(bias_ih), reorder(bias_hh)]
+    weights = [ctx.constant(np.ascontiguousarray(m, dtype=np.float32)) for m in weights]
+    if node.attr("layout", 0):
+        x = ctx.add("permute", [x], dims=[1, 0, 2])
+    seq, batch = _shape(x)[0], _shape(x)[1]
+    if direction == "reverse":
+        x = ctx.add("flip", [x], dims=[0])
+    initial = []
+    for i in range(states):
+        v = ctx.input(5 + i)
+        if v is None:
+            v = ctx.constant(np.zeros([dirs, batch, hidden], np.float32))
+        elif node.attr("layout", 0):
+            v = ctx.add("permute", [v], dims=[1, 0, 2])
+        initial.append(v)
+    attrs = {"bidirectional": direction == "bidirectional", "batch_first": False}
+    if op == "rnn":
+        attrs["nonlinearity"] = nonlinearity
+    outs = ctx.add_multi(op, [*weights, x, *initial], **attrs)
+    y, finals = outs[0], outs[1:]
+    if direction == "reverse":
+        y = ctx.add("flip", [y], dims=[0])
+    # torch's (seq, batch, dirs * hidden) -> ONNX's (seq, dirs, batch, hidden)
+    y = ctx.add("reshape", [y], shape=[seq, batch, dirs, hidden])
+    if node.attr("layout", 0):  # ONNX's (batch, seq, dirs, hidden); states batch first
+        y = ctx.add("permute", [y], dims=[1, 0, 2, 3])
+        finals = [ctx.add("permute", [f], dims=[1, 0, 2]) for f in finals]
+    else:  # ONNX's (seq, dirs, batch, hidden)
+        y = ctx.add("permute", [y], dims=[0, 2, 1, 3])
+    return [y, *finals]
+
+
+def lstm(ctx, node):
+    return _recurrent(ctx, node, "lstm")
+
+
+def gru(ctx, node):
+    return _recurrent(ctx, node, "gru")
+
+
+def rnn(ctx, node):
+    return _recurrent(ctx, node, "rnn")
+
+
 def trilu(ctx, node):
     k = _scalar(ctx, 1, "the Trilu diagonal")
     op = "triu" if node.attr("upper", 1) else "tril"
@@ -685,7 +809,9 @@ def space_to_depth(ctx, node):
     b = node.attr("blocksize")
     n, c, h, w = _shape(x)
     y = ctx.add("reshape", [x], shape=[n, c, h // b, b, w // b, b])
-    y = ctx.add("permute", [y], dims=[0, 3, 5, 1, 2, 4])
+    # DCR (the default) puts the block offsets before the channels, CRD after them.
+    crd = node.attr("mode", "DCR") == "CRD"
+    y = ctx.add("permute", [y], dims=[0, 1, 3, 5, 2, 4] if crd else [0, 3, 5, 1, 2, 4])
     return [ctx.add("reshape", [y], shape=[n, c * b * b, h // b, w // b])]
 
 
@@ -983,6 +1109,7 @@ ONNX_TO_IR: dict[str, Translation] = {
     "Acosh": same("acosh"),
     "Atanh": same("atanh"),
     "Cast": cast,
+    "CastLike": cast_like,
     "Identity": identity,
     "Dropout": dropout,
     # comparisons and logic
@@ -1033,6 +1160,7 @@ ONNX_TO_IR: dict[str, Translation] = {
     "LayerNormalization": layer_norm,
     "GroupNormalization": group_norm,
     "LRN": lrn,
+    "MeanVarianceNormalization": mean_variance_norm,
     # reductions (the opset from which axes are an input)
     "ReduceMean": _reduce("mean", 18),
     "ReduceSum": _reduce("sum", 13),
@@ -1061,6 +1189,9 @@ ONNX_TO_IR: dict[str, Translation] = {
     "Expand": expand,
     "Tile": tile,
     "Trilu": trilu,
+    "LSTM": lstm,
+    "GRU": gru,
+    "RNN": rnn,
     "Gather": gather,
     "GatherElements": gather_elements,
     "DepthToSpace": depth_to_space,
@@ -1071,38 +1202,15 @@ ONNX_TO_IR: dict[str, Translation] = {
 
 
 # ONNX TensorProto element types the frontend reads, by their numpy names.
-ONNX_DTYPES = {
-    1: "float32",
-    2: "uint8",
-    3: "int8",
-    4: "uint16",
-    5: "int16",
-    6: "int32",
-    7: "int64",
-    9: "bool",
-    10: "float16",
-    11: "float64",
-    12: "uint32",
-    13: "uint64",
-}
+ONNX_DTYPES = dtypes.ONNX
 
-# The IR holds these ONNX types in what Core ML computes in, as coremltools converts:
-# Core ML has fp16/fp32 and int32 tensors (the IR's int64 already becomes int32 when
-# lowered). float64 loses precision in float32; uint32/uint64 values from 2**31 on do not
-# fit Core ML's int32, as for int64.
-HELD_AS = {
-    "int8": "int32",
-    "uint8": "int32",
-    "int16": "int32",
-    "uint16": "int32",
-    "uint32": "int64",
-    "uint64": "int64",
-    "float64": "float32",
-}
+# Narrow float types held in float32: a value becomes one by rounding.
+ROUNDED = frozenset(name for name in dtypes.NARROW if dtypes.held(name) == "float32")
 
 # Integer types held in int32 whose values wrap around at their own width, as ONNX's do:
 # (lowest value, number of values).
-WRAPS = {"int8": (-128, 256), "uint8": (0, 256), "int16": (-32768, 65536), "uint16": (0, 65536)}
+WRAPS = {"int8": (-128, 256), "uint8": (0, 256), "int16": (-32768, 65536), "uint16": (0, 65536),
+         "int4": (-8, 16), "uint4": (0, 16), "int2": (-2, 4), "uint2": (0, 4)}  # fmt: skip
 
 
 def onnx_dtype(elem_type: int) -> str:
@@ -1117,5 +1225,4 @@ def onnx_dtype(elem_type: int) -> str:
 
 def ir_dtype(elem_type: int) -> str:
     """ONNX TensorProto element type -> the IR dtype its tensors are held in."""
-    name = onnx_dtype(elem_type)
-    return HELD_AS.get(name, name)
+    return dtypes.held(onnx_dtype(elem_type))

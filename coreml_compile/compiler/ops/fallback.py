@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -311,27 +312,34 @@ def onnx_node(op_type: Any, opset: Any, node: Any) -> Any:
 
 class Onnx(Op):
     """An ONNX node the table has no record for, kept as its NodeProto (base64 in
-    ``node``) and run by ``onnx.reference``; output types from ONNX shape inference."""
+    ``node``) and run by ``onnx.reference``; output types from ONNX shape inference.
+
+    ``input_types``/``output_types`` (ONNX element types, 0 for "the IR's own") say
+    where ONNX's type is not the one the IR holds the value in (an int8 held in int32, a
+    bfloat16 in float32): the kernel converts there, so the IR never holds those types.
+    """
 
     name = "onnx"
     inputs = ("*tensors",)
-    attrs = {"op_type": "", "opset": 0, "node": ""}
+    attrs = {"op_type": "", "opset": 0, "node": "", "input_types": [], "output_types": []}
 
     def nondeterministic(node):
         return node.attrs.get("op_type") in _ONNX_RANDOM
 
-    def kernel(tensors, *, op_type, opset, node):
+    def kernel(tensors, *, op_type, opset, node, input_types=(), output_types=()):
         import numpy as np
         from onnx.reference import ReferenceEvaluator
 
         proto = onnx_node(op_type, opset, node)
-        feeds = {
-            name: t.detach().cpu().numpy()
-            for name, t in zip(proto.input, tensors, strict=False)
-            if name and t is not None
-        }
+        feeds = {}
+        for i, (name, t) in enumerate(zip(proto.input, tensors, strict=False)):
+            if name and t is not None:
+                feeds[name] = _to_onnx(t.detach().cpu().numpy(), input_types, i)
         outs = ReferenceEvaluator(proto, opsets={"": opset}).run(None, feeds)
-        return tuple(torch.from_numpy(np.array(o, order="C")) for o in outs)
+        return tuple(
+            torch.from_numpy(np.array(_to_held(o, output_types, j), order="C"))
+            for j, o in enumerate(outs)
+        )
 
     @classmethod
     def infer(cls, inputs, attrs):
@@ -340,22 +348,31 @@ class Onnx(Op):
         from onnx import helper
 
         proto = onnx_node(attrs["op_type"], attrs["opset"], attrs["node"])
+        in_types = _edge_types(attrs, "input_types", len(proto.input))
+        out_types = _edge_types(attrs, "output_types", len(proto.output))
         elem = {v: k for k, v in _ONNX_ELEM.items()}
         value_infos = []
-        for name, v in zip(proto.input, inputs, strict=False):
+        for i, (name, v) in enumerate(zip(proto.input, inputs, strict=False)):
             if not name or v is None:
                 continue
             if not v.type.is_static:
                 raise NotImplementedError("onnx fallback: symbolic shapes")
+            if in_types and in_types[i] and dtypes.held(dtypes.ONNX[in_types[i]]) != v.type.dtype:
+                raise FallbackOpRefused(
+                    f"{attrs['op_type']}: input {name!r} is {v.type.dtype}, which does not "
+                    f"hold ONNX's {dtypes.ONNX[in_types[i]]}"
+                )
             value_infos.append(
-                helper.make_tensor_value_info(name, elem[v.type.dtype], v.type.shape)
+                helper.make_tensor_value_info(
+                    name, (in_types and in_types[i]) or elem[v.type.dtype], v.type.shape
+                )
             )
         outputs = [helper.make_empty_tensor_value_info(n) for n in proto.output if n]
         # Constant inputs go in as initializers: an output shape may come from their
         # values (OneHot's depth, Range's bounds, CenterCropPad's shape).
         initializers = [
-            onnx.numpy_helper.from_array(v.data, name)
-            for name, v in zip(proto.input, inputs, strict=False)
+            onnx.numpy_helper.from_array(_to_onnx(v.data, in_types, i), name)
+            for i, (name, v) in enumerate(zip(proto.input, inputs, strict=False))
             if name and v is not None and v.is_constant
         ]
         graph = helper.make_graph([proto], "node", value_infos, outputs, initializer=initializers)
@@ -363,19 +380,34 @@ class Onnx(Op):
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         found = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output]}
         types = []
-        for name in proto.output:
+        for j, name in enumerate(proto.output):
             vi = found.get(name)
             t = vi.type.tensor_type if vi is not None else None
+            converted = bool(out_types and out_types[j])
+            if converted and t is not None and t.elem_type != out_types[j]:
+                raise FallbackOpRefused(
+                    f"{attrs['op_type']}: output {name!r} is declared ONNX type "
+                    f"{out_types[j]} but ONNX infers {t.elem_type}"
+                )
+            known = _ONNX_ELEM if not converted else dtypes.ONNX
+            shape_from = _SHAPE_INPUT.get(attrs["op_type"], {}).get(j)
+            if t is not None and shape_from is not None and shape_from < len(inputs):
+                given = inputs[shape_from]
+                if given is not None and given.is_constant:
+                    t.shape.Clear()
+                    for size in given.data.reshape(-1):
+                        t.shape.dim.add().dim_value = int(size)
             if (
                 t is None
-                or t.elem_type not in _ONNX_ELEM
+                or t.elem_type not in known
                 or not t.HasField("shape")
                 or not all(d.HasField("dim_value") for d in t.shape.dim)
             ):
                 raise FallbackOpRefused(
                     f"{attrs['op_type']}: ONNX cannot infer a static type for output {name!r}"
                 )
-            tt = TensorType(_ONNX_ELEM[t.elem_type], tuple(d.dim_value for d in t.shape.dim))
+            dtype = dtypes.held(known[t.elem_type]) if converted else known[t.elem_type]
+            tt = TensorType(dtype, tuple(d.dim_value for d in t.shape.dim))
             if tt.numel() * dtypes.NUMPY[tt.dtype].itemsize > MAX_TENSOR_BYTES:
                 raise FallbackOpRefused(
                     f"{attrs['op_type']} would make a {tt} tensor, over the size limit"
@@ -384,6 +416,38 @@ class Onnx(Op):
         return types
 
 
+# Outputs whose shape is the value of an input, which ONNX's shape inference does not
+# read (MaxUnpool's output_shape): op -> {output index: input index}.
+_SHAPE_INPUT = {"MaxUnpool": {0: 2}}
+
 # ONNX TensorProto element types the IR has.
-_ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
-              9: "bool", 10: "float16", 11: "float64"}  # fmt: skip
+_ONNX_ELEM = {elem: name for elem, name in dtypes.ONNX.items() if name in dtypes.NUMPY}
+
+
+def _edge_types(attrs: dict, key: str, count: int) -> list[int]:
+    """An onnx node's ``input_types``/``output_types``: none, or one known ONNX element
+    type (or 0) per NodeProto input/output (they come from packages: checked)."""
+    types = attrs.get(key) or []
+    if types and (
+        len(types) != count
+        or not all(isinstance(t, int) and (t == 0 or t in dtypes.ONNX) for t in types)
+    ):
+        raise FallbackOpRefused(
+            f"{attrs.get('op_type')}: {key} must give a known ONNX element type (or 0) for "
+            f"each of the node's {count}"
+        )
+    return list(types)
+
+
+def _to_onnx(array: Any, types: Sequence[int], i: int) -> Any:
+    """An input array in the ONNX type the node reads, from the IR dtype holding it."""
+    if not types or not types[i]:
+        return array
+    return array.astype(dtypes.numpy_dtype(dtypes.ONNX[types[i]]))
+
+
+def _to_held(array: Any, types: Sequence[int], j: int) -> Any:
+    """An output array in the IR dtype that holds its ONNX type."""
+    if not types or not types[j]:
+        return array
+    return array.astype(dtypes.NUMPY[dtypes.held(dtypes.ONNX[types[j]])])

@@ -24,7 +24,20 @@ class Matmul(Op):
         return torch.matmul(x, y)
 
     def lower(c, x, y):
-        return c.mb.matmul(x=x, y=y, name=c.name)
+        if x.rank > 1 and y.rank > 1:
+            return c.mb.matmul(x=x, y=y, name=c.name)
+        # MIL's matmul refuses a rank-1 y, and types a rank-1 x against a batched y
+        # wrongly (it drops the batch axis, not the promoted one): rank-1 operands become
+        # the matrices torch.matmul reads them as, and the added axes are squeezed after.
+        added = []
+        if x.rank == 1:
+            x = c.mb.expand_dims(x=x, axes=[0], name=c.name + "_row")
+            added.append(-2)
+        if y.rank == 1:
+            y = c.mb.expand_dims(x=y, axes=[-1], name=c.name + "_column")
+            added.append(-1)
+        product = c.mb.matmul(x=x, y=y, name=c.name + "_mm")
+        return c.mb.squeeze(x=product, axes=added, name=c.name)
 
 
 class Linear(Op):

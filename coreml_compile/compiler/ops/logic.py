@@ -126,7 +126,28 @@ class Where(Op):
 
     def lower(c, cond, x, y):
         x, y = c.promote(x, y)
-        return c.mb.select(cond=_as_bool(c, cond), a=x, b=y, name=c.name)
+        cond = _as_bool(c, cond)
+        if _widens(cond, x, y):
+            # MIL's select types its result by a and b alone: where cond is the larger,
+            # x is first broadcast to it (times ones: exact, keeps -0, inf and nan).
+            everywhere = c.mb.logical_or(x=cond, y=True, name=c.name + "_everywhere")
+            dtype = c.mil_dtype_of(x)
+            if dtype == "bool":
+                x = c.mb.logical_and(x=x, y=everywhere, name=c.name + "_x_wide")
+            else:
+                ones = c.mb.cast(x=everywhere, dtype=dtype, name=c.name + "_ones")
+                x = c.mb.mul(x=x, y=ones, name=c.name + "_x_wide")
+        return c.mb.select(cond=cond, a=x, b=y, name=c.name)
+
+
+def _widens(cond, a, b) -> bool:
+    """True if cond has an axis, or a size above 1, that neither a nor b has."""
+    for i in range(1, cond.rank + 1):
+        if cond.shape[-i] == 1:
+            continue
+        if all(v.rank < i or v.shape[-i] == 1 for v in (a, b)):
+            return True
+    return False
 
 
 class MaskedFill(Op):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,17 +23,33 @@ class MaxPool2d(Op):
     }
 
     def kernel(x, *, kernel_size, stride, padding, dilation, ceil_mode):
-        return F.max_pool2d(
-            x, as_tuple(kernel_size, 2), as_tuple(stride or kernel_size, 2),
-            as_tuple(padding, 2), as_tuple(dilation, 2), ceil_mode,
-        )  # fmt: skip
+        kernel, pad, dilation = (
+            as_tuple(kernel_size, 2),
+            as_tuple(padding, 2),
+            as_tuple(dilation, 2),
+        )
+        if _wide_pads(kernel, pad, dilation):
+            # torch refuses pads over half the window (ONNX's MaxPool allows them): the
+            # same result on x padded with its lowest value.
+            info = torch.finfo if x.is_floating_point() else torch.iinfo
+            x = F.pad(x, [pad[1], pad[1], pad[0], pad[0]], value=info(x.dtype).min)
+            pad = (0, 0)
+        return F.max_pool2d(x, kernel, as_tuple(stride or kernel_size, 2), pad, dilation, ceil_mode)
 
     def lower(c, x, *, kernel_size, stride, padding, dilation, ceil_mode):
         pad = as_tuple(padding, 2)
+        kernel, strides = as_tuple(kernel_size, 2), as_tuple(stride or kernel_size, 2)
+        dilation = as_tuple(dilation, 2)
+        if (
+            not c.mil_dtype_of(x).startswith("fp")
+            or any(d != 1 for d in dilation)
+            or _wide_pads(kernel, pad, dilation)
+        ):
+            return _max_of_windows(c, x, kernel, strides, pad, dilation)
         return c.mb.max_pool(
             x=x,
-            kernel_sizes=list(as_tuple(kernel_size, 2)),
-            strides=list(as_tuple(stride or kernel_size, 2)),
+            kernel_sizes=list(kernel),
+            strides=list(strides),
             pad_type="custom",
             pad=[pad[0], pad[0], pad[1], pad[1]],
             ceil_mode=ceil_mode,
@@ -40,9 +57,69 @@ class MaxPool2d(Op):
         )
 
     def check(node, generation):
-        if any(d != 1 for d in as_tuple(node.attrs["dilation"], 2)):
-            return "dilated max pooling has no Core ML equivalent"
+        x, attrs = node.inputs[0].type, node.attrs
+        dilation = as_tuple(attrs["dilation"], 2)
+        wide = _wide_pads(
+            as_tuple(attrs["kernel_size"], 2), as_tuple(attrs["padding"], 2), dilation
+        )
+        plain = x.dtype.startswith("float") and all(d == 1 for d in dilation) and not wide
+        if not plain and not x.is_static:
+            return "dilated, wide-padded or integer max pooling of a dynamic shape"
         return None
+
+
+def _wide_pads(kernel, pad, dilation) -> bool:
+    """Pads over half the window, which torch's max pooling refuses (and so the
+    reference executor's max_pool kernel)."""
+    return any(2 * p > (k - 1) * d + 1 for k, p, d in zip(kernel, pad, dilation, strict=True))
+
+
+def _max_of_windows(c, x, kernel, strides, pad, dilation):
+    """Max pooling as the element-wise maximum of the kernel's strided slices of x padded
+    with its lowest value: MIL's max_pool takes floats only and no dilation, and this is
+    exact for integers (int32 is not exact in float32). Sizes come from the node's static
+    output shape, which already holds ceil_mode's choice."""
+    from coreml_compile.compiler.mil import MIL_NUMPY
+
+    out = c.node.outputs[0].type.shape[-2:]
+    dtype = MIL_NUMPY[c.mil_dtype_of(x)]
+    lowest = np.iinfo(dtype).min if np.issubdtype(dtype, np.integer) else -np.inf
+    shape = list(x.shape)
+    lead = len(shape) - 2  # (batch and) channels
+    for axis in range(2):
+        # The extent the windows read: ceil_mode may read past the symmetric end pad.
+        extent = (out[axis] - 1) * strides[axis] + (kernel[axis] - 1) * dilation[axis] + 1
+        size = shape[lead + axis]
+        counts = (pad[axis], max(extent - size - pad[axis], 0))
+        if not any(counts):
+            continue
+        slabs = []
+        for count in counts:
+            slab = shape[: lead + axis] + [count] + shape[lead + axis + 1 :]
+            slabs.append(c.mb.const(val=np.full(slab, lowest, dtype)) if count else None)
+        parts = [v for v in (slabs[0], x, slabs[1]) if v is not None]
+        x = c.mb.concat(values=parts, axis=lead + axis, name=f"{c.name}_pad{axis}")
+        shape[lead + axis] = size + sum(counts)
+    windows = []
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            top, left = i * dilation[0], j * dilation[1]
+            bottom = top + (out[0] - 1) * strides[0] + 1
+            right = left + (out[1] - 1) * strides[1] + 1
+            windows.append(
+                c.mb.slice_by_index(
+                    x=x,
+                    begin=[0] * lead + [top, left],
+                    end=shape[:lead] + [bottom, right],
+                    stride=[1] * lead + list(strides),
+                    name=f"{c.name}_window{i}_{j}",
+                )
+            )
+    result = windows[0]
+    for k, window in enumerate(windows[1:]):
+        last = k == len(windows) - 2
+        result = c.mb.maximum(x=result, y=window, name=c.name if last else f"{c.name}_max{k}")
+    return result if len(windows) > 1 else c.mb.identity(x=result, name=c.name)
 
 
 class AvgPool2d(Op):

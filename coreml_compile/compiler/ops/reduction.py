@@ -15,6 +15,11 @@ def _reduction(name: str, torch_fn, mil_op: str) -> type[Op]:
 
     def lower(c, x, *, dim, keepdim):
         axes = normalize_axes(dim, x.rank)
+        if c.mil_dtype_of(x) == "bool" and mil_op in ("reduce_max", "reduce_min"):
+            # MIL reduces no bools: the max (min) of 0/1 is the any (all) of the bools.
+            x = c.mb.cast(x=x, dtype="int32", name=c.name + "_int")
+            found = getattr(c.mb, mil_op)(x=x, axes=axes, keep_dims=keepdim, name=c.name + "_r")
+            return c.mb.cast(x=found, dtype="bool", name=c.name)
         return getattr(c.mb, mil_op)(x=x, axes=axes, keep_dims=keepdim, name=c.name)
 
     return type(
