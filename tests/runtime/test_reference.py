@@ -53,11 +53,11 @@ def test_unknown_mil_op_is_named():
     import_coremltools()
     from coremltools.converters.mil import Builder as mb
 
-    @mb.program(input_specs=[mb.TensorSpec(shape=(4, 4))])
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4, 2, 2))])
     def program(x):
-        return mb.band_part(x=x)
+        return mb.depth_to_space(x=x, block_size=2)
 
-    with pytest.raises(UnknownMILOp, match="no kernel for MIL op 'band_part'"):
+    with pytest.raises(UnknownMILOp, match="no kernel for MIL op 'depth_to_space'"):
         ReferenceExecutor(program)
 
 
