@@ -7,8 +7,10 @@
     %y = max_pool2d(%p) kernel=3 stride=2  ⇒   %y = max_pool2d(%x) kernel=3 stride=2 ceil_mode
 
 Zero padding folds into conv and into avg_pool2d that counts padding in its average;
--inf padding folds into max_pool2d. The IR's padding attributes are symmetric, so
-symmetric padding of the spatial dims folds into them. Padding of a max pool's input
+-inf padding folds into max_pool2d. The conv record takes padding per side, so any zero
+padding of the spatial dims folds into it (``padding=[0,1,0,1]`` for the first example
+with ``pad=[0,1,0,1]``); the pools' padding is symmetric, so symmetric padding folds
+into them. Padding of a max pool's input
 with -inf only after (or more after than before) folds into ``ceil_mode`` where that
 gives the same windows: ceil mode reads the last window past the input's end and
 ignores the overhang, which is what a -inf pad does. Graphs exported from Caffe, whose
@@ -33,6 +35,13 @@ def _folds(node, value: float) -> bool:
     if node.op == "max_pool2d":
         return value == float("-inf") and not node.attrs["ceil_mode"]
     return False
+
+
+def _sides(padding, n: int) -> list[int]:
+    """A conv's padding as [before0, after0, before1, after1, ...]."""
+    if len(padding) == 2 * n:
+        return list(padding)
+    return [p for p in as_tuple(padding, n) for _ in range(2)]
 
 
 def _ceil_mode_pool(pool: Node, x: Value, attrs: dict) -> dict | None:
@@ -65,6 +74,12 @@ def _fold(graph: Graph, m: Match) -> New | None:
         return None
     pairs = [(pads[i], pads[i + 1]) for i in range(0, len(pads), 2)][::-1]
     pairs = [(0, 0)] * (spatial - len(pairs)) + pairs
+    if conv.op == "conv":
+        # The conv record takes padding per side: any zero padding folds into it.
+        old = _sides(conv.attrs["padding"], spatial)
+        sides = [o + p for o, p in zip(old, [p for pair in pairs for p in pair], strict=True)]
+        padding = sides[0::2] if sides[0::2] == sides[1::2] else sides
+        return New(conv.op, [m["x"], *conv.inputs[1:]], dict(conv.attrs, padding=padding))
     old = as_tuple(conv.attrs["padding"], spatial)
     attrs = dict(conv.attrs, padding=[o + p for o, (p, _) in zip(old, pairs, strict=True)])
     if conv.op != "conv" and any(

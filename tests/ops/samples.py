@@ -895,6 +895,15 @@ def _samples() -> list[Sample]:
     add("adaptive_avg_pool1d", "global", lambda a: F.adaptive_avg_pool1d(a, 1), rand(2, 4, 7))
     add("adaptive_avg_pool1d", "window", lambda a: F.adaptive_avg_pool1d(a, 3), rand(2, 4, 12))
     add("adaptive_avg_pool1d", "unbatched", lambda a: F.adaptive_avg_pool1d(a, 2), rand(4, 6))
+    # Padding per side (fold_pad writes it from an asymmetric pad; ONNX's SAME_UPPER).
+    side_w = rand(4, 3, 3, 3)
+    add(
+        "conv",
+        "padding_per_side",
+        lambda a: F.conv2d(F.pad(a, (0, 1, 2, 1)), side_w, stride=2),
+        rand(1, 3, 7, 8),
+        also=("pad",),
+    )
     # triangles: band_part where the kept side reaches the diagonal, else a select
     for k in (-2, -1, 0, 1, 3):
         add("triu", f"diagonal_{k}", lambda a, k=k: torch.triu(a, k), rand(2, 5, 6))

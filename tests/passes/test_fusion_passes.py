@@ -68,10 +68,22 @@ def test_fold_pad_into_conv():
     assert graph.nodes[0].attrs["padding"] == [2, 3]
 
 
-def test_asymmetric_pad_is_kept():
+def test_asymmetric_pad_folds_into_the_conv_per_side():
+    # Stride-2 "same" padding as TensorFlow and ONNX's SAME_UPPER write it: one more after.
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    _, after, graph = apply(
+        lambda a: conv(nn.functional.pad(a, (0, 1, 2, 0))), (torch.randn(1, 3, 6, 7),), "fold_pad"
+    )
+    assert after == {"conv": 1}
+    # [before, after] per spatial dim: H 1+2 / 1+0, W 1+0 / 1+1
+    assert graph.nodes[0].attrs["padding"] == [3, 1, 1, 2]
+
+
+def test_padding_a_conv_cannot_take_is_kept():
     conv = nn.Conv2d(3, 4, 3)
+    pad = (1, 1, 1, 1, 1, 0)  # the channel axis too
     _, after, _ = apply(
-        lambda a: conv(nn.functional.pad(a, (1, 2, 1, 1))), (torch.randn(1, 3, 6, 6),), "fold_pad"
+        lambda a: conv(nn.functional.pad(a, pad)), (torch.randn(1, 2, 6, 6),), "fold_pad"
     )
     assert after == {"pad": 1, "conv": 1}
 

@@ -202,7 +202,11 @@ def conv(ctx, node):
     x, w, b = ctx.input(0), ctx.input(1), ctx.input(2)
     kernel = list(node.attr("kernel_shape", _shape(w)[2:]))
     strides, dilations, pads = _window(ctx, node, x, kernel)
-    x, padding = _split_pads(ctx, x, pads, 0.0)
+    n = len(pads) // 2
+    if pads[:n] == pads[n:]:
+        padding = pads[:n]
+    else:  # the conv record takes padding per side: [before0, after0, before1, ...]
+        padding = [p for i in range(n) for p in (pads[i], pads[n + i])]
     return [
         ctx.add(
             "conv", [x, w, b], stride=strides, padding=padding, dilation=dilations,

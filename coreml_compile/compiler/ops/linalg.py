@@ -97,8 +97,15 @@ class Addmm(Op):
         return c.mb.add(x=prod, y=bias, name=c.name)
 
 
+def _per_side(padding, n: int) -> bool:
+    """True for padding given per side, [before0, after0, before1, after1, ...]."""
+    return not isinstance(padding, str) and n > 0 and len(padding) == 2 * n
+
+
 def _conv_padding(padding, weight_shape, dilation, n):
     """Explicit (before, after) pads per spatial dim; 'same' puts the odd pad after, as torch."""
+    if _per_side(padding, n):
+        return [(padding[2 * i], padding[2 * i + 1]) for i in range(n)]
     if padding == "valid":
         return [(0, 0)] * n
     if padding == "same":
@@ -113,7 +120,9 @@ def _conv_padding(padding, weight_shape, dilation, n):
 class Conv(Op):
     """N-d convolution (conv1d/conv2d/conv3d): weight (out, in/groups, *kernel).
 
-    ``padding`` is a list of ints or "same"/"valid", as torch takes it.
+    ``padding`` is a list of ints or "same"/"valid", as torch takes it, or one pair per
+    spatial dim, [before0, after0, before1, after1, ...], for padding that differs
+    between the sides (ONNX's asymmetric pads; Core ML's conv takes it as it is).
     """
 
     name = "conv"
@@ -129,6 +138,10 @@ class Conv(Op):
     def kernel(x, weight, bias, *, stride, padding, dilation, groups):
         n = weight.dim() - 2
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
+        if _per_side(padding, n):
+            pairs = [padding[i : i + 2] for i in range(0, 2 * n, 2)]
+            x = F.pad(x, [p for pair in reversed(pairs) for p in pair])
+            padding = [0] * n
         pad = padding if isinstance(padding, str) else as_tuple(padding, n)
         return fn(x, weight, bias, as_tuple(stride, n), pad, as_tuple(dilation, n), groups)
 
