@@ -78,6 +78,7 @@ FUSION = [
     "fold_pad",
     "fold_reshape_into_reduction",
     "fuse_channel_shuffle",
+    "merge_slices",
     "recompose_activations",
     "recompose_layer_norm",
 ]
