@@ -22,14 +22,44 @@ frontend's mapping, and sample inputs in tests/ops/samples.py.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Protocol
 
 from coreml_compile.compiler import dtypes
 from coreml_compile.compiler.tensor_type import TensorType
 
-if TYPE_CHECKING:
-    from coreml_compile.compiler.ir import Node, Value
+
+class Value(Protocol):
+    """What the op table reads of a value (``compiler/ir.py``'s Value is one): the
+    table is below the IR, which asks it for type rules, and never imports it."""
+
+    name: str
+    type: TensorType
+
+    @property
+    def is_constant(self) -> bool: ...
+
+    @property
+    def data(self) -> Any: ...
+
+    @property
+    def users(self) -> Any: ...
+
+
+class Node(Protocol):
+    """What the op table reads of a node (``compiler/ir.py``'s Node is one)."""
+
+    op: str
+    name: str
+    attrs: dict[str, Any]
+    inputs: list[Value | None]
+    outputs: list[Value]
+
+    @property
+    def output(self) -> Value: ...
+
+    def present_inputs(self) -> Iterable[Value]: ...
+
 
 REQUIRED = object()
 
