@@ -376,7 +376,7 @@ class CompiledModel:
             raise InputSpecError(
                 f"predict() takes {{name: array}}, not {type(inputs).__name__} ({takes})"
             )
-        from coreml_compile.runtime.reference import check_input_names
+        from coreml_compile.runtime.input_shapes import check_input_names
 
         check_input_names(names, inputs)  # missing and unknown names first
         specs = self.input_specs()

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from coreml_compile.errors import InputSpecError
-from coreml_compile.runtime.input_shapes import description_shapes
+from coreml_compile.runtime.input_shapes import check_input_names, description_shapes
 from coreml_compile.runtime.state import (
     NO_STATE_TO_MAKE,
     State,
@@ -85,11 +85,8 @@ class CoreMLExecutor:
         self, inputs: dict[str, Any], state: CoreMLState | None = None
     ) -> dict[str, np.ndarray]:
         check_state(self.states, state, CoreMLState)
+        check_input_names(self.inputs, inputs)
         for name in self.inputs:
-            if name not in inputs:
-                raise InputSpecError(
-                    f"missing input {name} (the model takes {', '.join(self.inputs)})"
-                )
             if name in self.input_shapes:
                 self.input_shapes[name].check(name, np.shape(inputs[name]))
         feeds = {k: np.asarray(v) for k, v in inputs.items()}

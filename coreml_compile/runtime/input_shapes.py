@@ -4,14 +4,15 @@ A package declares flexible inputs the way coremltools writes them into the mode
 description: ``multiArrayType.shapeRange.sizeRanges`` (a lower and upper bound per
 dimension, upper -1 for no bound) or ``multiArrayType.enumeratedShapes.shapes``, with
 ``multiArrayType.shape`` holding the default shape. :class:`InputShape` reads that once,
-and every place that checks an input (``CompiledModel.predict``, the reference and Core ML
-executors) asks it, so a refused shape reads the same everywhere.
+and every place that checks an input (``CompiledModel.predict``, the reference, plan and
+Core ML executors) asks it, and :func:`check_input_names` for the names, so a refused
+input reads the same everywhere.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -155,3 +156,17 @@ class InputSpec(_Pair):
         spec = super().__new__(cls, shape, is_float)
         spec.accepts = accepts
         return spec
+
+
+def check_input_names(expected: Iterable[str], given: Iterable[str]) -> None:
+    """Raise InputSpecError naming missing and unknown inputs, if any."""
+    expected, given = list(expected), list(given)
+    missing = [n for n in expected if n not in given]
+    extra = [n for n in given if n not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown input(s) {', '.join(extra)}")
+        raise InputSpecError(f"{'; '.join(parts)} (the model takes {', '.join(expected)})")

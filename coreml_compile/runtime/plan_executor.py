@@ -22,8 +22,9 @@ from coreml_compile.compiler.plan import HybridPlan, Step
 from coreml_compile.compiler.strategy import HybridExecutionStrategy
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, PackageError, with_type
 from coreml_compile.runtime.devices import Choice, coreml_available
+from coreml_compile.runtime.input_shapes import check_input_names
 from coreml_compile.runtime.placement import fallback_device
-from coreml_compile.runtime.reference import check_input_names, input_tensor
+from coreml_compile.runtime.reference import input_tensor
 
 
 @dataclass

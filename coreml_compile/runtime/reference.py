@@ -19,7 +19,7 @@ are bound to it while it runs (``runtime/state.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 
 from coreml_compile.compiler.liveness import release_after
 from coreml_compile.errors import CoreMLCompileError, ExecutionError, InputSpecError, with_type
-from coreml_compile.runtime.input_shapes import InputShape
+from coreml_compile.runtime.input_shapes import InputShape, check_input_names
 from coreml_compile.runtime.mil_kernels import KERNELS, UnknownMILOp
 from coreml_compile.runtime.state import (
     NO_STATE_TO_MAKE,
@@ -91,20 +91,6 @@ def _store(tensor: Any, mil: str) -> Any:
     if want is torch.bool and tensor.dtype != torch.bool:
         return tensor.to(torch.bool)
     return tensor
-
-
-def check_input_names(expected: Iterable[str], given: Iterable[str]) -> None:
-    """Raise InputSpecError naming missing and unknown inputs, if any."""
-    expected, given = list(expected), list(given)
-    missing = [n for n in expected if n not in given]
-    extra = [n for n in given if n not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing input(s) {', '.join(missing)}")
-        if extra:
-            parts.append(f"unknown input(s) {', '.join(extra)}")
-        raise InputSpecError(f"{'; '.join(parts)} (the model takes {', '.join(expected)})")
 
 
 def input_tensor(

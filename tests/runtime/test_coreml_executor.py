@@ -42,6 +42,15 @@ def test_core_ml_rejects_wrong_input_shape(tmp_path):
         compiled.predict({"input": np.zeros((3, 2), np.float32)})
 
 
+def test_core_ml_names_missing_and_unknown_inputs_like_the_reference_executor(tmp_path):
+    # One check for every executor (runtime/input_shapes.check_input_names).
+    path = coreml_compile.compile(torch.nn.ReLU(), (torch.randn(2, 3),)).save(tmp_path / "m")
+    for backend in ("coreml", "reference"):
+        loaded = coreml_compile.load(path, backend=backend)
+        with pytest.raises(Exception, match=r"unknown input\(s\) extra"):
+            loaded.predict({"input": np.zeros((2, 3), np.float32), "extra": np.zeros(1)})
+
+
 @pytest.mark.parametrize("target", ["iOS16", "iOS18"])  # nested packages / multifunction
 def test_partitioned_package_on_core_ml_matches_the_reference_executor(tmp_path, target):
     import resnet
