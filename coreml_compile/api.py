@@ -558,6 +558,28 @@ def _onnx_shapes(example_inputs: Any) -> Any:
     return list(example_inputs)
 
 
+def _check_compressed_weights(
+    graph: Graph, generation: int, quantize: str | None, prune: Any, target: str
+) -> None:
+    """Compressed weights never fall back (they would be expanded on the CPU at every
+    call): one Core ML cannot store for ``target`` is an error, in its record's words
+    (the records state which targets each storage form needs)."""
+    from coreml_compile.compiler.ops import get_record, unsupported_reason
+
+    for node in graph.nodes:
+        if get_record(node.op).foldable:
+            continue
+        reason = unsupported_reason(node, generation)
+        if reason is not None:
+            asked = " and ".join(
+                f"--{name} {value}" for name, value in (("quantize", quantize), ("prune", prune))
+                if value is not None
+            )  # fmt: skip
+            raise CoreMLCompileError(
+                f"{asked or 'compressed weights'} cannot be stored for {target}: {reason}"
+            )
+
+
 @_heap_frozen
 def compile(  # noqa: A001 - mirrors coreml_compile.compile
     model: Any,
@@ -633,21 +655,6 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
     if compress_op_types is not None:
         compression.op_types = tuple(compress_op_types)
     generation = targets.generation(minimum_deployment_target)
-    if (quantize or prune) and generation < 16:
-        raise CoreMLCompileError(
-            "compressed weights need a deployment target of iOS16/macOS13 or later, "
-            f"not {minimum_deployment_target}"
-        )
-    if quantize and prune and generation < 18:
-        raise CoreMLCompileError(
-            "pruning combined with quantisation or palettisation needs a deployment target "
-            f"of iOS18/macOS15 or later, not {minimum_deployment_target}"
-        )
-    if quantize and ("per-block" in quantize or "grouped" in quantize) and generation < 18:
-        raise CoreMLCompileError(
-            f"{quantize} needs a deployment target of iOS18/macOS15 or later, "
-            f"not {minimum_deployment_target}"
-        )
     pass_names = pipeline(optimize, skip_passes, compression, ane_layout)
     import torch
 
@@ -683,6 +690,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
         report.warnings.extend(torch_export.nonzero_state_warnings(ep, graph))
     clock.stage("verify", graph.verify)
     report.passes = clock.stage("optimise", run_pipeline, graph, pass_names, options=compression)
+    _check_compressed_weights(graph, generation, quantize, prune, minimum_deployment_target)
     report.ir_ops = graph.op_counts()
     report.weight_bytes = graph.weight_bytes()
     metadata = {

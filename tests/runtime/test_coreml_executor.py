@@ -44,7 +44,8 @@ def test_core_ml_rejects_wrong_input_shape(tmp_path):
 
 def test_core_ml_names_missing_and_unknown_inputs_like_the_reference_executor(tmp_path):
     # One check for every executor (runtime/input_shapes.check_input_names).
-    path = coreml_compile.compile(torch.nn.ReLU(), (torch.randn(2, 3),)).save(tmp_path / "m.mlpackage")
+    compiled = coreml_compile.compile(torch.nn.ReLU(), (torch.randn(2, 3),))
+    path = compiled.save(tmp_path / "m.mlpackage")
     for backend in ("coreml", "reference"):
         loaded = coreml_compile.load(path, backend=backend)
         with pytest.raises(Exception, match=r"unknown input\(s\) extra"):
