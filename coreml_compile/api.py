@@ -442,61 +442,14 @@ def read_input_dims(metadata: Mapping[str, str]) -> dict[str, list[Any]] | None:
 
 def _check_related_dims(dims: dict[str, list[Any]] | None, feeds: Mapping[str, Any]) -> None:
     """InputSpecError unless the inputs' sizes agree with how their dimensions relate
-    (the same dynamic dimension in two inputs, one twice another...)."""
+    (the same dynamic dimension in two inputs, one twice another, a multiple of 8...)."""
     from coreml_compile.compiler import symbolic
 
-    if not dims:
-        return
-    values: dict[str, int] = {}
-    where: dict[str, str] = {}
-    # Plain dimensions bind first, wherever they appear; derived ones are checked after.
-    for derived in (False, True):
-        for name, declared in dims.items():
-            if name not in feeds:
-                continue
-            shape = tuple(np.shape(feeds[name]))
-            for axis, (want, got) in enumerate(zip(declared, shape, strict=False)):
-                if isinstance(want, int):
-                    continue
-                plain = want in symbolic.names(want)
-                if plain and not derived and want not in values:
-                    values[want] = int(got)
-                    where[want] = f"input {name} dimension {axis}"
-                elif derived and not plain and not symbolic.names(want) <= values.keys():
-                    # Only derived (8*s0 for a model that divides by 8): solve for s0,
-                    # which Core ML's own range check cannot do.
-                    _bind_derived(want, int(got), f"input {name} dimension {axis}", values, where)
-                elif (plain or derived) and symbolic.names(want) <= values.keys():
-                    expected = symbolic.evaluate(want, values)
-                    if expected != got:
-                        sources = ", ".join(where[n] for n in sorted(symbolic.names(want)))
-                        raise InputSpecError(
-                            f"input {name}: dimension {axis} is {got}, but the model ties it "
-                            f"to {sources} and needs {expected} here"
-                        )
-
-
-def _bind_derived(
-    dim: str, size: int, place: str, values: dict[str, int], where: dict[str, str]
-) -> None:
-    """Bind the one symbol of a dimension ``a*s + b`` from its size, or InputSpecError if
-    no whole s gives that size."""
-    from coreml_compile.compiler import symbolic
-
-    names = symbolic.names(dim)
-    linear = symbolic.linear(dim, next(iter(names))) if len(names) == 1 else None
-    if linear is None:
-        return
-    a, b = linear
-    if (size - b) % a:
-        offset = f" plus {b}" if b else ""
-        raise InputSpecError(
-            f"{place.replace(' dimension', ': dimension', 1)} is {size}, but the model takes "
-            f"only sizes {dim} (a multiple of {a}{offset})"
-        )
-    (name,) = names
-    values[name] = (size - b) // a
-    where[name] = place
+    if dims:
+        shapes = {name: tuple(np.shape(x)) for name, x in feeds.items()}
+        reason = symbolic.bind_shapes(dims, shapes)
+        if reason is not None:
+            raise InputSpecError(reason)
 
 
 def _input_array(name: str, x: Any, spec: InputSpec | None) -> Any:

@@ -162,28 +162,78 @@ def _check_expression(node: ast.AST, text: str) -> None:
 
 
 def bind(declared: Sequence[Dim], actual: Sequence[int], values: dict[str, int]) -> str | None:
-    """Match a concrete shape to a declared one, binding plain symbols in ``values``.
+    """Match a concrete shape to a declared one, binding its symbols in ``values``.
 
-    Returns None if they agree, else what differs (for an error message). Dimensions
-    that are expressions (``2*s0``) are checked once their symbols are bound.
+    Returns None if they agree, else what differs (for an error message).
     """
     if len(declared) != len(actual):
         return f"rank {len(actual)}, expected {len(declared)}"
-    later = []
     for axis, (want, got) in enumerate(zip(declared, actual, strict=True)):
-        if isinstance(want, int):
-            if want != got:
-                return f"dimension {axis} is {got}, expected {want}"
-        elif _NAME.fullmatch(want) and want not in values:
-            values[want] = int(got)
-        else:
-            later.append((axis, want, got))
-    for axis, want, got in later:
-        if not names(want) <= values.keys():
-            continue
-        expected = evaluate(want, values)
-        if expected != got:
-            return f"dimension {axis} is {got}, expected {want} = {expected}"
+        if isinstance(want, int) and want != got:
+            return f"dimension {axis} is {got}, expected {want}"
+    return bind_shapes({"": declared}, {"": actual}, values)
+
+
+def bind_shapes(
+    declared: Mapping[str, Sequence[Dim]],
+    actual: Mapping[str, Sequence[int]],
+    values: dict[str, int] | None = None,
+) -> str | None:
+    """Bind the symbols of several inputs' declared shapes from their actual sizes, and
+    check every dimension that is an expression of them; static sizes are not checked.
+
+    Plain symbols bind first, wherever they appear; a symbol seen only in a derived
+    dimension ``a*s + b`` is solved from it (a size no whole ``s`` gives is refused).
+    Returns None if the shapes agree, else the first disagreement, naming the inputs
+    (those named "" are not named).
+    """
+    values = {} if values is None else values
+    where: dict[str, str] = {}
+
+    def place(name: str, axis: int) -> str:
+        return f"input {name} dimension {axis}" if name else f"dimension {axis}"
+
+    for derived in (False, True):
+        for name, dims in declared.items():
+            if name not in actual:
+                continue
+            for axis, (want, got) in enumerate(zip(dims, actual[name], strict=False)):
+                if isinstance(want, int):
+                    continue
+                got, plain, needed = int(got), want in names(want), names(want)
+                if plain and not derived and want not in values:
+                    values[want], where[want] = got, place(name, axis)
+                elif derived and not plain and not needed <= values.keys():
+                    reason = _solve(want, got, values)
+                    if reason:
+                        at = f"input {name}: " if name else ""
+                        return f"{at}dimension {axis} is {got}, but the model takes only {reason}"
+                    where.update({n: place(name, axis) for n in needed})
+                elif derived and needed <= values.keys():
+                    expected = evaluate(want, values)
+                    if expected != got:
+                        at = f"input {name}: " if name else ""
+                        sources = ", ".join(where.get(n, n) for n in sorted(needed))
+                        return (
+                            f"{at}dimension {axis} is {got}, but the model ties it to "
+                            f"{sources} and needs {expected} here"
+                        )
+    return None
+
+
+def _solve(dim: str, size: int, values: dict[str, int]) -> str | None:
+    """Bind the one symbol of ``dim`` = ``a*s + b`` from its size; what sizes it takes if
+    no whole s gives ``size`` (None once bound, or if ``dim`` is not of that form)."""
+    found = names(dim)
+    linear_form = linear(dim, next(iter(found))) if len(found) == 1 else None
+    if linear_form is None:
+        return None
+    a, b = linear_form
+    if (size - b) % a:
+        offset = f" plus {b}" if b else ""
+        return f"sizes {dim} (a multiple of {a}{offset})"
+    (name,) = found
+    values[name] = (size - b) // a
     return None
 
 

@@ -36,8 +36,24 @@ def test_bind_and_evaluate():
     values: dict[str, int] = {}
     assert symbolic.bind((1, "s0", "2*s0"), (1, 7, 14), values) is None
     assert values == {"s0": 7}
-    assert "expected 2*s0 = 14" in symbolic.bind((1, "s0", "2*s0"), (1, 7, 15), {})
+    assert "ties it to dimension 1 and needs 14" in symbolic.bind((1, "s0", "2*s0"), (1, 7, 15), {})
+    assert "dimension 0 is 2, expected 1" in symbolic.bind((1, "s0"), (2, 7), {})
     assert symbolic.evaluate("((s0 - 1)//2) + 1", {"s0": 9}) == 5
+
+
+def test_bind_shapes_relates_inputs_and_solves_derived_sizes():
+    dims = {"x": [1, "s0", "8*s1"], "y": ["s0", "8*s1 + 2"]}
+    values: dict[str, int] = {}
+    assert symbolic.bind_shapes(dims, {"x": (1, 5, 24), "y": (5, 26)}, values) is None
+    assert values == {"s0": 5, "s1": 3}  # s1 only in derived sizes: solved from 24
+    tied = symbolic.bind_shapes(dims, {"x": (1, 5, 24), "y": (6, 26)})
+    assert tied == (
+        "input y: dimension 0 is 6, but the model ties it to input x dimension 1 and needs 5 here"
+    )
+    odd = symbolic.bind_shapes(dims, {"x": (1, 5, 20), "y": (5, 22)})
+    assert (
+        odd == "input x: dimension 2 is 20, but the model takes only sizes 8*s1 (a multiple of 8)"
+    )
 
 
 class _Encoder(torch.nn.Module):
