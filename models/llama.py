@@ -80,10 +80,11 @@ class FeedForward(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self):
+    def __init__(self, attention: nn.Module | None = None):
+        # ``attention``: another attention block with this one's call (llama_kv's cached one).
         super().__init__()
         self.input_norm = nn.RMSNorm(DIM, eps=1e-5)
-        self.attn = Attention()
+        self.attn = attention if attention is not None else Attention()
         self.post_attention_norm = nn.RMSNorm(DIM, eps=1e-5)
         self.mlp = FeedForward()
 

@@ -26,7 +26,7 @@ from llama import (
     KV_HEADS,
     LAYERS,
     VOCAB,
-    FeedForward,
+    DecoderLayer,
     apply_rotary,
     repeat_kv,
     rotary_tables,
@@ -68,24 +68,11 @@ class CachedAttention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(b, n, HEADS * HEAD_DIM))
 
 
-class CachedDecoderLayer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.input_norm = nn.RMSNorm(DIM, eps=1e-5)
-        self.attn = CachedAttention()
-        self.post_attention_norm = nn.RMSNorm(DIM, eps=1e-5)
-        self.mlp = FeedForward()
-
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.attn(self.input_norm(x), cos, sin, mask)
-        return x + self.mlp(self.post_attention_norm(x))
-
-
 class CachedLlama(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed_tokens = nn.Embedding(VOCAB, DIM)
-        self.layers = nn.ModuleList(CachedDecoderLayer() for _ in range(LAYERS))
+        self.layers = nn.ModuleList(DecoderLayer(CachedAttention()) for _ in range(LAYERS))
         self.norm = nn.RMSNorm(DIM, eps=1e-5)
         self.lm_head = nn.Linear(DIM, VOCAB, bias=False)
         cos, sin = rotary_tables(HEAD_DIM, CONTEXT)
