@@ -18,6 +18,7 @@ import numpy as np
 
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.passes import register_pass
+from coreml_compile.passes._channel_layers import batch_norm, layer, same_type
 from coreml_compile.passes._engine import Const, Match, New, Pattern, Rule, rewrite
 from coreml_compile.passes._rewrite import channel_vector, new_constant
 
@@ -57,40 +58,10 @@ def _add_of(producer: Pattern) -> Pattern:
     )
 
 
-# A broadcast that grows the output or promotes its dtype cannot move into the layer.
-def _same_type(m: Match) -> bool:
-    return m.root.output.type == m["y"].type
-
-
 RULES = [
     Rule(Pattern("matmul", "x", Const("w")), _to_linear),
-    Rule(
-        _add_of(
-            Pattern(
-                ("linear", "conv", "conv_transpose"),
-                "x",
-                Const("w"),
-                Const("b?"),
-                bind="y",
-                single_use=True,
-            )
-        ),
-        _absorb,
-        check=_same_type,
-    ),
-    Rule(
-        _add_of(
-            Pattern(
-                "batch_norm",
-                "x",
-                *(Const(name) for name in ("gamma?", "beta?", "mean", "var")),
-                bind="y",
-                single_use=True,
-            )
-        ),
-        _absorb_into_batch_norm,
-        check=_same_type,
-    ),
+    Rule(_add_of(layer()), _absorb, check=same_type),
+    Rule(_add_of(batch_norm()), _absorb_into_batch_norm, check=same_type),
 ]
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from coreml_compile.compiler.ir import Graph
 from coreml_compile.passes import register_pass
+from coreml_compile.passes._channel_layers import batch_norm, layer, same_type
 from coreml_compile.passes._engine import Const, Match, New, Pattern, Rule, rewrite
 from coreml_compile.passes._rewrite import channel_vector, new_constant
 
@@ -81,39 +82,9 @@ def _mul_of(producer: Pattern) -> Pattern:
     return Pattern("mul", producer, Const("s"), commute=True)
 
 
-# A broadcast that grows the output or promotes its dtype cannot move into the layer.
-def _same_type(m: Match) -> bool:
-    return m.root.output.type == m["y"].type
-
-
 RULES = [
-    Rule(
-        _mul_of(
-            Pattern(
-                ("conv", "conv_transpose", "linear"),
-                "x",
-                Const("w"),
-                Const("b?"),
-                bind="y",
-                single_use=True,
-            )
-        ),
-        _fold_into_layer,
-        check=_same_type,
-    ),
-    Rule(
-        _mul_of(
-            Pattern(
-                "batch_norm",
-                "x",
-                *(Const(name) for name in ("gamma?", "beta?", "mean", "var")),
-                bind="y",
-                single_use=True,
-            )
-        ),
-        _fold_into_batch_norm,
-        check=_same_type,
-    ),
+    Rule(_mul_of(layer()), _fold_into_layer, check=same_type),
+    Rule(_mul_of(batch_norm()), _fold_into_batch_norm, check=same_type),
 ]
 
 

@@ -40,31 +40,25 @@ def _triangle(c, x, *, keep_above: bool, diagonal: int):
     return _select_band(c, x, lower, upper, inside=inside)
 
 
-class Triu(Op):
-    """The upper triangle of the last two dims: x[..., i, j] where j - i >= diagonal, else 0"""
-
-    name = "triu"
-    dynamic = True
-    inputs = ("x",)
-    attrs = {"diagonal": 0}
-
+def _record(name: str, torch_fn, keep_above: bool, side: str) -> type[Op]:
     def kernel(x, *, diagonal):
-        return torch.triu(x, diagonal)
+        return torch_fn(x, diagonal)
 
     def lower(c, x, *, diagonal):
-        return _triangle(c, x, keep_above=True, diagonal=diagonal)
+        return _triangle(c, x, keep_above=keep_above, diagonal=diagonal)
+
+    attrs = {
+        "__doc__": f"The {side} triangle of the last two dims: x[..., i, j] where "
+        f"j - i {'>=' if keep_above else '<='} diagonal, else 0",
+        "name": name,
+        "dynamic": True,
+        "inputs": ("x",),
+        "attrs": {"diagonal": 0},
+        "kernel": kernel,
+        "lower": lower,
+    }
+    return type(name.title(), (Op,), attrs)
 
 
-class Tril(Op):
-    """The lower triangle of the last two dims: x[..., i, j] where j - i <= diagonal, else 0"""
-
-    name = "tril"
-    dynamic = True
-    inputs = ("x",)
-    attrs = {"diagonal": 0}
-
-    def kernel(x, *, diagonal):
-        return torch.tril(x, diagonal)
-
-    def lower(c, x, *, diagonal):
-        return _triangle(c, x, keep_above=False, diagonal=diagonal)
+Triu = _record("triu", torch.triu, keep_above=True, side="upper")
+Tril = _record("tril", torch.tril, keep_above=False, side="lower")
