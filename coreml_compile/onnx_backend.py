@@ -30,6 +30,8 @@ from coreml_compile.compiler.ops.fallback import FallbackOpRefused
 from coreml_compile.errors import CoreMLCompileError
 
 _NUMPY = {elem: dtypes.numpy_dtype(name) for elem, name in dtypes.ONNX.items()}
+# ONNX's integer element types that numpy spells natively (int8 ... uint64).
+_INTEGERS = frozenset(elem for elem, dtype in _NUMPY.items() if dtype.kind in "iu")
 # The most elements an input that decides shapes may have (a rank-5 tensor's pads: 10).
 SHAPE_INPUT_LIMIT = 64
 
@@ -48,7 +50,7 @@ def shape_input_candidates(model: Any) -> list[str]:
         t = vi.type.tensor_type
         if vi.name in inits or not vi.type.HasField("tensor_type") or len(t.shape.dim) > 1:
             continue
-        integer = t.elem_type in (2, 3, 4, 5, 6, 7, 12, 13)
+        integer = t.elem_type in _INTEGERS
         if integer or vi.name in later:
             names.append(vi.name)
     return names

@@ -88,6 +88,8 @@ ONNX = {
     26: "int2",
 }
 ONNX = {k: v for k, v in ONNX.items() if v in NUMPY or v in ONNX_HELD}
+# numpy name -> ONNX TensorProto element type.
+ONNX_ELEM = {name: elem for elem, name in ONNX.items()}
 
 
 def numpy_dtype(name: str) -> np.dtype:

@@ -650,12 +650,9 @@ class _Importer:
         return self.elem.get(name, 0)
 
 
-_ELEM_OF = {name: elem for elem, name in ONNX_DTYPES.items()}
-
-
 def _elem(ir_dtype: str) -> int:
     """The ONNX element type of an IR dtype."""
-    return _ELEM_OF[ir_dtype]
+    return dtypes.ONNX_ELEM[ir_dtype]
 
 
 def to_ir(model: Any, name: str = "main", input_shapes: Any = None) -> Graph:

@@ -519,12 +519,16 @@ def mean_of(ctx, node):
     return [ctx.add("div", [out, ctx.scalar(len(ctx.inputs()), out)])]
 
 
-def cast(ctx, node):
-    to = onnx_dtype(node.attr("to"))
+def _cast_to(ctx, to: str):
+    """Input 0 cast to ONNX type ``to`` (numpy name), in the IR dtype that holds it."""
     if to in ROUNDED and ctx.onnx_type(0) != to:
         # Rounding to bfloat16/float8/float4 has no Core ML op (held in float32 after).
         raise NotMapped(f"rounding to {to} runs in onnx.reference")
-    return [ctx.add("cast", [ctx.input(0)], dtype=ir_dtype(node.attr("to")))]
+    return [ctx.add("cast", [ctx.input(0)], dtype=dtypes.held(to))]
+
+
+def cast(ctx, node):
+    return _cast_to(ctx, onnx_dtype(node.attr("to")))
 
 
 def cast_like(ctx, node):
@@ -532,9 +536,7 @@ def cast_like(ctx, node):
     to = ctx.onnx_type(1)
     if to is None:
         raise NotMapped("CastLike to an element type ONNX does not say")
-    if to in ROUNDED and ctx.onnx_type(0) != to:
-        raise NotMapped(f"rounding to {to} runs in onnx.reference")
-    return [ctx.add("cast", [ctx.input(0)], dtype=dtypes.held(to))]
+    return _cast_to(ctx, to)
 
 
 # -- shapes and data movement ----------------------------------------------------------------
@@ -854,23 +856,32 @@ def _reduce(op: str, axes_input_from: int, before: str | None = None, after: str
     def translate(ctx, node):
         x = ctx.input(0)
         keepdim = bool(node.attr("keepdims", 1))
-        if node.opset >= axes_input_from:
-            axes = _axes(ctx, node, 1)
-            if not axes and node.attr("noop_with_empty_axes", 0):
-                if before is None and after is None:
-                    return [ctx.add("identity", [x])]
-                # No axes: the reduction is the identity, the element-wise steps remain.
-                y = ctx.add(before, [x]) if before else x
-                return [ctx.add(after, [y]) if after else y]
-        else:
-            axes = node.attr("axes", None)
-        axes = sorted(a % x.type.rank for a in axes) if axes else list(range(x.type.rank))
+        axes = _reduction_axes(ctx, node, x, axes_input_from)
+        if axes is None:
+            if before is None and after is None:
+                return [ctx.add("identity", [x])]
+            # No axes: the reduction is the identity, the element-wise steps remain.
+            y = ctx.add(before, [x]) if before else x
+            return [ctx.add(after, [y]) if after else y]
         if before is not None:
             x = ctx.add(before, [x])
         out = _reduced(ctx, op, x, axes, keepdim)
         return [ctx.add(after, [out]) if after else out]
 
     return translate
+
+
+def _reduction_axes(ctx, node, x, axes_input_from: int) -> list[int] | None:
+    """A Reduce node's axes, sorted and non-negative (all of them when none are given);
+    None when empty axes with ``noop_with_empty_axes`` make the reduction the identity.
+    The axes are an input from opset ``axes_input_from``, an attribute before it."""
+    if node.opset >= axes_input_from:
+        axes = _axes(ctx, node, 1)
+        if not axes and node.attr("noop_with_empty_axes", 0):
+            return None
+    else:
+        axes = node.attr("axes", None)
+    return sorted(a % x.type.rank for a in axes) if axes else list(range(x.type.rank))
 
 
 def _reduced(ctx, op: str, x, axes: list[int], keepdim: bool):
@@ -887,13 +898,9 @@ def reduce_log_sum_exp(ctx, node):
     exp cannot overflow (an empty reduction has no maximum: the plain form)."""
     x = ctx.input(0)
     keepdim = bool(node.attr("keepdims", 1))
-    if node.opset >= 18:
-        axes = _axes(ctx, node, 1)
-        if not axes and node.attr("noop_with_empty_axes", 0):
-            return [ctx.add("identity", [x])]
-    else:
-        axes = node.attr("axes", None)
-    axes = sorted(a % x.type.rank for a in axes) if axes else list(range(x.type.rank))
+    axes = _reduction_axes(ctx, node, x, 18)
+    if axes is None:
+        return [ctx.add("identity", [x])]
     if any(_shape(x)[a] == 0 for a in axes):
         total = ctx.add("sum", [ctx.add("exp", [x])], dim=axes, keepdim=keepdim)
         return [ctx.add("log", [total])]

@@ -350,7 +350,6 @@ class Onnx(Op):
         proto = onnx_node(attrs["op_type"], attrs["opset"], attrs["node"])
         in_types = _edge_types(attrs, "input_types", len(proto.input))
         out_types = _edge_types(attrs, "output_types", len(proto.output))
-        elem = {v: k for k, v in _ONNX_ELEM.items()}
         value_infos = []
         for i, (name, v) in enumerate(zip(proto.input, inputs, strict=False)):
             if not name or v is None:
@@ -364,7 +363,7 @@ class Onnx(Op):
                 )
             value_infos.append(
                 helper.make_tensor_value_info(
-                    name, (in_types and in_types[i]) or elem[v.type.dtype], v.type.shape
+                    name, (in_types and in_types[i]) or dtypes.ONNX_ELEM[v.type.dtype], v.type.shape
                 )
             )
         outputs = [helper.make_empty_tensor_value_info(n) for n in proto.output if n]
