@@ -200,7 +200,8 @@ def bind_shapes(
             for axis, (want, got) in enumerate(zip(dims, actual[name], strict=False)):
                 if isinstance(want, int):
                     continue
-                got, plain, needed = int(got), want in names(want), names(want)
+                got, needed = int(got), names(want)
+                plain = want in needed
                 if plain and not derived and want not in values:
                     values[want], where[want] = got, place(name, axis)
                 elif derived and not plain and not needed <= values.keys():

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from coreml_compile.compiler.ops import Op
 
 
@@ -49,3 +51,32 @@ def unary(
             "elementwise": True,
         },
     )
+
+
+def pad_exactly(c, x, full: Sequence[tuple[int, int]], mode: str, value: Any, name: str) -> Any:
+    """``x`` padded by (before, after) ``full`` per axis, axis by axis, by gathering its own
+    elements (reflect, replicate) or joining constant slabs of ``value`` to it, so any
+    dtype pads exactly (MIL's pad takes floats only); the last op is called ``name``."""
+    from coreml_compile.compiler.mil import MIL_NUMPY
+
+    dtype = MIL_NUMPY[c.mil_dtype_of(x)]
+    shape = list(x.shape)
+    padded = [(axis, before, after) for axis, (before, after) in enumerate(full) if before or after]
+    for k, (axis, before, after) in enumerate(padded):
+        step = name if k == len(padded) - 1 else f"{name}_axis{axis}"
+        size = shape[axis]
+        if mode == "constant":
+            slabs = []
+            for count in (before, after):
+                slab_shape = shape[:axis] + [count] + shape[axis + 1 :]
+                slabs.append(np.full(slab_shape, value or 0, dtype) if count else None)
+            parts = [p for p in (slabs[0], x, slabs[1]) if p is not None]
+            x = c.mb.concat(values=parts, axis=axis, name=step)
+        else:
+            edge = [0] * before, [size - 1] * after
+            if mode == "reflect":
+                edge = list(range(before, 0, -1)), list(range(size - 2, size - 2 - after, -1))
+            index = np.array([*edge[0], *range(size), *edge[1]], np.int32)
+            x = c.mb.gather(x=x, indices=index, axis=axis, name=step)
+        shape[axis] = size + before + after
+    return x

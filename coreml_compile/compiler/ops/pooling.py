@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from coreml_compile.compiler.ops import Op
-from coreml_compile.compiler.ops._helpers import as_tuple
+from coreml_compile.compiler.ops._helpers import as_tuple, pad_exactly
 
 
 class MaxPool2d(Op):
@@ -84,22 +84,14 @@ def _max_of_windows(c, x, kernel, strides, pad, dilation):
     out = c.node.outputs[0].type.shape[-2:]
     dtype = MIL_NUMPY[c.mil_dtype_of(x)]
     lowest = np.iinfo(dtype).min if np.issubdtype(dtype, np.integer) else -np.inf
-    shape = list(x.shape)
-    lead = len(shape) - 2  # (batch and) channels
+    lead = x.rank - 2  # (batch and) channels
+    full = [(0, 0)] * lead
     for axis in range(2):
         # The extent the windows read: ceil_mode may read past the symmetric end pad.
         extent = (out[axis] - 1) * strides[axis] + (kernel[axis] - 1) * dilation[axis] + 1
-        size = shape[lead + axis]
-        counts = (pad[axis], max(extent - size - pad[axis], 0))
-        if not any(counts):
-            continue
-        slabs = []
-        for count in counts:
-            slab = shape[: lead + axis] + [count] + shape[lead + axis + 1 :]
-            slabs.append(c.mb.const(val=np.full(slab, lowest, dtype)) if count else None)
-        parts = [v for v in (slabs[0], x, slabs[1]) if v is not None]
-        x = c.mb.concat(values=parts, axis=lead + axis, name=f"{c.name}_pad{axis}")
-        shape[lead + axis] = size + sum(counts)
+        full.append((pad[axis], max(extent - x.shape[lead + axis] - pad[axis], 0)))
+    shape = [size + before + after for size, (before, after) in zip(x.shape, full, strict=True)]
+    x = pad_exactly(c, x, full, "constant", lowest, f"{c.name}_padded")
     windows = []
     for i in range(kernel[0]):
         for j in range(kernel[1]):
@@ -208,15 +200,17 @@ class AdaptiveAvgPool1d(Op):
         if out == (1,):
             return c.mb.reduce_mean(x=x, axes=[-1], keep_dims=True, name=c.name)
         kernel, stride = _adaptive_window(x.shape[-1:], out)
-        if x.rank == 2:  # MIL pools take a batch axis
+        unbatched = x.rank == 2  # MIL pools take a batch axis
+        if unbatched:
             x = c.mb.expand_dims(x=x, axes=[0], name=c.name + "_batched")
-            y = c.mb.avg_pool(
-                x=x, kernel_sizes=kernel, strides=stride, pad_type="valid", name=c.name + "_pool"
-            )
-            return c.mb.squeeze(x=y, axes=[0], name=c.name)
-        return c.mb.avg_pool(
-            x=x, kernel_sizes=kernel, strides=stride, pad_type="valid", name=c.name
+        y = c.mb.avg_pool(
+            x=x,
+            kernel_sizes=kernel,
+            strides=stride,
+            pad_type="valid",
+            name=c.name + "_pool" if unbatched else c.name,
         )
+        return c.mb.squeeze(x=y, axes=[0], name=c.name) if unbatched else y
 
     def check(node, generation):
         return _adaptive_check(node, spatial=1)

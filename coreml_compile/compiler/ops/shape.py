@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from coreml_compile.compiler import symbolic
 from coreml_compile.compiler.ops import REQUIRED, Op
-from coreml_compile.compiler.ops._helpers import normalize_axes
+from coreml_compile.compiler.ops._helpers import normalize_axes, pad_exactly
 
 
 class Reshape(Op):
@@ -253,34 +253,6 @@ def _broadcast_to(c, x, dims, out, name):
     return c.mb.tile(x=x, reps=c.sizes(reps), name=name)
 
 
-def _pad_exactly(c, x, full, mode, value):
-    """MIL's pad takes floats only: an integer or bool tensor is padded axis by axis, by
-    gathering its own elements (reflect, replicate) or joining a constant slab to it."""
-    from coreml_compile.compiler.mil import MIL_NUMPY
-
-    dtype = MIL_NUMPY[c.mil_dtype_of(x)]
-    shape = list(x.shape)
-    padded = [(axis, before, after) for axis, (before, after) in enumerate(full) if before or after]
-    for k, (axis, before, after) in enumerate(padded):
-        name = c.name if k == len(padded) - 1 else f"{c.name}_axis{axis}"
-        size = shape[axis]
-        if mode == "constant":
-            slabs = []
-            for count in (before, after):
-                slab_shape = shape[:axis] + [count] + shape[axis + 1 :]
-                slabs.append(np.full(slab_shape, value or 0, dtype) if count else None)
-            parts = [p for p in (slabs[0], x, slabs[1]) if p is not None]
-            x = c.mb.concat(values=parts, axis=axis, name=name)
-        else:
-            edge = [0] * before, [size - 1] * after
-            if mode == "reflect":
-                edge = list(range(before, 0, -1)), list(range(size - 2, size - 2 - after, -1))
-            index = np.array([*edge[0], *range(size), *edge[1]], np.int32)
-            x = c.mb.gather(x=x, indices=index, axis=axis, name=name)
-        shape[axis] = size + before + after
-    return x
-
-
 class Pad(Op):
     """torch.nn.functional.pad: ``pad`` lists (before, after) pairs from the last dim back."""
 
@@ -318,7 +290,7 @@ class Pad(Op):
             if done:
                 return x
         if not c.mil_dtype_of(x).startswith("fp"):
-            return _pad_exactly(c, x, full, mode, value)
+            return pad_exactly(c, x, full, mode, value, c.name)
         kwargs = {"constant_val": c.scalar(value or 0.0, like=x)} if mode == "constant" else {}
         mil_mode = {"constant": "constant", "reflect": "reflect", "replicate": "replicate"}[mode]
         return c.mb.pad(
