@@ -112,24 +112,98 @@ def _returns_tensors(target: Any) -> bool:
 
 
 def _mutates_a_view_or_input(ep: torch.export.ExportedProgram) -> bool:
-    """True if an in-place op writes into a view, an input, or a parameter."""
+    """True if an in-place op writes into a view, an input, or a parameter in a way the
+    translator cannot follow by itself (``_buffer_writes``)."""
+    return _buffer_writes(ep) is None
+
+
+def _aliases(target: Any) -> bool:
+    """Whether an overload's result shares storage with its input (a view, not a write)."""
+    returns = target._schema.returns
+    return bool(returns) and any(
+        r.alias_info is not None and not r.alias_info.is_write for r in returns
+    )
+
+
+def _buffer_writes(
+    ep: torch.export.ExportedProgram,
+) -> dict[torch.fx.Node, tuple[torch.fx.Node, torch.fx.Node | None]] | None:
+    """The in-place writes the translator functionalises itself, or None if some write
+    needs torch's functionalisation (``run_decompositions({})``).
+
+    Maps each writing node to (the buffer it writes, the ``slice`` view it writes
+    through, or None for a write into the whole buffer). That covers what KV caches do
+    (``cache[:, :, a:b] = x``, ``cache.index_copy_(...)``, ``count += 1``) and spares the
+    re-trace, which costs as much as the export. The translator keeps each buffer's
+    current value and reads it in program order, which is right only if no view of a
+    buffer taken before a write is read after it: otherwise torch's way is taken.
+    """
+    order = {node: i for i, node in enumerate(ep.graph.nodes)}
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    buffers = {
+        placeholders[s.arg.name]
+        for s in ep.graph_signature.input_specs
+        if s.kind.name == "BUFFER" and s.arg.name in placeholders
+    }
+    writes: dict[torch.fx.Node, tuple[torch.fx.Node, torch.fx.Node | None]] = {}
     for node in ep.graph.nodes:
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
         if not _functional_key(node.target)[1] or not node.args:
             continue
-        mutated = node.args[0]
-        if not isinstance(mutated, torch.fx.Node):
+        dest = node.args[0]
+        if not isinstance(dest, torch.fx.Node):
             continue
-        if mutated.op == "placeholder":
-            return True
-        if (
-            mutated.op == "call_function"
-            and isinstance(mutated.target, torch._ops.OpOverload)
-            and schema_key(mutated.target) in VIEW_OPS
-        ):
-            return True
-    return False
+        if dest in writes and writes[dest][1] is None:
+            writes[node] = writes[dest]  # export passes a write's result on as the buffer
+            continue
+        if dest.op == "placeholder":
+            if dest not in buffers:
+                return None  # an input or a parameter written in place
+            writes[node] = (dest, None)
+            continue
+        if dest.op != "call_function" or not isinstance(dest.target, torch._ops.OpOverload):
+            continue
+        if schema_key(dest.target) not in VIEW_OPS:
+            continue  # an intermediate written in place: rebinding it is enough
+        root = dest.args[0] if dest.args else None
+        simple = (
+            dest.target is torch.ops.aten.slice.Tensor
+            and node.target is torch.ops.aten.copy_.default
+            and root in buffers
+            and len(dest.users) == 1
+            and not node.users
+        )
+        if not simple:
+            return None
+        writes[node] = (root, dest)
+    if not writes:
+        return writes
+    # Every view of a written buffer must be read before the next write into it.
+    written: dict[torch.fx.Node, list[int]] = {}
+    for node, (buffer, _view) in writes.items():
+        written.setdefault(buffer, []).append(order[node])
+
+    def last_read(node: torch.fx.Node) -> int:
+        last = order[node]
+        for user in node.users:
+            aliasing = isinstance(user.target, torch._ops.OpOverload) and _aliases(user.target)
+            last = max(last, last_read(user) if aliasing else order[user])
+        return last
+
+    for buffer, positions in written.items():
+        # A write's own result is the buffer too, as read at that point.
+        views = [
+            u
+            for u in buffer.users
+            if isinstance(u.target, torch._ops.OpOverload)
+            and (_aliases(u.target) or (u in writes and u.users))
+        ]
+        for view in views:
+            start, end = order[view], last_read(view)
+            if any(start < w < end for w in positions):
+                return None
+    return writes
 
 
 def decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
@@ -287,6 +361,16 @@ class _Translator:
         self._mutated = {
             s.target for s in ep.graph_signature.output_specs if s.kind.name == "BUFFER_MUTATION"
         }
+        # Writes into buffers that export left in place (see _buffer_writes): each
+        # written buffer becomes state, its last value the state's update.
+        self._writes = _buffer_writes(ep) or {}
+        self._written = {}
+        for buffer, _view in self._writes.values():
+            self._written.setdefault(buffer, None)
+        targets = {
+            s.arg.name: s.target for s in ep.graph_signature.input_specs if s.kind.name == "BUFFER"
+        }
+        self._mutated |= {targets[b.name] for b in self._written}
         self.env: dict[torch.fx.Node, Value | list[Value | None] | None] = {}
 
     def run(self) -> Graph:
@@ -344,7 +428,9 @@ class _Translator:
             for r, s in zip(results, specs, strict=True)
             if s.kind.name == "BUFFER_MUTATION"
         ]
-        if len(user) + len(writes) != len(results):
+        targets = {s.arg.name: s.target for s in self.ep.graph_signature.input_specs}
+        writes += [(buffer, targets[buffer.name]) for buffer in self._written]
+        if len(user) + len(writes) != len(results) + len(self._written):
             kinds = sorted({s.kind.name for s in specs} - {"USER_OUTPUT", "BUFFER_MUTATION"})
             raise TraceError(f"the model's forward() has outputs of kind {', '.join(kinds)}")
         names = _output_names(self.ep, len(user))
@@ -408,10 +494,35 @@ class _Translator:
         else:
             outputs = self._fallback(node, key)
         self.env[node] = outputs[0] if len(outputs) == 1 else outputs
-        if in_place:
+        write = self._writes.get(node)
+        if write is not None and write[1] is not None:
+            self.env[write[0]] = self._scatter(node, *write)
+        elif in_place:
             # An in-place op returns its first argument updated: later readers of that
-            # argument must see the result (views and inputs were functionalised before).
+            # argument must see the result (other writes through views and into inputs
+            # were functionalised by torch before).
             self.env[node.args[0]] = outputs[0]
+            if write is not None:
+                self.env[write[0]] = outputs[0]
+
+    def _scatter(self, node: torch.fx.Node, buffer: torch.fx.Node, view: torch.fx.Node) -> Value:
+        """The buffer after ``copy_`` wrote into its ``slice`` view: the copied value
+        scattered back, as torch's functionalisation writes it."""
+        bound = _bind(view.target, view.args, view.kwargs)
+        record = get_record("slice_scatter")
+        attrs = record.bind_attrs(
+            {name: _attr_value(bound[name]) for name in record.attrs if name in bound}
+        )
+        current = self.env[buffer]
+        copied = self.env[node]
+        created = self.graph.add_node(
+            "slice_scatter",
+            [current, copied],
+            attrs,
+            output_types=[current.type],
+            name=f"{node.name}_scatter",
+        )
+        return created.output
 
     def _mapped(self, node: torch.fx.Node, mapping: Mapping, bound: dict[str, Any]) -> list[Value]:
         record = get_record(mapping.op)
