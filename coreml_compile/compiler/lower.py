@@ -31,6 +31,7 @@ from coreml_compile.compiler.mil import (
     fp16_weights_without_copies,
     import_coremltools,
     io_dtype,
+    new_program,
     quiet_coremltools,
 )
 from coreml_compile.compiler.ops import get_record, group_variadic, unsupported_reason
@@ -136,7 +137,9 @@ class LowerContext:
                 else:
                     pieces.append([d])
             else:
-                pieces.append(self.mb.expand_dims(x=self.size(d), axes=[0]))
+                # reshape, not expand_dims: coremltools keeps the size's symbol through
+                # it, so a reshape to this vector needs no sympy solve (see _slice_bounds).
+                pieces.append(self.mb.reshape(x=self.size(d), shape=[1]))
         values = [np.array(p, dtype=np.int32) if isinstance(p, list) else p for p in pieces]
         if len(values) == 1:
             return values[0]
@@ -380,18 +383,14 @@ def build_program(
 
 
 def single_function_program(function: Any) -> Any:
-    from coremltools.converters.mil.mil import Program
-
-    program = Program()
+    program = new_program()
     program.add_function("main", function)
     return program
 
 
 def build_multifunction_program(functions: dict[str, Any], default: str) -> Any:
     """One MIL Program holding several functions (Core ML runs them from iOS18/macOS15)."""
-    from coremltools.converters.mil.mil import Program
-
-    program = Program()
+    program = new_program()
     for name, function in functions.items():
         program.add_function(name, function)
     program.default_function_name = default

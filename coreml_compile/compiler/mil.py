@@ -11,6 +11,7 @@ under a lock, so two threads never see each other's replacement.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -70,6 +71,29 @@ def import_coremltools() -> Any:
         import coremltools
 
     return coremltools
+
+
+def new_program() -> Any:
+    """An empty MIL Program that writes itself out in full only for a debug log."""
+    return _program_class()()
+
+
+@functools.cache
+def _program_class() -> type:
+    from coremltools.converters.mil.mil import Program
+
+    class Program(Program):
+        """coremltools formats the whole program into its debug messages before the
+        logger drops them (twice per pass pipeline, three pipelines per conversion):
+        a third of the time BERT takes to serialise, more with dynamic shapes, whose
+        sizes print through sympy. Nothing else reads the text."""
+
+        def __str__(self) -> str:
+            if logging.getLogger("coremltools").isEnabledFor(logging.DEBUG):
+                return super().__str__()
+            return f"<MIL program: {', '.join(self.functions)}>"
+
+    return Program
 
 
 def io_dtype(ir_dtype: str) -> str:

@@ -145,24 +145,36 @@ class Slice(Op):
     dynamic = True
 
     def lower(c, x, *, dim, start, end, step):
-        begin, stop, stride, end_mask = _slice_bounds(c, x, dim, start, end, step)
-        return c.mb.slice_by_index(
-            x=x, begin=begin, end=stop, stride=stride, end_mask=end_mask, name=c.name
-        )
+        bounds = _slice_bounds(c, x, dim, start, end, step)
+        axis = dim % x.rank
+        run_time = not all(isinstance(bounds[k], list) for k in ("begin", "end"))
+        if step == 1 and run_time:
+            # Run-time bounds: slice_by_size, whose size (the output's length, -1 for
+            # whole axes) keeps the dynamic sizes' symbols in coremltools' types, where
+            # slice_by_index's would make new ones (see _slice_bounds).
+            length = c.node.output.type.shape[axis]
+            size = [length if a == axis else -1 for a in range(x.rank)]
+            return c.mb.slice_by_size(x=x, begin=bounds["begin"], size=c.sizes(size), name=c.name)
+        return c.mb.slice_by_index(x=x, **bounds, name=c.name)
 
     def check(node, generation):
         return _slice_check(node, "slice")
 
 
 def _slice_bounds(c, x, dim, start, end, step):
-    """MIL's (begin, end, stride, end_mask) for x[start:end:step] along ``dim`` of the
-    node's first input; bounds along a dynamic dimension are computed at run time."""
+    """MIL's begin, end, stride and masks for x[start:end:step] along ``dim`` of the
+    node's first input; bounds along a dynamic dimension are computed at run time.
+
+    The other axes are whole: masked at both ends, so coremltools keeps their dynamic
+    sizes' symbols (with begin 0 unmasked it makes new ones, and every later reshape
+    then solves for them with sympy, milliseconds each)."""
     axis = dim % x.rank
     size = c.node.inputs[0].type.shape[axis]
     begin = [0] * x.rank
     stop = [0] * x.rank
     stride = [1] * x.rank
     end_mask = [True] * x.rank
+    begin_mask = [a != axis for a in range(x.rank)]
     if isinstance(size, int) and not any(isinstance(b, str) for b in (start, end)):
         begin_idx, end_idx, _ = slice(start, end, step).indices(size)
         begin[axis], stop[axis] = begin_idx, max(end_idx, begin_idx)
@@ -175,7 +187,13 @@ def _slice_bounds(c, x, dim, start, end, step):
             stop[axis] = end
             end_mask[axis] = False
     stride[axis] = step
-    return c.sizes(begin), c.sizes(stop), stride, end_mask
+    return {
+        "begin": c.sizes(begin),
+        "end": c.sizes(stop),
+        "stride": stride,
+        "begin_mask": begin_mask,
+        "end_mask": end_mask,
+    }
 
 
 def _slice_check(node, label):
@@ -208,10 +226,16 @@ class Select(Op):
         begin = [0] * x.rank
         end = [0] * x.rank
         begin[axis], end[axis] = i, i + 1
-        end_mask = [a != axis for a in range(x.rank)]
+        whole = [a != axis for a in range(x.rank)]  # masked at both ends: see _slice_bounds
         squeeze = [a == axis for a in range(x.rank)]
         return c.mb.slice_by_index(
-            x=x, begin=begin, end=end, end_mask=end_mask, squeeze_mask=squeeze, name=c.name
+            x=x,
+            begin=begin,
+            end=end,
+            begin_mask=whole,
+            end_mask=whole,
+            squeeze_mask=squeeze,
+            name=c.name,
         )
 
     def check(node, generation):
@@ -700,16 +724,8 @@ class SliceScatter(Op):
 
     def lower(c, x, src, *, dim, start, end, step):
         (src,) = c.promote(src)
-        begin, stop, stride, end_mask = _slice_bounds(c, x, dim, start, end, step)
-        return c.mb.slice_update(
-            x=x,
-            update=src,
-            begin=begin,
-            end=stop,
-            stride=stride,
-            end_mask=end_mask,
-            name=c.name,
-        )
+        bounds = _slice_bounds(c, x, dim, start, end, step)
+        return c.mb.slice_update(x=x, update=src, **bounds, name=c.name)
 
     def check(node, generation):
         return _slice_check(node, "slice_scatter")
