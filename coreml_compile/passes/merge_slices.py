@@ -4,10 +4,11 @@
     %b = slice(%x) dim=1 start=3 end=None      ⇒   %a, %b = split(%x) split_size=[3, 5] dim=1
 
 ONNX exporters write ``x.chunk(2, dim=1)`` (ShuffleNet's and MobileViT's channel splits)
-as one Slice per piece; Core ML's split is one op for all of them. The slices must read
-the same tensor along the same axis with step 1 and static bounds, and their ranges must
-cover the axis exactly once between them (in any order). Other readers of the tensor are
-left as they are.
+as one Slice per piece, and rotary embeddings cut heads in halves; Core ML's split is one
+op for all of them. The slices must read the same tensor along the same static axis
+(other axes may be dynamic) with step 1 and static bounds, and their ranges must cover
+the axis exactly once between them (in any order). Other readers of the tensor are left
+as they are.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ def _range(node: Node, size: int) -> tuple[int, int] | None:
 def _pieces(x: Value) -> dict[int, list[tuple[int, int, Node]]]:
     """The slices of ``x`` by axis, with their ranges."""
     by_axis: dict[int, list[tuple[int, int, Node]]] = {}
-    if not x.type.is_static:
-        return by_axis
     for user in x.users:
         if user.op != "slice" or user.inputs[0] is not x:
             continue
         axis = user.attrs["dim"] % x.type.rank
+        if not isinstance(x.type.shape[axis], int):
+            continue  # a split's sizes are static; the other axes may be dynamic
         kept = _range(user, x.type.shape[axis])
         if kept is not None:
             by_axis.setdefault(axis, []).append((*kept, user))

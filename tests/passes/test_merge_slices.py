@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+from torch.export import Dim
 
+import coreml_compile
 from tests.passes.helpers import apply
 
 
@@ -35,3 +38,24 @@ def test_a_graph_output_slice_keeps_its_name():
     _, after, graph = apply(f, (torch.randn(2, 10),), "merge_slices", "eliminate_dead_code")
     assert after == {"split": 1}
     assert [o.producer.op for o in graph.outputs] == ["split", "split"]
+
+
+class _Rotate(nn.Module):
+    def forward(self, a):
+        return torch.cat([-a[..., 8:], a[..., :8]], -1) * 2
+
+
+def test_halves_of_a_static_axis_split_when_other_axes_are_dynamic():
+    """Rotary embeddings cut each head in halves while the sequence length varies."""
+    model = _Rotate()
+    compiled = coreml_compile.compile(
+        model,
+        (torch.randn(1, 5, 16),),
+        dynamic_shapes=({1: Dim("n", min=2, max=32)},),
+        precision="fp32",
+    )
+    assert compiled.report.ir_ops.get("split") == 1 and "slice" not in compiled.report.ir_ops
+    for n in (3, 17):
+        x = torch.randn(1, n, 16)
+        (got,) = compiled.predict({"a": x.numpy()}).values()
+        torch.testing.assert_close(torch.from_numpy(got), model(x))
