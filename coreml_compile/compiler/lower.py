@@ -137,13 +137,20 @@ class LowerContext:
                 else:
                     pieces.append([d])
             else:
-                # reshape, not expand_dims: coremltools keeps the size's symbol through
-                # it, so a reshape to this vector needs no sympy solve (see _slice_bounds).
-                pieces.append(self.mb.reshape(x=self.size(d), shape=[1]))
+                pieces.append(self._one(d))
         values = [np.array(p, dtype=np.int32) if isinstance(p, list) else p for p in pieces]
         if len(values) == 1:
             return values[0]
         return self.mb.concat(values=values, axis=0)
+
+    def _one(self, dim: Any) -> Any:
+        """A dynamic size as a 1-element vector, made once for all the vectors it is in."""
+        key = f"[{dim}]"
+        if key not in self._sizes:
+            # reshape, not expand_dims: coremltools keeps the size's symbol through it,
+            # so a reshape to a vector of it needs no sympy solve (see _slice_bounds).
+            self._sizes[key] = self.mb.reshape(x=self.size(dim), shape=[1])
+        return self._sizes[key]
 
     def _symbol(self, name: str) -> Any:
         if name not in self._sizes:
