@@ -83,6 +83,40 @@ def test_unet_with_dynamic_height_and_width(tmp_path):
     _run_at_shapes(model, loaded, [(1, 3, 64, 64), (1, 3, 97, 131), (1, 3, 256, 35)])
 
 
+class _DiffusionBlock(torch.nn.Module):
+    """A diffusion UNet's residual block: GroupNorm, SiLU, conv, twice, and a skip; then
+    pixel-unshuffle down, instance norm, pixel-shuffle back up."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm1 = torch.nn.GroupNorm(4, 16)
+        self.conv1 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.norm2 = torch.nn.GroupNorm(4, 16)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.mid = torch.nn.InstanceNorm2d(64, affine=True)
+
+    def forward(self, x):
+        h = self.conv1(torch.nn.functional.silu(self.norm1(x)))
+        h = x + self.conv2(torch.nn.functional.silu(self.norm2(h)))
+        down = self.mid(torch.nn.functional.pixel_unshuffle(h, 2))
+        return torch.nn.functional.pixel_shuffle(down, 2).clamp(-3, 3)
+
+
+def test_group_norm_block_with_dynamic_height_and_width(tmp_path):
+    model = _DiffusionBlock().eval()
+    dims = {2: 2 * Dim("h", min=8, max=64), 3: 2 * Dim("w", min=8, max=64)}
+    compiled = coreml_compile.compile(
+        model,
+        (torch.randn(1, 16, 32, 48),),
+        dynamic_shapes=(dims,),
+        precision="fp32",
+        allow_fallback=False,
+    )
+    assert {"group_norm", "instance_norm", "pixel_shuffle"} <= set(compiled.report.ir_ops)
+    loaded = coreml_compile.load(compiled.save(tmp_path / "block.mlpackage"), backend="reference")
+    _run_at_shapes(model, loaded, [(1, 16, 32, 48), (1, 16, 18, 100), (1, 16, 128, 16)])
+
+
 def test_deeplab_with_dynamic_height_and_width(tmp_path):
     # Output stride 8 and a bilinear resize back to the input size: sizes are multiples
     # of 8, so that resize is a whole-number factor.

@@ -64,6 +64,7 @@ class Elu(Op):
     """scale * (x if x > 0 else alpha * (exp(input_scale * x) - 1))"""
 
     name = "elu"
+    dynamic = True
     elementwise = True
     inputs = ("x",)
     attrs = {"alpha": 1.0, "scale": 1.0, "input_scale": 1.0}
@@ -152,6 +153,7 @@ class Softplus(Op):
     """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold"""
 
     name = "softplus"
+    dynamic = True
     elementwise = True
     inputs = ("x",)
     attrs = {"beta": 1.0, "threshold": 20.0}
@@ -197,6 +199,7 @@ class Glu(Op):
     """a * sigmoid(b), where a and b are the two halves of x along ``dim``"""
 
     name = "glu"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": -1}
 
@@ -207,6 +210,12 @@ class Glu(Op):
         a, b = c.mb.split(x=x, num_splits=2, axis=dim, name=c.name + "_halves")
         return c.mb.mul(x=a, y=c.mb.sigmoid(x=b, name=c.name + "_gate"), name=c.name)
 
+    def check(node, generation):
+        x = node.inputs[0].type
+        if not isinstance(x.shape[node.attrs["dim"] % x.rank], int):
+            return "glu along a dynamic dimension"
+        return None
+
 
 class Prelu(Op):
     """x where x >= 0, else weight * x; weight has 1 or C (= x.shape[1]) elements.
@@ -215,6 +224,7 @@ class Prelu(Op):
     """
 
     name = "prelu"
+    dynamic = True
     inputs = ("x", "weight")
 
     def kernel(x, weight):
@@ -233,3 +243,9 @@ class Prelu(Op):
         scaled = c.mb.mul(x=x, y=weight, name=n + "_scaled")
         positive = c.mb.greater_equal(x=x, y=c.scalar(0, like=x), name=n + "_pos")
         return c.mb.select(cond=positive, a=x, b=scaled, name=n)
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if x.rank >= 2 and not isinstance(x.shape[1], int):
+            return "prelu over a dynamic channel dimension"
+        return None

@@ -115,6 +115,7 @@ class Clamp(Op):
     """min(max(x, min), max); either bound may be None."""
 
     name = "clamp"
+    dynamic = True
     elementwise = True
     inputs = ("x",)
     attrs = {"min": None, "max": None}
@@ -475,6 +476,7 @@ class ClampTensor(Op):
     """min(max(x, min), max) with tensor bounds (broadcast); either may be absent."""
 
     name = "clamp_tensor"
+    dynamic = True
     elementwise = True
     inputs = ("x", "min?", "max?")
 

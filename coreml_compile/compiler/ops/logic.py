@@ -103,6 +103,7 @@ class LogicalNot(Op):
     """not x (x taken as a truth value), a bool tensor"""
 
     name = "logical_not"
+    dynamic = True
     elementwise = True
     inputs = ("x",)
 
@@ -219,6 +220,7 @@ class Isnan(Op):
     """x != x: True where x is NaN (False for every integer)"""
 
     name = "isnan"
+    dynamic = True
     elementwise = True
     inputs = ("x",)
 
@@ -227,14 +229,23 @@ class Isnan(Op):
 
     def lower(c, x):
         if not c.mil_dtype_of(x).startswith("fp"):
-            return c.mb.const(val=np.zeros(x.shape, dtype=bool), name=c.name)
+            return _all_false(c, x)
         return c.mb.not_equal(x=x, y=x, name=c.name)
+
+
+def _all_false(c, x):
+    """False in x's shape (isinf and isnan of integers): a constant when the shape is
+    static; x != x, false for every integer, when it is known only at run time."""
+    if c.node.inputs[0].type.is_static:
+        return c.mb.const(val=np.zeros(x.shape, dtype=bool), name=c.name)
+    return c.mb.not_equal(x=x, y=x, name=c.name)
 
 
 class Isinf(Op):
     """|x| == inf (False for every integer)"""
 
     name = "isinf"
+    dynamic = True
     elementwise = True
     inputs = ("x",)
 
@@ -243,6 +254,6 @@ class Isinf(Op):
 
     def lower(c, x):
         if not c.mil_dtype_of(x).startswith("fp"):
-            return c.mb.const(val=np.zeros(x.shape, dtype=bool), name=c.name)
+            return _all_false(c, x)
         magnitude = c.mb.abs(x=x, name=c.name + "_abs")
         return c.mb.equal(x=magnitude, y=c.scalar(float("inf"), like=x), name=c.name)

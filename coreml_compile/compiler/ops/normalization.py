@@ -66,6 +66,7 @@ class GroupNorm(Op):
     """
 
     name = "group_norm"
+    dynamic = True
     inputs = ("x", "weight?", "bias?")
     attrs = {"num_groups": 1, "eps": 1e-5}
 
@@ -73,13 +74,16 @@ class GroupNorm(Op):
         return F.group_norm(x, num_groups, weight, bias, eps)
 
     def lower(c, x, weight, bias, *, num_groups, eps):
-        shape = list(x.shape)
-        grouped = c.mb.reshape(x=x, shape=[shape[0], num_groups, -1], name=c.name + "_grouped")
+        shape = list(c.node.inputs[0].type.shape)
+        grouped = c.mb.reshape(
+            x=x, shape=c.sizes([shape[0], num_groups, -1]), name=c.name + "_grouped"
+        )
         normed = c.mb.layer_norm(
             x=grouped, axes=[-1], epsilon=c.scalar(eps), name=c.name + "_normed"
         )
         has_affine = weight is not None or bias is not None
-        y = c.mb.reshape(x=normed, shape=shape, name=c.name if not has_affine else c.name + "_back")
+        back = c.name if not has_affine else c.name + "_back"
+        y = c.mb.reshape(x=normed, shape=c.sizes(shape), name=back)
         channel_shape = [shape[1]] + [1] * (len(shape) - 2)
         if weight is not None:
             w = c.const_like(weight.val.reshape(channel_shape), weight)
@@ -93,6 +97,8 @@ class GroupNorm(Op):
         for v in node.inputs[1:]:
             if v is not None and not v.is_constant:
                 return "group_norm needs constant weight and bias"
+        if not isinstance(node.inputs[0].type.shape[1], int):
+            return "group_norm over a dynamic channel dimension"
         return None
 
 
@@ -100,6 +106,7 @@ class InstanceNorm(Op):
     """Per-sample, per-channel normalisation with input statistics."""
 
     name = "instance_norm"
+    dynamic = True
     inputs = ("x", "weight?", "bias?")
     attrs = {"eps": 1e-5}
 

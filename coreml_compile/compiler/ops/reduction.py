@@ -50,6 +50,7 @@ class Cumsum(Op):
     """Inclusive running sum along ``dim``."""
 
     name = "cumsum"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": 0}
 
@@ -92,6 +93,7 @@ def _arg_reduction(name: str, torch_fn, mil_op: str) -> type[Op]:
             "name": name,
             "inputs": ("x",),
             "attrs": {"dim": None, "keepdim": False},
+            "dynamic": True,
             "kernel": kernel,
             "lower": lower,
             "check": check,
@@ -107,6 +109,7 @@ class Topk(Op):
     """The ``k`` largest (or smallest) entries along ``dim`` and their indices."""
 
     name = "topk"
+    dynamic = True
     inputs = ("x",)
     attrs = {"k": REQUIRED, "dim": -1, "largest": True, "sorted": True}
     num_outputs = 2
@@ -131,6 +134,7 @@ class Sort(Op):
     """Values sorted along ``dim`` and the indices that sort them."""
 
     name = "sort"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": -1, "descending": False, "stable": None}
     num_outputs = 2
@@ -156,6 +160,7 @@ class VectorNorm(Op):
     """torch.linalg.vector_norm: (sum |x|^ord)^(1/ord) over ``dim`` (all when None)."""
 
     name = "vector_norm"
+    dynamic = True
     inputs = ("x",)
     attrs = {"ord": 2, "dim": None, "keepdim": False}
 
@@ -190,6 +195,7 @@ class Prod(Op):
     """Product over one ``dim`` (all entries when None)."""
 
     name = "prod"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": None, "keepdim": False}
 
@@ -204,10 +210,21 @@ class Prod(Op):
         return c.mb.reduce_prod(x=x, axes=axes, keep_dims=keepdim, name=c.name)
 
 
+def _count(x, axes) -> int | None:
+    """How many entries a reduction over ``axes`` of type ``x`` sees; None if dynamic."""
+    n = 1
+    for a in axes:
+        if not isinstance(x.shape[a], int):
+            return None
+        n *= x.shape[a]
+    return n
+
+
 class Var(Op):
     """Variance over ``dim`` (all when None), divided by N - ``correction``."""
 
     name = "var"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": None, "correction": None, "keepdim": False}
 
@@ -216,15 +233,13 @@ class Var(Op):
 
     def lower(c, x, *, dim, correction, keepdim):
         axes = normalize_axes(dim, x.rank)
-        n = 1
-        for a in axes:
-            n *= x.shape[a]
         corr = 1 if correction is None else correction
         mean = c.mb.reduce_mean(x=x, axes=axes, keep_dims=True, name=c.name + "_mean")
         diff = c.mb.sub(x=x, y=mean, name=c.name + "_diff")
         square = c.mb.mul(x=diff, y=diff, name=c.name + "_sq")
         if corr == 0:
             return c.mb.reduce_mean(x=square, axes=axes, keep_dims=keepdim, name=c.name)
+        n = _count(c.node.inputs[0].type, axes)  # static: check() refuses the rest
         total = c.mb.reduce_sum(x=square, axes=axes, keep_dims=keepdim, name=c.name + "_sum")
         return c.mb.mul(x=total, y=c.scalar(1.0 / (n - corr), like=x), name=c.name)
 
@@ -232,10 +247,12 @@ class Var(Op):
         x = node.inputs[0].type
         if not x.dtype.startswith("float"):
             return "var of a non-float tensor"
-        n = 1
-        for a in normalize_axes(node.attrs["dim"], x.rank):
-            n *= x.shape[a]
         corr = 1 if node.attrs["correction"] is None else node.attrs["correction"]
+        n = _count(x, normalize_axes(node.attrs["dim"], x.rank))
+        if n is None:
+            if corr:
+                return "var with a correction over a dynamic dimension"
+            return None
         if n - corr <= 0:
             return f"var of {n} entries with correction {corr} (no degrees of freedom)"
         return None

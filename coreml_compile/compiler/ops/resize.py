@@ -333,6 +333,7 @@ class PixelShuffle(Op):
     """(N, C*r*r, H, W) -> (N, C, H*r, W*r)."""
 
     name = "pixel_shuffle"
+    dynamic = True
     inputs = ("x",)
     attrs = {"upscale_factor": REQUIRED}
 
@@ -354,6 +355,7 @@ class PixelUnshuffle(Op):
     """(N, C, H*r, W*r) -> (N, C*r*r, H, W)."""
 
     name = "pixel_unshuffle"
+    dynamic = True
     inputs = ("x",)
     attrs = {"downscale_factor": REQUIRED}
     min_target = 16

@@ -504,6 +504,7 @@ class Narrow(Op):
     """x.narrow(dim, start, length): ``length`` entries from ``start`` along ``dim``."""
 
     name = "narrow"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dim": 0, "start": 0, "length": REQUIRED}
 
@@ -512,13 +513,19 @@ class Narrow(Op):
 
     def lower(c, x, *, dim, start, length):
         axis = dim % x.rank
-        first = start % x.shape[axis] if start < 0 else start
+        first = start % x.shape[axis] if start < 0 else start  # check(): static if < 0
         begin = [0] * x.rank
-        end = list(x.shape)
+        end = [0] * x.rank
         begin[axis], end[axis] = first, first + length
-        return c.mb.slice_by_index(x=x, begin=begin, end=end, name=c.name)
+        whole = [a != axis for a in range(x.rank)]  # masked at both ends: see _slice_bounds
+        return c.mb.slice_by_index(
+            x=x, begin=begin, end=end, begin_mask=whole, end_mask=whole, name=c.name
+        )
 
     def check(node, generation):
+        x = node.inputs[0].type
+        if node.attrs["start"] < 0 and not isinstance(x.shape[node.attrs["dim"] % x.rank], int):
+            return "narrow from a negative start along a dynamic dimension"
         return _no_empty_outputs(node)
 
 
@@ -568,6 +575,7 @@ class Movedim(Op):
     """torch.movedim: move dims ``source`` to positions ``destination``."""
 
     name = "movedim"
+    dynamic = True
     inputs = ("x",)
     attrs = {"source": REQUIRED, "destination": REQUIRED}
 
@@ -587,6 +595,7 @@ class Repeat(Op):
     """x.repeat(repeats): tile x (more repeats than dims add leading dims)."""
 
     name = "repeat"
+    dynamic = True
     inputs = ("x",)
     attrs = {"repeats": REQUIRED}
 
@@ -596,8 +605,8 @@ class Repeat(Op):
     def lower(c, x, *, repeats):
         reps = list(repeats)
         if len(reps) > x.rank:
-            lifted = [1] * (len(reps) - x.rank) + list(x.shape)
-            x = c.mb.reshape(x=x, shape=lifted, name=c.name + "_lift")
+            lifted = [1] * (len(reps) - x.rank) + list(c.node.inputs[0].type.shape)
+            x = c.mb.reshape(x=x, shape=c.sizes(lifted), name=c.name + "_lift")
         if all(r == 1 for r in reps):
             return c.mb.identity(x=x, name=c.name)
         return c.mb.tile(x=x, reps=reps, name=c.name)
@@ -610,6 +619,7 @@ class Flip(Op):
     """torch.flip: reverse the order along ``dims``."""
 
     name = "flip"
+    dynamic = True
     inputs = ("x",)
     attrs = {"dims": REQUIRED}
 
