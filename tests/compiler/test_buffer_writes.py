@@ -45,6 +45,14 @@ class BroadcastWrite(_Cache):
         return self.cache * mask[:, :1, None]
 
 
+class IndexPut(_Cache):
+    """A KV cache written at run-time positions: ``cache[:, pos] = x`` (index_put_)."""
+
+    def forward(self, x, pos):
+        self.cache[:, pos] = x
+        return self.cache.sum(1)
+
+
 class IndexCopy(_Cache):
     def forward(self, x, index):
         self.cache.index_copy_(1, index, x)
@@ -94,19 +102,25 @@ def _fixed_inputs(call):
     return torch.randn(1, 2, WIDTH), torch.ones(1, 4)
 
 
+def _position_inputs(call):
+    n = 2 + call % 2
+    return torch.randn(1, n, WIDTH), torch.arange(2 * call, 2 * call + n)
+
+
 def _index_inputs(call):
     return torch.randn(1, 2, WIDTH), torch.tensor([call, ROWS - 1 - call])
 
 
 CASES = {
     # model, inputs of call i, dynamic shapes, whether the translator writes by itself
-    "slice write": (SliceWrite, _slice_inputs, True, True),
-    "broadcast write": (BroadcastWrite, _fixed_inputs, False, True),
-    "index_copy_": (IndexCopy, _index_inputs, False, True),
-    "counter": (Counter, _fixed_inputs, False, True),
-    "read before and after": (ReadBeforeAndAfter, _fixed_inputs, False, True),
-    "view outlives a write": (ViewOutlivesWrite, _fixed_inputs, False, False),
-    "chained writes": (ChainedWrites, _fixed_inputs, False, True),
+    "slice write": (SliceWrite, _slice_inputs, lambda n: ({1: n}, {1: Dim("end", max=ROWS)}), True),
+    "index_put_": (IndexPut, _position_inputs, lambda n: ({1: n}, {0: n}), True),
+    "broadcast write": (BroadcastWrite, _fixed_inputs, None, True),
+    "index_copy_": (IndexCopy, _index_inputs, None, True),
+    "counter": (Counter, _fixed_inputs, None, True),
+    "read before and after": (ReadBeforeAndAfter, _fixed_inputs, None, True),
+    "view outlives a write": (ViewOutlivesWrite, _fixed_inputs, None, False),
+    "chained writes": (ChainedWrites, _fixed_inputs, None, True),
 }
 
 
@@ -114,7 +128,7 @@ CASES = {
 def test_buffer_writes_agree_with_torch_call_after_call(case):
     factory, inputs, dynamic, by_itself = CASES[case]
     model = factory().eval()
-    shapes = ({1: Dim("n", min=1, max=4)}, {1: Dim("end", min=2, max=ROWS)}) if dynamic else None
+    shapes = dynamic(Dim("n", min=1, max=4)) if dynamic else None
     ep = torch_export.export(copy.deepcopy(model), inputs(0), shapes)
     assert (torch_export._buffer_writes(ep) is not None) == by_itself
     compiled = coreml_compile.compile(

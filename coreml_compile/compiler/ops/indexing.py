@@ -256,18 +256,29 @@ class IndexPut(Op):
     """x.index_put(indices, values, accumulate): write (or add) ``values`` at x[indices].
 
     A single boolean mask over x's leading dims with one value is a select; integer indices
-    lower to scatter_nd.
+    lower to scatter_nd. With dynamic shapes, one index vector whose values fill what it
+    addresses (a KV cache written at run-time positions, ``cache[:, :, pos] = k``) is a
+    scatter along its axis.
     """
 
     name = "index_put"
     inputs = ("*indices", "x", "values")
     attrs = {"accumulate": False}
+    dynamic = True
 
     def kernel(indices, x, values, *, accumulate):
         return torch.ops.aten.index_put(x, list(indices), values, accumulate)
 
     def lower(c, indices, x, values, *, accumulate):
         (values,) = c.promote(values)
+        mode = "add" if accumulate else "update"
+        if not all(v.type.is_static for v in c.node.inputs if v is not None):
+            (d,) = _index_layout(indices, x.rank)[0]  # check(): one vector, values that fit
+            idx = _positive(c, indices[d], c.node.inputs[-2].type.shape[d], "i")
+            want = _scatter_shape(c.node.inputs[-2].type, c.node.inputs[d].type, d)
+            if values.rank < len(want):  # torch dropped leading 1s: put them back
+                values = c.mb.reshape(x=values, shape=c.sizes(want), name=c.name + "_v")
+            return c.mb.scatter(data=x, indices=idx, updates=values, axis=d, mode=mode, name=c.name)
         present = [v for v in indices if v is not None]
         if present and c.mil_dtype_of(present[0]) == "bool":
             mask = indices[0]
@@ -291,7 +302,6 @@ class IndexPut(Op):
         if p:
             order = list(range(p, p + b)) + list(range(p)) + list(range(p + b, len(read)))
             values = c.mb.transpose(x=values, perm=order, name=c.name + "_vt")
-        mode = "add" if accumulate else "update"
         if perm == list(range(x.rank)):
             return c.mb.scatter_nd(data=xt, indices=stacked, updates=values, mode=mode, name=c.name)
         out = c.mb.scatter_nd(
@@ -307,8 +317,11 @@ class IndexPut(Op):
             return "index_put with no index tensors"
         if x.type.dtype == "bool":
             return f"index_put into a bool tensor ({x.name})"
+        dynamic = not all(v.type.is_static for v in node.inputs if v is not None)
         if any(v.type.dtype == "bool" for v in present):
             mask = indices[0]
+            if dynamic:
+                return "boolean index_put with dynamic shapes"
             if len(indices) != 1 or mask is None:
                 return "boolean index_put with more than one index"
             if tuple(x.type.shape[: mask.type.rank]) != tuple(mask.type.shape):
@@ -316,4 +329,32 @@ class IndexPut(Op):
             if values.type.numel() != 1:
                 return "boolean index_put of more than one value (positions depend on the data)"
             return None
+        if dynamic:
+            reason = _dynamic_scatter_reason(indices, x.type, values.type)
+            if reason:
+                return reason
         return _index_dtype_reason(node, [i for i, v in enumerate(indices) if v is not None])
+
+
+def _dynamic_scatter_reason(indices, x, values) -> str | None:
+    """Why a dynamic index_put is not one scatter along an axis (None if it is)."""
+    dims = [d for d, v in enumerate(indices) if v is not None]
+    if len(dims) != 1 or indices[dims[0]].type.rank != 1:
+        return "index_put with dynamic shapes and more than one index vector"
+    want = _scatter_shape(x, indices[dims[0]].type, dims[0])
+    have = list(values.shape)
+    lead = len(want) - len(have)  # leading 1s torch may have dropped from the values
+    if (
+        lead < 0
+        or any(w != 1 for w in want[:lead])
+        or not all(symbolic.equal(a, b) for a, b in zip(have, want[lead:], strict=True))
+    ):
+        return "index_put with dynamic shapes whose values do not fill what the index addresses"
+    return None
+
+
+def _scatter_shape(x, index, axis: int) -> list:
+    """What ``x[..., index, ...]`` reads for one index vector along ``axis``."""
+    shape = list(x.shape)
+    shape[axis] = index.shape[0]
+    return shape
