@@ -59,6 +59,14 @@ class IndexCopy(_Cache):
         return self.cache.mean(1)
 
 
+class WholeCopy(_Cache):
+    """An exponential moving average kept in a buffer, replaced whole with ``copy_``."""
+
+    def forward(self, x, mask):
+        self.cache.copy_(self.cache * 0.5 + x.mean(1, keepdim=True))
+        return self.cache[:, :2] * mask[:, :1, None]
+
+
 class Counter(nn.Module):
     def __init__(self):
         super().__init__()
@@ -118,6 +126,7 @@ CASES = {
     "broadcast write": (BroadcastWrite, _fixed_inputs, None, True),
     "index_copy_": (IndexCopy, _index_inputs, None, True),
     "counter": (Counter, _fixed_inputs, None, True),
+    "whole copy_": (WholeCopy, _fixed_inputs, None, True),
     "read before and after": (ReadBeforeAndAfter, _fixed_inputs, None, True),
     "view outlives a write": (ViewOutlivesWrite, _fixed_inputs, None, False),
     "chained writes": (ChainedWrites, _fixed_inputs, None, True),
