@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from coreml_compile.compiler import symbolic
 from coreml_compile.compiler.ops import REQUIRED, Op
 from coreml_compile.compiler.ops._helpers import normalize_axes
 
@@ -239,8 +240,13 @@ class Var(Op):
         square = c.mb.mul(x=diff, y=diff, name=c.name + "_sq")
         if corr == 0:
             return c.mb.reduce_mean(x=square, axes=axes, keep_dims=keepdim, name=c.name)
-        n = _count(c.node.inputs[0].type, axes)  # static: check() refuses the rest
         total = c.mb.reduce_sum(x=square, axes=axes, keep_dims=keepdim, name=c.name + "_sum")
+        shape = c.node.inputs[0].type.shape
+        n = _count(c.node.inputs[0].type, axes)
+        if n is None:  # over a dynamic dimension: N - correction computed at run time
+            count = symbolic.Expr("*".join(f"({shape[a]})" for a in axes) + f" - {int(corr)}")
+            divisor = c.mb.cast(x=c.size(count), dtype=c.mil_dtype_of(x), name=c.name + "_n")
+            return c.mb.real_div(x=total, y=divisor, name=c.name)
         return c.mb.mul(x=total, y=c.scalar(1.0 / (n - corr), like=x), name=c.name)
 
     def check(node, generation):
@@ -249,10 +255,10 @@ class Var(Op):
             return "var of a non-float tensor"
         corr = 1 if node.attrs["correction"] is None else node.attrs["correction"]
         n = _count(x, normalize_axes(node.attrs["dim"], x.rank))
+        if n is None and corr != int(corr):
+            return "var with a fractional correction over a dynamic dimension"
         if n is None:
-            if corr:
-                return "var with a correction over a dynamic dimension"
-            return None
+            return None  # where N <= correction at run time, torch's var is not finite either
         if n - corr <= 0:
             return f"var of {n} entries with correction {corr} (no degrees of freedom)"
         return None
