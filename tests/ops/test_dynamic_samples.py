@@ -12,6 +12,7 @@ reason (the op's own samples test it).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
 import pytest
@@ -33,12 +34,17 @@ BOUND = 4096
 
 
 def _auto(sample) -> tuple:
-    specs = tuple(
+    specs = [
         {i: Dim.AUTO for i in range(t.dim())} if isinstance(t, torch.Tensor) and t.dim() else None
         for t in sample.inputs
-    )
-    # A wrapped function takes *xs: its one argument is the tuple of inputs.
-    return (specs,) if "xs" in str(sample.module.forward.__code__.co_varnames) else specs
+    ]
+    # torch.export takes a forward's *args as one more argument: a tuple of their specs.
+    params = inspect.signature(sample.module.forward).parameters.values()
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    rest = tuple(specs[len(named) :])
+    if any(p.kind == p.VAR_POSITIONAL for p in params) and (rest or not named):
+        return (*specs[: len(named)], rest)
+    return tuple(specs)
 
 
 def test_most_records_lower_dynamic_shapes():
