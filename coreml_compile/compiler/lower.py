@@ -81,13 +81,45 @@ class _MilInt:
         return self._op("mul", self, -1)
 
 
+class _NamingBuilder:
+    """coremltools' Builder, giving each op it is not given a name for one after the IR
+    node being lowered (``<node>__<op>_<k>``).
+
+    The Builder's own names (``reshape_0``, ...) come from a counter shared by the
+    whole process: a second compile names the same program differently, and an
+    auto-named helper can take the name of an IR node (torch calls nodes ``reshape_1``
+    too). Two ops of one name make a package the milproto loader reads wrongly.
+    """
+
+    def __init__(self, c: LowerContext):
+        from coremltools.converters.mil import Builder
+
+        self._c = c
+        self._builder = Builder
+        self._counts: dict[str, int] = {}
+        self._ops: dict[str, Any] = {}
+
+    def __getattr__(self, op: str) -> Any:
+        if op not in self._ops:
+            build = getattr(self._builder, op)
+
+            def named(*args: Any, **kwargs: Any) -> Any:
+                if "name" not in kwargs:
+                    base = f"{self._c.name or 'program'}__{op}"
+                    k = self._counts.get(base, 0)
+                    self._counts[base] = k + 1
+                    kwargs["name"] = f"{base}_{k}"
+                return build(*args, **kwargs)
+
+            self._ops[op] = named
+        return self._ops[op]
+
+
 class LowerContext:
     """What an op record's ``lower`` sees: the builder, the node, names and constants."""
 
     def __init__(self, precision: str, generation: int):
-        from coremltools.converters.mil import Builder
-
-        self.mb = Builder
+        self.mb = _NamingBuilder(self)
         self.precision = precision
         self.generation = generation
         self.node: Node | None = None
@@ -148,7 +180,7 @@ class LowerContext:
         key = f"[{dim}]"
         if key not in self._sizes:
             # reshape, not expand_dims: coremltools keeps the size's symbol through it,
-            # so a reshape to a vector of it needs no sympy solve (see _slice_bounds).
+            # so a reshape to a vector of it needs no sympy solve (see _slice_lists).
             self._sizes[key] = self.mb.reshape(x=self.size(dim), shape=[1])
         return self._sizes[key]
 

@@ -4,6 +4,7 @@
     %y = reshape(%x) shape=<shape of x>
     %y = mul(%x, 1.0)   %y = add(%x, 0.0)   %y = cast(%x) dtype=<dtype of x>
     %y = permute(%x) dims=[0,1,2]   %y = adaptive_avg_pool2d(%x) output_size=<H,W of x>
+    %y = copy(%x, %src)                    ⇒   (readers of %y read %src, of x's type)
 
 An op is only removed when its output has exactly its input's type, so broadcasting
 (``x + zeros`` of a larger shape) is never dropped.
@@ -42,6 +43,8 @@ def _passthrough(node: Node) -> Value | None:
         return x
     if op == "cat" and len(node.inputs) == 1:
         return x
+    if op == "copy":  # x[...] = src, functionalised: what x held is not read
+        return node.inputs[1]
     if op in ("add", "sub") and is_const_equal(node.inputs[1], 0) and a["alpha"] in (0, 1):
         return x
     if op == "add" and is_const_equal(x, 0):

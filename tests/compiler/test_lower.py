@@ -110,3 +110,20 @@ def test_a_program_prints_in_full_only_for_a_debug_log(caplog):
     assert "relu" not in str(program)
     with caplog.at_level("DEBUG", logger="coremltools"):
         assert "relu" in str(program)
+
+
+def test_op_names_are_unique_and_the_same_in_every_compile():
+    """coremltools names an op it is not given a name for from a counter shared by the
+    process; one such name equal to an IR node's made a package the loader misread."""
+    from coreml_compile.compiler.frontends.torch_export import export, to_ir
+
+    tokens = torch.randint(0, 50, (1, 10))
+    ep = export(_Heads().eval(), (tokens,), ({1: torch.export.Dim("n", min=2, max=64)},))
+    names = []
+    for _ in range(2):
+        function = lower.build_program(to_ir(ep), "fp32", "iOS16").functions["main"]
+        outputs = [v.name for op in function.operations for v in op.outputs]
+        assert len(outputs) == len(set(outputs)), sorted(outputs)
+        # (coremltools still numbers the constants it makes for scalar arguments itself)
+        names.append([op.name for op in function.operations if op.op_type != "const"])
+    assert names[0] == names[1]

@@ -40,6 +40,20 @@ def test_remove_noops():
     assert after == {"relu": 1}, (before, after)
 
 
+def test_a_copy_into_a_slice_writes_its_source():
+    def f(a):
+        b = a * 2
+        b[:, 1:3] = a[:, :2] + 1  # functionalised: copy(slice(b), src) scattered back
+        c = a * 3
+        c[:, 1:3] = a[:, :1]  # broadcast: torch expands src to the slice first
+        return b + c
+
+    before, after, _ = apply(f, (x,), "remove_noops", "eliminate_dead_code")
+    assert before["copy"] == 2 and "copy" not in after, (before, after)
+    # The slices the copies wrote into were read for their shape only.
+    assert after["slice"] == before["slice"] - 2, (before, after)
+
+
 def test_noop_that_broadcasts_is_kept():
     zeros = torch.zeros(5, 2, 3, 4)
     before, after, _ = apply(lambda a: a + zeros, (x,), "remove_noops")

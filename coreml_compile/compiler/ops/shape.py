@@ -145,25 +145,27 @@ class Slice(Op):
     dynamic = True
 
     def lower(c, x, *, dim, start, end, step):
-        bounds = _slice_bounds(c, x, dim, start, end, step)
+        bounds = _slice_lists(c, x, dim, start, end, step)
         axis = dim % x.rank
-        run_time = not all(isinstance(bounds[k], list) for k in ("begin", "end"))
+        run_time = any(not isinstance(b, int) for b in bounds["begin"] + bounds["end"])
         if step == 1 and run_time:
             # Run-time bounds: slice_by_size, whose size (the output's length, -1 for
             # whole axes) keeps the dynamic sizes' symbols in coremltools' types, where
-            # slice_by_index's would make new ones (see _slice_bounds).
+            # slice_by_index's would make new ones (see _slice_lists).
             length = c.node.output.type.shape[axis]
             size = [length if a == axis else -1 for a in range(x.rank)]
-            return c.mb.slice_by_size(x=x, begin=bounds["begin"], size=c.sizes(size), name=c.name)
-        return c.mb.slice_by_index(x=x, **bounds, name=c.name)
+            begin = c.sizes(bounds["begin"])
+            return c.mb.slice_by_size(x=x, begin=begin, size=c.sizes(size), name=c.name)
+        return c.mb.slice_by_index(x=x, **_slice_bounds(c, bounds), name=c.name)
 
     def check(node, generation):
         return _slice_check(node, "slice")
 
 
-def _slice_bounds(c, x, dim, start, end, step):
+def _slice_lists(c, x, dim, start, end, step):
     """MIL's begin, end, stride and masks for x[start:end:step] along ``dim`` of the
-    node's first input; bounds along a dynamic dimension are computed at run time.
+    node's first input, as lists whose bounds along a dynamic dimension are sizes
+    (Exprs) to compute at run time (:func:`_slice_bounds` makes them MIL values).
 
     The other axes are whole: masked at both ends, so coremltools keeps their dynamic
     sizes' symbols (with begin 0 unmasked it makes new ones, and every later reshape
@@ -188,12 +190,17 @@ def _slice_bounds(c, x, dim, start, end, step):
             end_mask[axis] = False
     stride[axis] = step
     return {
-        "begin": c.sizes(begin),
-        "end": c.sizes(stop),
+        "begin": begin,
+        "end": stop,
         "stride": stride,
         "begin_mask": begin_mask,
         "end_mask": end_mask,
     }
+
+
+def _slice_bounds(c, bounds):
+    """``_slice_lists``' bounds as MIL values (an int32 vector where some are dynamic)."""
+    return {**bounds, "begin": c.sizes(bounds["begin"]), "end": c.sizes(bounds["end"])}
 
 
 def _slice_check(node, label):
@@ -226,7 +233,7 @@ class Select(Op):
         begin = [0] * x.rank
         end = [0] * x.rank
         begin[axis], end[axis] = i, i + 1
-        whole = [a != axis for a in range(x.rank)]  # masked at both ends: see _slice_bounds
+        whole = [a != axis for a in range(x.rank)]  # masked at both ends: see _slice_lists
         squeeze = [a == axis for a in range(x.rank)]
         return c.mb.slice_by_index(
             x=x,
@@ -517,7 +524,7 @@ class Narrow(Op):
         begin = [0] * x.rank
         end = [0] * x.rank
         begin[axis], end[axis] = first, first + length
-        whole = [a != axis for a in range(x.rank)]  # masked at both ends: see _slice_bounds
+        whole = [a != axis for a in range(x.rank)]  # masked at both ends: see _slice_lists
         return c.mb.slice_by_index(
             x=x, begin=begin, end=end, begin_mask=whole, end_mask=whole, name=c.name
         )
@@ -734,7 +741,7 @@ class SliceScatter(Op):
 
     def lower(c, x, src, *, dim, start, end, step):
         (src,) = c.promote(src)
-        bounds = _slice_bounds(c, x, dim, start, end, step)
+        bounds = _slice_bounds(c, _slice_lists(c, x, dim, start, end, step))
         return c.mb.slice_update(x=x, update=src, **bounds, name=c.name)
 
     def check(node, generation):
