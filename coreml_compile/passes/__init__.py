@@ -79,6 +79,7 @@ FUSION = [
     "fold_reshape_into_reduction",
     "fuse_channel_shuffle",
     "merge_slices",
+    "fold_embedding_lookups",
     "recompose_activations",
     "recompose_layer_norm",
 ]
