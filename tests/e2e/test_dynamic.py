@@ -320,3 +320,33 @@ def test_a_tampered_dimension_expression_is_refused(tmp_path):
     assert read_input_dims({"coreml_compile.input_dims": '{"x": [1, "2*s0 + 1"]}'}) == {
         "x": [1, "2*s0 + 1"]
     }
+
+
+class _Histogram(torch.nn.Module):
+    """Counts scattered into bins: the bins and the number of items are both dynamic."""
+
+    def forward(self, bins, index, weight):
+        return bins.scatter_add(1, index, weight) + bins.scatter(1, index, weight * 2)
+
+
+def test_scatter_with_dynamic_sizes():
+    model = _Histogram()
+    n, m = Dim("bins", min=2, max=64), Dim("items", min=2, max=256)
+    example = (torch.zeros(2, 8), torch.randint(0, 8, (2, 20)), torch.rand(2, 20))
+    compiled = coreml_compile.compile(
+        model,
+        example,
+        dynamic_shapes=({1: n}, {1: m}, {1: m}),
+        precision="fp32",
+        allow_fallback=False,
+    )
+    for bins, items in ((5, 3), (40, 200)):
+        generator = torch.Generator().manual_seed(bins)
+        # Distinct positions per row for the write: which of two equal ones wins is open.
+        index = torch.stack([torch.randperm(bins, generator=generator)[: min(bins, items)]] * 2)
+        weight = torch.rand(2, index.shape[1], generator=generator)
+        feeds = (torch.rand(2, bins, generator=generator), index, weight)
+        (got,) = compiled.predict(
+            {k: t.numpy() for k, t in zip(("bins", "index", "weight"), feeds, strict=True)}
+        ).values()
+        torch.testing.assert_close(torch.from_numpy(got), model(*feeds))

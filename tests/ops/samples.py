@@ -309,6 +309,34 @@ def _samples() -> list[Sample]:
         rand(3, 4, 5),
         torch.tensor([[[4, 1], [0, 2]]]),
     )
+    rows = torch.tensor([[0, 3, 1], [4, 2, 0]])  # distinct per row: a write is exact
+    add("scatter", "src_larger", lambda a, i, s: a.scatter(1, i, s), rand(2, 5), rows, rand(2, 4))
+    repeats = torch.tensor([[0, 2, 2, 1], [1, 1, 0, 2], [2, 0, 1, 1], [0, 0, 2, 2], [1, 2, 0, 0]])
+    add(
+        "scatter",
+        "add_repeats",
+        lambda a, i, s: a.scatter_add(0, i, s),
+        rand(3, 4),
+        repeats,
+        rand(5, 4),
+    )
+    add(
+        "scatter",
+        "amax_repeats",
+        lambda a, i, s: a.scatter_reduce(0, i, s, "amax"),
+        rand(3, 4),
+        repeats,
+        rand(5, 4),
+    )
+    add(
+        "scatter",
+        "prod_in_place",
+        lambda a, i, s: (a * 1).scatter_reduce_(0, i, s, "prod"),
+        rand(3, 4),
+        repeats,
+        rand(5, 4),
+        also=("mul",),
+    )
     add("take_along_dim", "dim", lambda a, i: torch.take_along_dim(a, i, 1), rand(2, 3), idx)
     add(
         "take_along_dim",

@@ -178,6 +178,10 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::roll.default": M("roll"),
     "aten::index_select.default": M("index_select"),
     "aten::gather.default": M("gather"),
+    "aten::scatter.src": M("scatter"),
+    "aten::scatter_add.default": M("scatter", fixed={"reduce": "sum"}),
+    # scatter_reduce without x's own values (include_self=False) has no MIL mode.
+    "aten::scatter_reduce.two": M("scatter", accept=lambda b: b.get("include_self", True)),
     "aten::take_along_dim.default": M("take_along_dim"),
     "aten::index.Tensor": M("index"),
     "aten::index_put.default": M("index_put"),

@@ -126,6 +126,60 @@ class Gather(Op):
         return _index_dtype_reason(node, [1]) or _data_dtype_reason(x)
 
 
+class Scatter(Op):
+    """torch.scatter, scatter_add and scatter_reduce (with x's own values included):
+    ``src`` written (``reduce`` None) or combined ("sum", "prod", "amax", "amin") into x
+    at ``index`` along ``dim``; MIL's scatter_along_axis. Where ``index`` repeats a
+    position, a write keeps one of the values (torch does not say which either)."""
+
+    name = "scatter"
+    inputs = ("x", "index", "src")
+    attrs = {"dim": 0, "reduce": None}
+    dynamic = True
+
+    def kernel(x, index, src, *, dim, reduce):
+        if reduce is None:
+            return torch.scatter(x, dim, index, src)
+        return torch.scatter_reduce(x, dim, index, src, reduce, include_self=True)
+
+    def lower(c, x, index, src, *, dim, reduce):
+        x, src = c.promote(x, src)
+        axis = dim % x.rank
+        # torch takes src's leading block when src is larger than the index.
+        index_dims, src_dims = (v.type.shape for v in c.node.inputs[1:])
+        if not all(symbolic.equal(i, s) for i, s in zip(index_dims, src_dims, strict=True)):
+            src = c.mb.slice_by_index(
+                x=src, begin=[0] * x.rank, end=c.sizes(index_dims), name=c.name + "_src"
+            )
+        idx = _int32(c, index, "i")  # torch refuses negative indices here
+        mode = _SCATTER_MODES[reduce]
+        return c.mb.scatter_along_axis(
+            data=x, indices=idx, updates=src, axis=axis, mode=mode, name=c.name
+        )
+
+    def check(node, generation):
+        x, index, src = node.inputs
+        rank = x.type.rank
+        if rank == 0 or index.type.rank != rank or src.type.rank != rank:
+            return "scatter into a scalar or with an index or source of another rank"
+        axis = node.attrs["dim"] % rank
+        if not all(
+            symbolic.equal(i, s)
+            for a, (i, s) in enumerate(zip(index.type.shape, x.type.shape, strict=True))
+            if a != axis
+        ):
+            return "scatter with an index smaller than x off its axis"
+        if node.attrs["reduce"] not in _SCATTER_MODES:
+            return f"scatter_reduce {node.attrs['reduce']!r}"
+        if x.type.dtype == "bool":
+            return f"scatter into a bool tensor ({x.name})"
+        return _index_dtype_reason(node, [1])
+
+
+# torch's reductions and MIL's scatter modes.
+_SCATTER_MODES = {None: "update", "sum": "add", "prod": "mul", "amax": "max", "amin": "min"}
+
+
 class TakeAlongDim(Op):
     """torch.take_along_dim: gather after broadcasting x and indices (all but ``dim``)."""
 
