@@ -70,6 +70,25 @@ def test_in_place_through_a_view_is_functionalised():
     assert torch.allclose(run_graph(g, [x])[0], f(x.clone()))
 
 
+def test_writes_through_a_chunk_or_a_diagonal_are_functionalised():
+    # Views torch's schemas mark (Tensor(a)), mapped or not: split pieces, diagonals.
+    def through_a_chunk(a):
+        b = a * 1
+        first, _ = b.chunk(2, 1)
+        first.mul_(10)
+        return b + 1
+
+    def through_a_diagonal(a):
+        b = a * 1
+        b.diagonal(0, 1, 2).mul_(0)
+        return b + 1
+
+    x = torch.randn(3, 4, 4)
+    for f in (through_a_chunk, through_a_diagonal):
+        g = trace(Fn(f), (x,))
+        assert torch.allclose(run_graph(g, [x])[0], f(x.clone())), f.__name__
+
+
 def test_unmapped_op_with_a_decomposition_is_decomposed():
     # aten.addcmul has no record; torch's decomposition turns it into mul and add.
     x = torch.randn(3, 4)

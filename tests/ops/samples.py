@@ -282,6 +282,11 @@ def _samples() -> list[Sample]:
     add("repeat", "more_dims", lambda a: a.repeat(2, 1, 3), rand(2, 3))
     add("repeat", "tile", lambda a: a.tile((2,)), rand(2, 3))
     add("flip", "negdims", lambda a: a.flip(-1, 1), rand(2, 3, 4))
+    add("diagonal", "main", lambda a: torch.diagonal(a) * 1, rand(3, 4), also=("mul",))
+    add("diagonal", "above", lambda a: torch.diagonal(a, 2) * 1, rand(3, 4), also=("mul",))
+    below = lambda a: a.diagonal(-1, 2, 0) * 1  # noqa: E731
+    add("diagonal", "below_batched", below, rand(4, 2, 3), also=("mul",))
+    add("diagonal", "trace", lambda a: torch.trace(a), rand(5, 5), also=("sum",))
     add("roll", "one_dim", lambda a: a.roll(2, -1), rand(2, 5))
     add("roll", "two_dims_negative", lambda a: a.roll((-1, 7), (0, 2)), rand(3, 2, 5))
     add("roll", "flattened", lambda a: a.roll(4), rand(2, 3))

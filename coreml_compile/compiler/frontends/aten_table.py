@@ -173,6 +173,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::movedim.intlist": M("movedim"),
     "aten::repeat.default": M("repeat"),
     "aten::flip.default": M("flip"),
+    "aten::diagonal.default": M("diagonal"),
+    "aten::diagonal_copy.default": M("diagonal"),
     "aten::triu.default": M("triu"),
     "aten::tril.default": M("tril"),
     "aten::roll.default": M("roll"),
@@ -312,45 +314,6 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::rnn_relu.input": M("rnn", {"weights": "params", "h0": "hx"}, {"nonlinearity": "relu"}),
     # -- end of recurrent layers ---------------------------------------------------------
 }
-
-# Overloads whose result shares storage with their input: an in-place update of such a
-# result also changes the input, which the simple rebinding of in-place ops cannot model.
-VIEW_OPS = frozenset(
-    {
-        "aten::view.default",
-        "aten::_unsafe_view.default",
-        "aten::reshape.default",
-        "aten::flatten.using_ints",
-        "aten::permute.default",
-        "aten::transpose.int",
-        "aten::t.default",
-        "aten::numpy_T.default",
-        "aten::mT.default",
-        "aten::mH.default",
-        "aten::squeeze.default",
-        "aten::squeeze.dim",
-        "aten::squeeze.dims",
-        "aten::unsqueeze.default",
-        "aten::slice.Tensor",
-        "aten::select.int",
-        "aten::expand.default",
-        "aten::alias.default",
-        "aten::detach.default",
-        # coverage part B
-        "aten::narrow.default",
-        "aten::unflatten.int",
-        "aten::expand_as.default",
-        "aten::movedim.int",
-        "aten::movedim.intlist",
-        "aten::split.Tensor",
-        "aten::split.sizes",
-        "aten::split_with_sizes.default",
-        "aten::chunk.default",
-        "aten::tensor_split.sections",
-        "aten::tensor_split.indices",
-        "aten::unbind.int",
-    }
-)
 
 # Default IR input name -> the ATen argument names it reads, in order of preference.
 DEFAULT_SOURCES = {"x": ("self", "input"), "y": ("other",)}

@@ -30,7 +30,6 @@ from coreml_compile.compiler import dtypes, symbolic
 from coreml_compile.compiler.frontends.aten_table import (
     ATEN_TO_IR,
     DEFAULT_SOURCES,
-    VIEW_OPS,
     Mapping,
 )
 from coreml_compile.compiler.ir import Graph, TensorType, Value
@@ -118,8 +117,11 @@ def _mutates_a_view_or_input(ep: torch.export.ExportedProgram) -> bool:
 
 
 def _aliases(target: Any) -> bool:
-    """Whether an overload's result shares storage with its input (a view, not a write)."""
+    """Whether an overload's result shares storage with its input (a view, not a write),
+    as its schema says (``Tensor(a)``); ``_unsafe_view`` shares it without saying so."""
     returns = target._schema.returns
+    if schema_key(target) == "aten::_unsafe_view.default":
+        return True
     return bool(returns) and any(
         r.alias_info is not None and not r.alias_info.is_write for r in returns
     )
@@ -162,9 +164,11 @@ def _buffer_writes(
                 return None  # an input or a parameter written in place
             writes[node] = (dest, None)
             continue
+        if dest.op == "call_function" and dest.target is operator.getitem:
+            dest = dest.args[0]  # a piece of split/chunk/unbind: a view of their input
         if dest.op != "call_function" or not isinstance(dest.target, torch._ops.OpOverload):
             continue
-        if schema_key(dest.target) not in VIEW_OPS:
+        if not _aliases(dest.target):
             continue  # an intermediate written in place: rebinding it is enough
         root = dest.args[0] if dest.args else None
         simple = (

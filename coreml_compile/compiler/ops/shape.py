@@ -622,6 +622,51 @@ class Repeat(Op):
         return _no_empty_outputs(node)
 
 
+class Diagonal(Op):
+    """torch.diagonal: the entries (i, i + offset) of the ``dim1`` x ``dim2`` planes, as
+    a last dim. Lowered as those two dims moved last and flattened, then one strided
+    slice (step: the row length plus one)."""
+
+    name = "diagonal"
+    inputs = ("x",)
+    attrs = {"offset": 0, "dim1": 0, "dim2": 1}
+    dynamic = True  # the other dims; the check keeps the planes static
+
+    def kernel(x, *, offset, dim1, dim2):
+        return torch.diagonal(x, offset, dim1, dim2).clone()
+
+    def lower(c, x, *, offset, dim1, dim2):
+        shape = list(c.node.inputs[0].type.shape)
+        a, b = dim1 % x.rank, dim2 % x.rank
+        rest = [d for d in range(x.rank) if d not in (a, b)]
+        if rest + [a, b] != list(range(x.rank)):
+            x = c.mb.transpose(x=x, perm=rest + [a, b], name=c.name + "_planes")
+        rows, cols = shape[a], shape[b]
+        length = c.node.output.type.shape[-1]
+        keep = [shape[d] for d in rest]
+        flat = c.mb.reshape(x=x, shape=c.sizes([*keep, rows * cols]), name=c.name + "_flat")
+        start = offset if offset >= 0 else -offset * cols
+        whole = [True] * len(rest) + [False]  # masked at both ends: see _slice_lists
+        return c.mb.slice_by_index(
+            x=flat,
+            begin=[0] * len(rest) + [start],
+            end=[0] * len(rest) + [start + (length - 1) * (cols + 1) + 1],
+            stride=[1] * len(rest) + [cols + 1],
+            begin_mask=whole,
+            end_mask=whole,
+            name=c.name,
+        )
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if x.rank < 2:
+            return "diagonal of a tensor of rank below 2"
+        planes = [x.shape[node.attrs[d] % x.rank] for d in ("dim1", "dim2")]
+        if not all(isinstance(s, int) for s in planes):
+            return "diagonal of planes with a dynamic size"
+        return _no_empty_outputs(node)
+
+
 class Flip(Op):
     """torch.flip: reverse the order along ``dims``."""
 
