@@ -157,6 +157,12 @@ def _samples() -> list[Sample]:
         torch.randint(-(2**30), 2**30, (1, 2, 5, 6), generator=_g, dtype=torch.int32),
     )
     add("avg_pool2d", "plain", nn.AvgPool2d(2), x4)
+    volume = rand(2, 3, 6, 7, 8)
+    add("max_pool3d", "plain", nn.MaxPool3d(2), volume)
+    # ceil_mode that adds no window (7 and 8 wide): Core ML's 3-d pools take no ceil_mode.
+    add("max_pool3d", "pad_stride_ceil", nn.MaxPool3d(3, 2, 1, ceil_mode=True), rand(1, 2, 7, 7, 5))
+    add("avg_pool3d", "plain", nn.AvgPool3d(2), volume)
+    add("avg_pool3d", "exclude_pad", nn.AvgPool3d(3, 2, 1, count_include_pad=False), volume)
     add("avg_pool2d", "exclude_pad", nn.AvgPool2d(3, 2, 1, count_include_pad=False), x4)
     add("avg_pool2d", "include_pad", nn.AvgPool2d(3, 1, 1, count_include_pad=True), x4)
     add("adaptive_avg_pool2d", "global", nn.AdaptiveAvgPool2d(1), x4)

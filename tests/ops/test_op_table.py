@@ -73,3 +73,11 @@ def test_package_matches_torch(sample, precision):
     actual = _flat(compiled(*sample.inputs))
     for a, e in zip(actual, expected, strict=True):
         assert_close(a, e, precision, f"{sample.op}-{sample.id} package")
+
+
+def test_a_3d_pool_whose_ceil_mode_adds_windows_is_refused():
+    from coreml_compile.errors import UnsupportedOpError
+
+    pool = torch.nn.MaxPool3d(2, ceil_mode=True)  # 5 wide: ceil gives 3 windows, floor 2
+    with pytest.raises(UnsupportedOpError, match="ceil_mode adds windows"):
+        coreml_compile.compile(pool, (torch.randn(1, 2, 5, 5, 5),), allow_fallback=False)

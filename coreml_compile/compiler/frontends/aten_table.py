@@ -100,6 +100,9 @@ ATEN_TO_IR: dict[str, Mapping] = {
     # pooling
     "aten::max_pool2d.default": M("max_pool2d"),
     "aten::avg_pool2d.default": M("avg_pool2d"),
+    "aten::max_pool3d_with_indices.default": M("max_pool3d"),
+    "aten::max_pool3d.default": M("max_pool3d"),
+    "aten::avg_pool3d.default": M("avg_pool3d"),
     "aten::adaptive_avg_pool1d.default": M("adaptive_avg_pool1d"),
     "aten::adaptive_avg_pool2d.default": M("adaptive_avg_pool2d"),
     "aten::adaptive_max_pool2d.default": M("adaptive_max_pool2d"),

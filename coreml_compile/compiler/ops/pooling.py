@@ -161,6 +161,109 @@ class AvgPool2d(Op):
         return None
 
 
+class MaxPool3d(Op):
+    """Max pooling over (D, H, W) of a batched 5-d x; torch exports it as
+    ``max_pool3d_with_indices``, whose indices this record does not produce."""
+
+    name = "max_pool3d"
+    dynamic = True
+    inputs = ("x",)
+    attrs = {
+        "kernel_size": [1, 1, 1],
+        "stride": [],
+        "padding": [0],
+        "dilation": [1],
+        "ceil_mode": False,
+    }
+
+    def kernel(x, *, kernel_size, stride, padding, dilation, ceil_mode):
+        return F.max_pool3d(
+            x, as_tuple(kernel_size, 3), as_tuple(stride or kernel_size, 3),
+            as_tuple(padding, 3), as_tuple(dilation, 3), ceil_mode,
+        )  # fmt: skip
+
+    def lower(c, x, *, kernel_size, stride, padding, dilation, ceil_mode):
+        pad = as_tuple(padding, 3)
+        return c.mb.max_pool(
+            x=x,
+            kernel_sizes=list(as_tuple(kernel_size, 3)),
+            strides=list(as_tuple(stride or kernel_size, 3)),
+            pad_type="custom",
+            pad=[p for p in pad for _ in range(2)],
+            name=c.name,  # ceil_mode changes nothing here: see _ceil_adds_windows
+        )
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if x.rank != 5 or not x.dtype.startswith("float"):
+            return "3-d max pooling of a tensor that is not a float (N, C, D, H, W) batch"
+        if any(d != 1 for d in as_tuple(node.attrs["dilation"], 3)):
+            return "dilated 3-d max pooling"
+        return _ceil_adds_windows(node)
+
+
+class AvgPool3d(Op):
+    """Average pooling over (D, H, W) of a batched 5-d x."""
+
+    name = "avg_pool3d"
+    dynamic = True
+    inputs = ("x",)
+    attrs = {
+        "kernel_size": [1, 1, 1],
+        "stride": [],
+        "padding": [0],
+        "ceil_mode": False,
+        "count_include_pad": True,
+        "divisor_override": None,
+    }
+
+    def kernel(x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        return F.avg_pool3d(
+            x, as_tuple(kernel_size, 3), as_tuple(stride or kernel_size, 3),
+            as_tuple(padding, 3), ceil_mode, count_include_pad, divisor_override,
+        )  # fmt: skip
+
+    def lower(
+        c, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    ):
+        pad = as_tuple(padding, 3)
+        return c.mb.avg_pool(
+            x=x,
+            kernel_sizes=list(as_tuple(kernel_size, 3)),
+            strides=list(as_tuple(stride or kernel_size, 3)),
+            pad_type="custom",
+            pad=[p for p in pad for _ in range(2)],
+            exclude_padding_from_average=not count_include_pad,
+            name=c.name,  # ceil_mode changes nothing here: see _ceil_adds_windows
+        )
+
+    def check(node, generation):
+        x, attrs = node.inputs[0].type, node.attrs
+        if x.rank != 5 or not x.dtype.startswith("float"):
+            return "3-d average pooling of a tensor that is not a float (N, C, D, H, W) batch"
+        if attrs["divisor_override"] is not None:
+            return "avg_pool3d with divisor_override has no Core ML equivalent"
+        return _ceil_adds_windows(node)
+
+
+def _ceil_adds_windows(node) -> str | None:
+    """Why ceil_mode matters for a 3-d pool (MIL takes it for 1-d and 2-d pools only):
+    when it gives more windows than rounding down would. None if it changes nothing."""
+    attrs = node.attrs
+    if not attrs["ceil_mode"]:
+        return None
+    x, out = node.inputs[0].type.shape[-3:], node.outputs[0].type.shape[-3:]
+    kernel = as_tuple(attrs["kernel_size"], 3)
+    stride = as_tuple(attrs["stride"] or attrs["kernel_size"], 3)
+    pad = as_tuple(attrs["padding"], 3)
+    if not all(isinstance(d, int) for d in (*x, *out)):
+        return "3-d pooling with ceil_mode over dynamic sizes"
+    floor = [(i + 2 * p - k) // s + 1 for i, p, k, s in zip(x, pad, kernel, stride, strict=True)]
+    if list(out) != floor:
+        return "3-d pooling whose ceil_mode adds windows (Core ML takes it for 1-d and 2-d only)"
+    return None
+
+
 def _adaptive_window(in_hw, out_hw):
     """The (kernel, stride) of an adaptive pool that is a plain pool, or None."""
     if any(i % o for i, o in zip(in_hw, out_hw, strict=True)):
