@@ -89,6 +89,25 @@ def test_writes_through_a_chunk_or_a_diagonal_are_functionalised():
         assert torch.allclose(run_graph(g, [x])[0], f(x.clone())), f.__name__
 
 
+class _Unpool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool3d(2, return_indices=True)
+        self.unpool = nn.MaxUnpool3d(2)
+
+    def forward(self, x):
+        return self.unpool(*self.pool(x))
+
+
+def test_a_record_is_not_used_when_the_graph_reads_an_output_it_does_not_compute():
+    # max_pool3d's record computes the values only; the unpooling reads the indices.
+    x = torch.randn(1, 2, 4, 4, 4)
+    compiled = coreml_compile.compile(_Unpool().eval(), (x,), precision="fp32")
+    assert "max_pool3d_with_indices" in compiled.report.fallback_reasons
+    (got,) = compiled.predict({"x": x.numpy()}).values()
+    assert torch.equal(torch.from_numpy(got), _Unpool()(x))
+
+
 def test_unmapped_op_with_a_decomposition_is_decomposed():
     # aten.addcmul has no record; torch's decomposition turns it into mul and add.
     x = torch.randn(3, 4)

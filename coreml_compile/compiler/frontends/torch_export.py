@@ -344,6 +344,15 @@ def _scalar_like(node: torch.fx.Node, out: TensorType) -> TensorType:
     return out
 
 
+def _reads_beyond(node: torch.fx.Node, kept: int) -> bool:
+    """Whether the graph reads an output of ``node`` past the first ``kept`` (the
+    indices of ``max_pool3d_with_indices``, which its record does not compute)."""
+    return any(
+        user.target is operator.getitem and user.args[1] >= kept and user.users
+        for user in node.users
+    )
+
+
 def _bind(target: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
     """ATen call arguments by schema name, defaults filled in."""
     bound: dict[str, Any] = {}
@@ -493,7 +502,11 @@ class _Translator:
         key, in_place = _functional_key(target)
         bound = _bind(target, node.args, node.kwargs)
         mapping = ATEN_TO_IR.get(key)
-        if mapping is not None and (mapping.accept is None or mapping.accept(bound)):
+        if (
+            mapping is not None
+            and (mapping.accept is None or mapping.accept(bound))
+            and not _reads_beyond(node, get_record(mapping.op).num_outputs)
+        ):
             outputs = self._mapped(node, mapping, bound)
         else:
             outputs = self._fallback(node, key)
