@@ -162,6 +162,7 @@ def _samples() -> list[Sample]:
     # ceil_mode that adds no window (7 and 8 wide): Core ML's 3-d pools take no ceil_mode.
     add("max_pool3d", "pad_stride_ceil", nn.MaxPool3d(3, 2, 1, ceil_mode=True), rand(1, 2, 7, 7, 5))
     add("avg_pool3d", "plain", nn.AvgPool3d(2), volume)
+    add("max_pool3d", "unbatched", nn.MaxPool3d((1, 2, 3)), rand(3, 4, 6, 6))
     add("avg_pool3d", "exclude_pad", nn.AvgPool3d(3, 2, 1, count_include_pad=False), volume)
     add("avg_pool2d", "exclude_pad", nn.AvgPool2d(3, 2, 1, count_include_pad=False), x4)
     add("avg_pool2d", "include_pad", nn.AvgPool2d(3, 1, 1, count_include_pad=True), x4)
@@ -536,6 +537,10 @@ def _samples() -> list[Sample]:
     add("argmin", "negdim", lambda a: a.argmin(-1), perm.reshape(3, 4, 5))
     add("topk", "largest", lambda a: a.topk(3, -1), perm.reshape(3, 4, 5))
     add("topk", "smallest_dim1", lambda a: a.topk(2, 1, largest=False), perm.reshape(3, 4, 5))
+    add("kthvalue", "second_dim1", lambda a: a.kthvalue(2, 1), perm.reshape(3, 4, 5))
+    # An even count: torch's median is the lower middle entry.
+    add("kthvalue", "median_keepdim", lambda a: a.median(1, True), perm.reshape(3, 4, 5))
+    add("kthvalue", "median_odd_last", lambda a: a.median(-1), perm.reshape(3, 4, 5))
     add("sort", "ascending", lambda a: a.sort(-1), perm.reshape(3, 4, 5))
     add("sort", "descending_dim0", lambda a: a.sort(0, descending=True), perm.reshape(3, 4, 5))
     add("sort", "argsort", lambda a: a.argsort(1), perm.reshape(3, 4, 5))

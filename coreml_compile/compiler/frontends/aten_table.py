@@ -206,6 +206,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::argmax.default": M("argmax"),
     "aten::argmin.default": M("argmin"),
     "aten::topk.default": M("topk"),
+    "aten::kthvalue.default": M("kthvalue"),
+    "aten::median.dim": M("kthvalue"),
     "aten::sort.default": M("sort"),
     "aten::sort.stable": M("sort"),
     "aten::linalg_vector_norm.default": M("vector_norm", accept=lambda a: a.get("dtype") is None),

@@ -162,7 +162,7 @@ class AvgPool2d(Op):
 
 
 class MaxPool3d(Op):
-    """Max pooling over (D, H, W) of a batched 5-d x; torch exports it as
+    """Max pooling over (D, H, W) of x, batched or not; torch exports it as
     ``max_pool3d_with_indices``, whose indices this record does not produce."""
 
     name = "max_pool3d"
@@ -184,26 +184,30 @@ class MaxPool3d(Op):
 
     def lower(c, x, *, kernel_size, stride, padding, dilation, ceil_mode):
         pad = as_tuple(padding, 3)
-        return c.mb.max_pool(
-            x=x,
-            kernel_sizes=list(as_tuple(kernel_size, 3)),
-            strides=list(as_tuple(stride or kernel_size, 3)),
-            pad_type="custom",
-            pad=[p for p in pad for _ in range(2)],
-            name=c.name,  # ceil_mode changes nothing here: see _ceil_adds_windows
+        return _batched(
+            c,
+            x,
+            lambda x, name: c.mb.max_pool(
+                x=x,
+                kernel_sizes=list(as_tuple(kernel_size, 3)),
+                strides=list(as_tuple(stride or kernel_size, 3)),
+                pad_type="custom",
+                pad=[p for p in pad for _ in range(2)],
+                name=name,  # ceil_mode changes nothing here: see _ceil_adds_windows
+            ),
         )
 
     def check(node, generation):
         x = node.inputs[0].type
-        if x.rank != 5 or not x.dtype.startswith("float"):
-            return "3-d max pooling of a tensor that is not a float (N, C, D, H, W) batch"
+        if x.rank not in (4, 5) or not x.dtype.startswith("float"):
+            return "3-d max pooling of a tensor that is not float (N,) C, D, H, W"
         if any(d != 1 for d in as_tuple(node.attrs["dilation"], 3)):
             return "dilated 3-d max pooling"
         return _ceil_adds_windows(node)
 
 
 class AvgPool3d(Op):
-    """Average pooling over (D, H, W) of a batched 5-d x."""
+    """Average pooling over (D, H, W) of x, batched or not."""
 
     name = "avg_pool3d"
     dynamic = True
@@ -227,23 +231,35 @@ class AvgPool3d(Op):
         c, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     ):
         pad = as_tuple(padding, 3)
-        return c.mb.avg_pool(
-            x=x,
-            kernel_sizes=list(as_tuple(kernel_size, 3)),
-            strides=list(as_tuple(stride or kernel_size, 3)),
-            pad_type="custom",
-            pad=[p for p in pad for _ in range(2)],
-            exclude_padding_from_average=not count_include_pad,
-            name=c.name,  # ceil_mode changes nothing here: see _ceil_adds_windows
+        return _batched(
+            c,
+            x,
+            lambda x, name: c.mb.avg_pool(
+                x=x,
+                kernel_sizes=list(as_tuple(kernel_size, 3)),
+                strides=list(as_tuple(stride or kernel_size, 3)),
+                pad_type="custom",
+                pad=[p for p in pad for _ in range(2)],
+                exclude_padding_from_average=not count_include_pad,
+                name=name,  # ceil_mode changes nothing here: see _ceil_adds_windows
+            ),
         )
 
     def check(node, generation):
         x, attrs = node.inputs[0].type, node.attrs
-        if x.rank != 5 or not x.dtype.startswith("float"):
-            return "3-d average pooling of a tensor that is not a float (N, C, D, H, W) batch"
+        if x.rank not in (4, 5) or not x.dtype.startswith("float"):
+            return "3-d average pooling of a tensor that is not float (N,) C, D, H, W"
         if attrs["divisor_override"] is not None:
             return "avg_pool3d with divisor_override has no Core ML equivalent"
         return _ceil_adds_windows(node)
+
+
+def _batched(c, x, pool):
+    """``pool(x, name)`` on a batch: an unbatched (C, D, H, W) x gets one, then loses it."""
+    if x.rank == 5:
+        return pool(x, c.name)
+    one = c.mb.expand_dims(x=x, axes=[0], name=c.name + "_batch")
+    return c.mb.squeeze(x=pool(one, c.name + "_pooled"), axes=[0], name=c.name)
 
 
 def _ceil_adds_windows(node) -> str | None:

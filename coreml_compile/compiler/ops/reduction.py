@@ -131,6 +131,51 @@ class Topk(Op):
         return None
 
 
+class Kthvalue(Op):
+    """The ``k``-th smallest entry along ``dim`` and its index; ``k`` None is torch's
+    median (the lower of the two middle entries). The smallest k by Core ML's topk,
+    then the last of them."""
+
+    name = "kthvalue"
+    inputs = ("x",)
+    attrs = {"k": None, "dim": -1, "keepdim": False}
+    num_outputs = 2
+
+    def kernel(x, *, k, dim, keepdim):
+        if k is None:
+            return torch.median(x, dim, keepdim)
+        return torch.kthvalue(x, k, dim, keepdim)
+
+    def lower(c, x, *, k, dim, keepdim):
+        axis = dim % x.rank
+        if k is None:
+            k = (x.shape[axis] - 1) // 2 + 1
+        values, indices = c.mb.topk(x=x, k=k, axis=axis, ascending=True, name=c.name + "_smallest")
+        picked = []
+        for tag, v in (("", values), ("_index", indices)):
+            begin = [0] * x.rank
+            begin[axis] = k - 1
+            whole = [a != axis for a in range(x.rank)]
+            picked.append(
+                c.mb.slice_by_index(
+                    x=v,
+                    begin=begin,
+                    end=[0] * x.rank,
+                    begin_mask=whole,
+                    end_mask=[True] * x.rank,
+                    squeeze_mask=[a == axis and not keepdim for a in range(x.rank)],
+                    name=c.name + tag,
+                )
+            )
+        return tuple(picked)
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if x.rank == 0 or x.dtype == "bool":
+            return "kthvalue or median of a scalar or a bool tensor"
+        return None
+
+
 class Sort(Op):
     """Values sorted along ``dim`` and the indices that sort them."""
 
