@@ -538,6 +538,17 @@ def _samples() -> list[Sample]:
     add("topk", "largest", lambda a: a.topk(3, -1), perm.reshape(3, 4, 5))
     add("topk", "smallest_dim1", lambda a: a.topk(2, 1, largest=False), perm.reshape(3, 4, 5))
     add("kthvalue", "second_dim1", lambda a: a.kthvalue(2, 1), perm.reshape(3, 4, 5))
+    edges = torch.tensor([-1.0, -0.25, 0.0, 0.5, 2.0])
+    # x holds the edges themselves too: left and right differ exactly there.
+    on_edges = torch.cat([rand(3, 5).flatten(), edges]).reshape(4, 5)
+    add("bucketize", "left", lambda a: torch.bucketize(a, edges), on_edges)
+    add(
+        "bucketize",
+        "right_int32",
+        lambda a: torch.bucketize(a, edges, right=True, out_int32=True),
+        on_edges,
+    )
+    add("bucketize", "searchsorted", lambda a: torch.searchsorted(edges, a, side="right"), on_edges)
     # An even count: torch's median is the lower middle entry.
     add("kthvalue", "median_keepdim", lambda a: a.median(1, True), perm.reshape(3, 4, 5))
     add("kthvalue", "median_odd_last", lambda a: a.median(-1), perm.reshape(3, 4, 5))

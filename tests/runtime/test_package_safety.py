@@ -474,15 +474,15 @@ def test_cli_reports_a_tampered_package_in_one_line(bases, tmp_path):
 
 
 def test_compiler_refuses_a_model_needing_a_refused_op():
-    # searchsorted takes a string argument (side): no package may run it on torch, and
-    # Core ML has no lowering for it, so the compile stops with the reason.
-    edges = torch.tensor([0.0, 0.5, 1.0])
+    # segment_reduce takes a string argument (reduce): no package may run it on torch,
+    # and Core ML has no lowering for it, so the compile stops with the reason.
+    lengths = torch.tensor([2, 3])
 
-    def buckets(a):
-        return torch.searchsorted(edges, a, side="right").float() + a
+    def segments(a):
+        return torch.segment_reduce(a, "sum", lengths=lengths) + 1
 
     with pytest.raises(CoreMLCompileError, match="may not run on torch either: .*str"):
-        coreml_compile.compile(Fn(buckets), (torch.rand(5),))
+        coreml_compile.compile(Fn(segments), (torch.rand(5),))
 
 
 def test_in_place_and_view_fallbacks_run_as_functional_twins(tmp_path):

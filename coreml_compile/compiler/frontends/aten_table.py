@@ -206,6 +206,14 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::argmax.default": M("argmax"),
     "aten::argmin.default": M("argmin"),
     "aten::topk.default": M("topk"),
+    "aten::bucketize.Tensor": M("bucketize"),
+    # searchsorted(sequence, x) is bucketize(x, sequence) for a 1-d sequence (the check)
+    # and no sorter.
+    "aten::searchsorted.Tensor": M(
+        "bucketize",
+        {"x": "self", "boundaries": "sorted_sequence"},
+        accept=lambda b: b.get("sorter") is None,
+    ),
     "aten::kthvalue.default": M("kthvalue"),
     "aten::median.dim": M("kthvalue"),
     "aten::sort.default": M("sort"),

@@ -99,6 +99,40 @@ _logical("logical_or", torch.logical_or, "logical_or")
 _logical("logical_xor", torch.logical_xor, "logical_xor")
 
 
+class Bucketize(Op):
+    """torch.bucketize (and searchsorted into a 1-d sequence): for each x, how many
+    ``boundaries`` lie below it (``right``, or searchsorted's ``side="right"``: below or
+    at it). One comparison of x against every boundary, counted along a new last axis."""
+
+    name = "bucketize"
+    inputs = ("x", "boundaries")
+    attrs = {"right": False, "out_int32": False, "side": None}
+    dynamic = True
+
+    def kernel(x, boundaries, *, right, out_int32, side):
+        right = right or side == "right"
+        return torch.bucketize(x, boundaries, out_int32=out_int32, right=right)
+
+    def lower(c, x, boundaries, *, right, out_int32, side):
+        right = right or side == "right"
+        x, boundaries = _comparable(c, x, boundaries)
+        column = c.mb.expand_dims(x=x, axes=[-1], name=c.name + "_column")
+        test = c.mb.less_equal if right else c.mb.less
+        below = test(x=boundaries, y=column, name=c.name + "_below")
+        counts = c.mb.cast(x=below, dtype="int32", name=c.name + "_counts")
+        return c.mb.reduce_sum(x=counts, axes=[-1], keep_dims=False, name=c.name)
+
+    def check(node, generation):
+        x, boundaries = node.inputs
+        if boundaries.type.rank != 1:
+            return "bucketize into boundaries that are not one sorted vector"
+        if x.type.dtype == "bool" or boundaries.type.dtype == "bool":
+            return "bucketize of bool tensors"
+        if node.attrs["side"] not in (None, "left", "right"):
+            return f"searchsorted side {node.attrs['side']!r}"
+        return None
+
+
 class LogicalNot(Op):
     """not x (x taken as a truth value), a bool tensor"""
 
