@@ -114,12 +114,9 @@ def _max_of_windows(c, x, kernel, strides, pad, dilation):
     return result if len(windows) > 1 else c.mb.identity(x=result, name=c.name)
 
 
-class AvgPool2d(Op):
-    name = "avg_pool2d"
-    dynamic = True
-    inputs = ("x",)
-    attrs = {
-        "kernel_size": [1, 1],
+def _avg_attrs(spatial: int) -> dict:
+    return {
+        "kernel_size": [1] * spatial,
         "stride": [],
         "padding": [0],
         "ceil_mode": False,
@@ -127,26 +124,46 @@ class AvgPool2d(Op):
         "divisor_override": None,
     }
 
+
+def _avg_kernel(spatial: int, pool):
+    """torch's average pooling over ``spatial`` dims, as a record's kernel."""
+
     def kernel(x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        return F.avg_pool2d(
-            x, as_tuple(kernel_size, 2), as_tuple(stride or kernel_size, 2),
-            as_tuple(padding, 2), ceil_mode, count_include_pad, divisor_override,
+        return pool(
+            x, as_tuple(kernel_size, spatial), as_tuple(stride or kernel_size, spatial),
+            as_tuple(padding, spatial), ceil_mode, count_include_pad, divisor_override,
         )  # fmt: skip
+
+    return kernel
+
+
+def _avg_pool(c, x, spatial, kernel_size, stride, padding, count_include_pad, name, ceil=False):
+    """MIL's avg_pool over the last ``spatial`` dims, padded the same at both ends."""
+    pad = as_tuple(padding, spatial)
+    return c.mb.avg_pool(
+        x=x,
+        kernel_sizes=list(as_tuple(kernel_size, spatial)),
+        strides=list(as_tuple(stride or kernel_size, spatial)),
+        pad_type="custom",
+        pad=[p for p in pad for _ in range(2)],
+        exclude_padding_from_average=not count_include_pad,
+        ceil_mode=ceil,
+        name=name,
+    )
+
+
+class AvgPool2d(Op):
+    name = "avg_pool2d"
+    dynamic = True
+    inputs = ("x",)
+    attrs = _avg_attrs(2)
+    kernel = _avg_kernel(2, F.avg_pool2d)
 
     def lower(
         c, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     ):
-        pad = as_tuple(padding, 2)
-        return c.mb.avg_pool(
-            x=x,
-            kernel_sizes=list(as_tuple(kernel_size, 2)),
-            strides=list(as_tuple(stride or kernel_size, 2)),
-            pad_type="custom",
-            pad=[pad[0], pad[0], pad[1], pad[1]],
-            exclude_padding_from_average=not count_include_pad,
-            ceil_mode=ceil_mode,
-            name=c.name,
-        )
+        window = (kernel_size, stride, padding, count_include_pad)
+        return _avg_pool(c, x, 2, *window, c.name, ceil_mode)
 
     def check(node, generation):
         if node.attrs["divisor_override"] is not None:
@@ -212,38 +229,15 @@ class AvgPool3d(Op):
     name = "avg_pool3d"
     dynamic = True
     inputs = ("x",)
-    attrs = {
-        "kernel_size": [1, 1, 1],
-        "stride": [],
-        "padding": [0],
-        "ceil_mode": False,
-        "count_include_pad": True,
-        "divisor_override": None,
-    }
-
-    def kernel(x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        return F.avg_pool3d(
-            x, as_tuple(kernel_size, 3), as_tuple(stride or kernel_size, 3),
-            as_tuple(padding, 3), ceil_mode, count_include_pad, divisor_override,
-        )  # fmt: skip
+    attrs = _avg_attrs(3)
+    kernel = _avg_kernel(3, F.avg_pool3d)
 
     def lower(
         c, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     ):
-        pad = as_tuple(padding, 3)
-        return _batched(
-            c,
-            x,
-            lambda x, name: c.mb.avg_pool(
-                x=x,
-                kernel_sizes=list(as_tuple(kernel_size, 3)),
-                strides=list(as_tuple(stride or kernel_size, 3)),
-                pad_type="custom",
-                pad=[p for p in pad for _ in range(2)],
-                exclude_padding_from_average=not count_include_pad,
-                name=name,  # ceil_mode changes nothing here: see _ceil_adds_windows
-            ),
-        )
+        # ceil_mode changes nothing here: see _ceil_adds_windows
+        window = (kernel_size, stride, padding, count_include_pad)
+        return _batched(c, x, lambda x, name: _avg_pool(c, x, 3, *window, name))
 
     def check(node, generation):
         x, attrs = node.inputs[0].type, node.attrs
