@@ -290,6 +290,9 @@ def _samples() -> list[Sample]:
     add("repeat", "tile", lambda a: a.tile((2,)), rand(2, 3))
     add("flip", "negdims", lambda a: a.flip(-1, 1), rand(2, 3, 4))
     add("diagonal", "main", lambda a: torch.diagonal(a) * 1, rand(3, 4), also=("mul",))
+    add("cdist", "euclidean_batched", torch.cdist, rand(2, 30, 3), rand(2, 26, 3))
+    add("cdist", "manhattan", lambda a, b: torch.cdist(a, b, 1.0), rand(5, 3), rand(4, 3))
+    add("cdist", "chebyshev", lambda a, b: torch.cdist(a, b, float("inf")), rand(5, 3), rand(4, 3))
     add("diagonal", "above", lambda a: torch.diagonal(a, 2) * 1, rand(3, 4), also=("mul",))
     below = lambda a: a.diagonal(-1, 2, 0) * 1  # noqa: E731
     add("diagonal", "below_batched", below, rand(4, 2, 3), also=("mul",))

@@ -82,6 +82,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::_log_softmax.default": M("log_softmax"),
     # matrix products and convolutions
     "aten::matmul.default": M("matmul"),
+    "aten::cdist.default": M("cdist"),
+    "aten::_cdist_forward.default": M("cdist"),
     "aten::mm.default": M("matmul", {"y": "mat2"}),
     "aten::bmm.default": M("matmul", {"y": "mat2"}),
     "aten::linear.default": M("linear"),

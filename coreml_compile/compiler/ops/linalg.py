@@ -40,6 +40,61 @@ class Matmul(Op):
         return c.mb.squeeze(x=product, axes=added, name=c.name)
 
 
+class Cdist(Op):
+    """torch.cdist: the p-norm distance of every row of x1 to every row of x2,
+    (..., P, M) and (..., R, M) -> (..., P, R). The Euclidean one through a matmul,
+    sqrt(|a|^2 + |b|^2 - 2 a.b) clamped at 0 (torch's own way from 25 rows); p = 1 and
+    p = inf from the broadcast differences, (..., P, R, M) at once."""
+
+    name = "cdist"
+    dynamic = True
+    inputs = ("x1", "x2")
+    attrs = {"p": 2.0, "compute_mode": None}
+    accelerated = "matmul"
+
+    def kernel(x1, x2, *, p, compute_mode):
+        mode = _CDIST_MODES.get(compute_mode, "use_mm_for_euclid_dist_if_necessary")
+        return torch.cdist(x1, x2, p, compute_mode=mode)
+
+    def lower(c, x1, x2, *, p, compute_mode):
+        x1, x2 = c.promote(x1, x2)
+        n = c.name
+        if p == 2:
+            rows = c.mb.reduce_sum(x=c.mb.mul(x=x1, y=x1, name=n + "_a2"), axes=[-1],
+                                   keep_dims=True, name=n + "_rows")  # fmt: skip
+            cols = c.mb.reduce_sum(x=c.mb.mul(x=x2, y=x2, name=n + "_b2"), axes=[-1],
+                                   keep_dims=True, name=n + "_cols")  # fmt: skip
+            cols = c.mb.transpose(x=cols, perm=[*range(x2.rank - 2), x2.rank - 1, x2.rank - 2],
+                                  name=n + "_cols_t")  # fmt: skip
+            dots = c.mb.matmul(x=x1, y=x2, transpose_y=True, name=n + "_dots")
+            twice = c.mb.mul(x=dots, y=c.scalar(-2.0, like=dots), name=n + "_twice")
+            squared = c.mb.add(x=c.mb.add(x=rows, y=cols, name=n + "_norms"), y=twice,
+                               name=n + "_squared")  # fmt: skip
+            return c.mb.sqrt(x=c.mb.relu(x=squared, name=n + "_clamped"), name=n)
+        a = c.mb.expand_dims(x=x1, axes=[-2], name=n + "_a")  # (..., P, 1, M)
+        b = c.mb.expand_dims(x=x2, axes=[-3], name=n + "_b")  # (..., 1, R, M)
+        size = c.mb.abs(x=c.mb.sub(x=a, y=b, name=n + "_diff"), name=n + "_abs")
+        if p == 1:
+            return c.mb.reduce_sum(x=size, axes=[-1], keep_dims=False, name=n)
+        return c.mb.reduce_max(x=size, axes=[-1], keep_dims=False, name=n)
+
+    def check(node, generation):
+        x1, x2 = (v.type for v in node.inputs)
+        if x1.rank < 2 or x1.rank != x2.rank or not x1.dtype.startswith("float"):
+            return "cdist of float matrices (or batches of them) of one rank"
+        if node.attrs["p"] not in (1, 2, float("inf")):
+            return f"cdist with p={node.attrs['p']} (1, 2 and inf lower)"
+        return None
+
+
+# aten's compute_mode codes and torch.cdist's names for them.
+_CDIST_MODES = {
+    0: "use_mm_for_euclid_dist_if_necessary",
+    1: "use_mm_for_euclid_dist",
+    2: "donot_use_mm_for_euclid_dist",
+}
+
+
 class Linear(Op):
     """x @ weight.T + bias, weight (out, in)."""
 
