@@ -10,17 +10,36 @@ from coreml_compile.compiler.ops import Op
 from coreml_compile.compiler.ops._helpers import as_tuple, pad_exactly
 
 
-class MaxPool2d(Op):
-    name = "max_pool2d"
-    dynamic = True
-    inputs = ("x",)
-    attrs = {
-        "kernel_size": [1, 1],
+def _max_attrs(spatial: int) -> dict:
+    return {
+        "kernel_size": [1] * spatial,
         "stride": [],
         "padding": [0],
         "dilation": [1],
         "ceil_mode": False,
     }
+
+
+def _pool(c, op, x, spatial, kernel_size, stride, padding, name, **options):
+    """MIL's ``op`` (max_pool, avg_pool) over the last ``spatial`` dims of x, padded the
+    same at both ends of each; ``options`` are the op's own (ceil_mode, ...)."""
+    pad = as_tuple(padding, spatial)
+    return getattr(c.mb, op)(
+        x=x,
+        kernel_sizes=list(as_tuple(kernel_size, spatial)),
+        strides=list(as_tuple(stride or kernel_size, spatial)),
+        pad_type="custom",
+        pad=[p for p in pad for _ in range(2)],
+        name=name,
+        **options,
+    )
+
+
+class MaxPool2d(Op):
+    name = "max_pool2d"
+    dynamic = True
+    inputs = ("x",)
+    attrs = _max_attrs(2)
 
     def kernel(x, *, kernel_size, stride, padding, dilation, ceil_mode):
         kernel, pad, dilation = (
@@ -46,15 +65,7 @@ class MaxPool2d(Op):
             or _wide_pads(kernel, pad, dilation)
         ):
             return _max_of_windows(c, x, kernel, strides, pad, dilation)
-        return c.mb.max_pool(
-            x=x,
-            kernel_sizes=list(kernel),
-            strides=list(strides),
-            pad_type="custom",
-            pad=[pad[0], pad[0], pad[1], pad[1]],
-            ceil_mode=ceil_mode,
-            name=c.name,
-        )
+        return _pool(c, "max_pool", x, 2, kernel, strides, pad, c.name, ceil_mode=ceil_mode)
 
     def check(node, generation):
         x, attrs = node.inputs[0].type, node.attrs
@@ -137,21 +148,6 @@ def _avg_kernel(spatial: int, pool):
     return kernel
 
 
-def _avg_pool(c, x, spatial, kernel_size, stride, padding, count_include_pad, name, ceil=False):
-    """MIL's avg_pool over the last ``spatial`` dims, padded the same at both ends."""
-    pad = as_tuple(padding, spatial)
-    return c.mb.avg_pool(
-        x=x,
-        kernel_sizes=list(as_tuple(kernel_size, spatial)),
-        strides=list(as_tuple(stride or kernel_size, spatial)),
-        pad_type="custom",
-        pad=[p for p in pad for _ in range(2)],
-        exclude_padding_from_average=not count_include_pad,
-        ceil_mode=ceil,
-        name=name,
-    )
-
-
 class AvgPool2d(Op):
     name = "avg_pool2d"
     dynamic = True
@@ -162,8 +158,11 @@ class AvgPool2d(Op):
     def lower(
         c, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     ):
-        window = (kernel_size, stride, padding, count_include_pad)
-        return _avg_pool(c, x, 2, *window, c.name, ceil_mode)
+        window = (kernel_size, stride, padding, c.name)
+        exclude = not count_include_pad
+        return _pool(
+            c, "avg_pool", x, 2, *window, exclude_padding_from_average=exclude, ceil_mode=ceil_mode
+        )
 
     def check(node, generation):
         if node.attrs["divisor_override"] is not None:
@@ -185,13 +184,7 @@ class MaxPool3d(Op):
     name = "max_pool3d"
     dynamic = True
     inputs = ("x",)
-    attrs = {
-        "kernel_size": [1, 1, 1],
-        "stride": [],
-        "padding": [0],
-        "dilation": [1],
-        "ceil_mode": False,
-    }
+    attrs = _max_attrs(3)
 
     def kernel(x, *, kernel_size, stride, padding, dilation, ceil_mode):
         return F.max_pool3d(
@@ -200,19 +193,9 @@ class MaxPool3d(Op):
         )  # fmt: skip
 
     def lower(c, x, *, kernel_size, stride, padding, dilation, ceil_mode):
-        pad = as_tuple(padding, 3)
-        return _batched(
-            c,
-            x,
-            lambda x, name: c.mb.max_pool(
-                x=x,
-                kernel_sizes=list(as_tuple(kernel_size, 3)),
-                strides=list(as_tuple(stride or kernel_size, 3)),
-                pad_type="custom",
-                pad=[p for p in pad for _ in range(2)],
-                name=name,  # ceil_mode changes nothing here: see _ceil_adds_windows
-            ),
-        )
+        # ceil_mode changes nothing here: see _ceil_adds_windows
+        window = (kernel_size, stride, padding)
+        return _batched(c, x, lambda x, name: _pool(c, "max_pool", x, 3, *window, name))
 
     def check(node, generation):
         x = node.inputs[0].type
@@ -236,8 +219,15 @@ class AvgPool3d(Op):
         c, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     ):
         # ceil_mode changes nothing here: see _ceil_adds_windows
-        window = (kernel_size, stride, padding, count_include_pad)
-        return _batched(c, x, lambda x, name: _avg_pool(c, x, 3, *window, name))
+        window = (kernel_size, stride, padding)
+        exclude = not count_include_pad
+        return _batched(
+            c,
+            x,
+            lambda x, name: _pool(
+                c, "avg_pool", x, 3, *window, name, exclude_padding_from_average=exclude
+            ),
+        )
 
     def check(node, generation):
         x, attrs = node.inputs[0].type, node.attrs
