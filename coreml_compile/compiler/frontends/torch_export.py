@@ -110,12 +110,6 @@ def _returns_tensors(target: Any) -> bool:
     return any("Tensor" in str(r.type) for r in target._schema.returns)
 
 
-def _mutates_a_view_or_input(ep: torch.export.ExportedProgram) -> bool:
-    """True if an in-place op writes into a view, an input, or a parameter in a way the
-    translator cannot follow by itself (``_buffer_writes``)."""
-    return _buffer_writes(ep) is None
-
-
 def _aliases(target: Any) -> bool:
     """Whether an overload's result shares storage with its input (a view, not a write),
     as its schema says (``Tensor(a)``); ``_unsafe_view`` shares it without saying so."""
@@ -219,8 +213,9 @@ def decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.Exporte
 
 
 def _decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
-    if _mutates_a_view_or_input(ep):
-        # Writes through views need real functionalisation; an empty table gives it.
+    if _buffer_writes(ep) is None:
+        # Writes the translator cannot follow (into inputs or parameters, through views
+        # that outlive a write) need torch's functionalisation; an empty table gives it.
         ep = ep.run_decompositions({})
     refused: set[Any] = set()
     for _ in range(_DECOMPOSITION_ROUNDS):
@@ -377,13 +372,10 @@ class _Translator:
         # Writes into buffers that export left in place (see _buffer_writes): each
         # written buffer becomes state, its last value the state's update.
         self._writes = _buffer_writes(ep) or {}
-        self._written = {}
-        for buffer, _view in self._writes.values():
-            self._written.setdefault(buffer, None)
-        targets = {
-            s.arg.name: s.target for s in ep.graph_signature.input_specs if s.kind.name == "BUFFER"
-        }
-        self._mutated |= {targets[b.name] for b in self._written}
+        targets = {s.arg.name: s.target for s in ep.graph_signature.input_specs}
+        # Each written buffer and its target, in the order of their first writes.
+        self._written = {b: targets[b.name] for b, _view in self._writes.values()}
+        self._mutated |= set(self._written.values())
         self.env: dict[torch.fx.Node, Value | list[Value | None] | None] = {}
 
     def run(self) -> Graph:
@@ -441,8 +433,7 @@ class _Translator:
             for r, s in zip(results, specs, strict=True)
             if s.kind.name == "BUFFER_MUTATION"
         ]
-        targets = {s.arg.name: s.target for s in self.ep.graph_signature.input_specs}
-        writes += [(buffer, targets[buffer.name]) for buffer in self._written]
+        writes += list(self._written.items())
         if len(user) + len(writes) != len(results) + len(self._written):
             kinds = sorted({s.kind.name for s in specs} - {"USER_OUTPUT", "BUFFER_MUTATION"})
             raise TraceError(f"the model's forward() has outputs of kind {', '.join(kinds)}")
