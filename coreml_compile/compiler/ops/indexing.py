@@ -93,6 +93,14 @@ class IndexSelect(Op):
         return _index_dtype_reason(node, [1]) or _data_dtype_reason(node.inputs[0])
 
 
+def _leading_block(c, v, dims, block, tag):
+    """``v`` (of IR shape ``dims``) cut to its leading ``block`` where that is smaller:
+    what torch's gather and scatter read of x or src beyond the index's extent."""
+    if all(symbolic.equal(b, d) for b, d in zip(block, dims, strict=True)):
+        return v
+    return c.mb.slice_by_index(x=v, begin=[0] * v.rank, end=c.sizes(block), name=c.name + tag)
+
+
 class Gather(Op):
     """torch.gather: out[..., i, ...] = x[..., index[..., i, ...], ...] along ``dim``."""
 
@@ -112,10 +120,7 @@ class Gather(Op):
         end = [
             s if a == axis else i for a, (s, i) in enumerate(zip(x_dims, index_dims, strict=True))
         ]
-        if not all(symbolic.equal(e, s) for e, s in zip(end, x_dims, strict=True)):
-            x = c.mb.slice_by_index(
-                x=x, begin=[0] * x.rank, end=c.sizes(end), name=c.name + "_head"
-            )
+        x = _leading_block(c, x, x_dims, end, "_head")
         idx = _int32(c, index, "i")  # torch refuses negative indices here
         return c.mb.gather_along_axis(x=x, indices=idx, axis=axis, name=c.name)
 
@@ -147,10 +152,7 @@ class Scatter(Op):
         axis = dim % x.rank
         # torch takes src's leading block when src is larger than the index.
         index_dims, src_dims = (v.type.shape for v in c.node.inputs[1:])
-        if not all(symbolic.equal(i, s) for i, s in zip(index_dims, src_dims, strict=True)):
-            src = c.mb.slice_by_index(
-                x=src, begin=[0] * x.rank, end=c.sizes(index_dims), name=c.name + "_src"
-            )
+        src = _leading_block(c, src, src_dims, index_dims, "_src")
         idx = _int32(c, index, "i")  # torch refuses negative indices here
         mode = _SCATTER_MODES[reduce]
         return c.mb.scatter_along_axis(
@@ -326,7 +328,7 @@ class IndexPut(Op):
     def lower(c, indices, x, values, *, accumulate):
         (values,) = c.promote(values)
         mode = "add" if accumulate else "update"
-        if not all(v.type.is_static for v in c.node.inputs if v is not None):
+        if _has_dynamic_shapes(c.node):
             (d,) = _index_layout(indices, x.rank)[0]  # check(): one vector, values that fit
             idx = _positive(c, indices[d], c.node.inputs[-2].type.shape[d], "i")
             want = _scatter_shape(c.node.inputs[-2].type, c.node.inputs[d].type, d)
@@ -371,7 +373,7 @@ class IndexPut(Op):
             return "index_put with no index tensors"
         if x.type.dtype == "bool":
             return f"index_put into a bool tensor ({x.name})"
-        dynamic = not all(v.type.is_static for v in node.inputs if v is not None)
+        dynamic = _has_dynamic_shapes(node)
         if any(v.type.dtype == "bool" for v in present):
             mask = indices[0]
             if dynamic:
@@ -388,6 +390,10 @@ class IndexPut(Op):
             if reason:
                 return reason
         return _index_dtype_reason(node, [i for i, v in enumerate(indices) if v is not None])
+
+
+def _has_dynamic_shapes(node) -> bool:
+    return not all(v.type.is_static for v in node.inputs if v is not None)
 
 
 def _dynamic_scatter_reason(indices, x, values) -> str | None:

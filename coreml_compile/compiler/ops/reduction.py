@@ -151,11 +151,11 @@ class Kthvalue(Op):
         if k is None:
             k = (x.shape[axis] - 1) // 2 + 1
         values, indices = c.mb.topk(x=x, k=k, axis=axis, ascending=True, name=c.name + "_smallest")
+        begin = [0] * x.rank
+        begin[axis] = k - 1
+        whole = [a != axis for a in range(x.rank)]
         picked = []
         for tag, v in (("", values), ("_index", indices)):
-            begin = [0] * x.rank
-            begin[axis] = k - 1
-            whole = [a != axis for a in range(x.rank)]
             picked.append(
                 c.mb.slice_by_index(
                     x=v,
