@@ -60,16 +60,18 @@ class Cdist(Op):
         x1, x2 = c.promote(x1, x2)
         n = c.name
         if p == 2:
-            rows = c.mb.reduce_sum(x=c.mb.mul(x=x1, y=x1, name=n + "_a2"), axes=[-1],
-                                   keep_dims=True, name=n + "_rows")  # fmt: skip
-            cols = c.mb.reduce_sum(x=c.mb.mul(x=x2, y=x2, name=n + "_b2"), axes=[-1],
-                                   keep_dims=True, name=n + "_cols")  # fmt: skip
-            cols = c.mb.transpose(x=cols, perm=[*range(x2.rank - 2), x2.rank - 1, x2.rank - 2],
-                                  name=n + "_cols_t")  # fmt: skip
+
+            def squared_norms(v, tag):  # (..., rows, 1)
+                square = c.mb.mul(x=v, y=v, name=f"{n}_{tag}_squares")
+                return c.mb.reduce_sum(x=square, axes=[-1], keep_dims=True, name=f"{n}_{tag}")
+
+            rows = squared_norms(x1, "rows")
+            swap = [*range(x2.rank - 2), x2.rank - 1, x2.rank - 2]
+            cols = c.mb.transpose(x=squared_norms(x2, "cols"), perm=swap, name=n + "_cols_t")
             dots = c.mb.matmul(x=x1, y=x2, transpose_y=True, name=n + "_dots")
             twice = c.mb.mul(x=dots, y=c.scalar(-2.0, like=dots), name=n + "_twice")
-            squared = c.mb.add(x=c.mb.add(x=rows, y=cols, name=n + "_norms"), y=twice,
-                               name=n + "_squared")  # fmt: skip
+            norms = c.mb.add(x=rows, y=cols, name=n + "_norms")
+            squared = c.mb.add(x=norms, y=twice, name=n + "_squared")
             return c.mb.sqrt(x=c.mb.relu(x=squared, name=n + "_clamped"), name=n)
         a = c.mb.expand_dims(x=x1, axes=[-2], name=n + "_a")  # (..., P, 1, M)
         b = c.mb.expand_dims(x=x2, axes=[-3], name=n + "_b")  # (..., 1, R, M)
