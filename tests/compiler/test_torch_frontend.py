@@ -142,6 +142,19 @@ def test_export_failure_is_a_trace_error():
         trace(Fn(data_dependent), (torch.randn(3),))
 
 
+def test_dynamic_export_leaves_torchs_fake_tensor_cache_setting_as_it_was():
+    # A dynamic export turns the cache off (it costs more than it saves with symbolic
+    # shapes); the user's own torch.compile runs must find the setting untouched.
+    before = torch._dynamo.config.fake_tensor_cache_enabled
+    dim = torch.export.Dim("n", min=2, max=64)
+    g = trace(Fn(lambda a: a.sum(0) * 2), (torch.randn(8),), dynamic_shapes=(({0: dim},),))
+    assert any(not isinstance(d, int) for d in g.inputs[0].type.shape)
+    assert torch._dynamo.config.fake_tensor_cache_enabled == before
+    with pytest.raises(TraceError):
+        trace(Fn(lambda a: a.view(3, -1)), (torch.randn(8),), dynamic_shapes=(({0: dim},),))
+    assert torch._dynamo.config.fake_tensor_cache_enabled == before
+
+
 # -- aten fallback ops fake tensors cannot run (issue 11) ---------------------------------
 
 

@@ -62,7 +62,11 @@ def export(
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        with (
+            torch.no_grad(),
+            contextlib.redirect_stderr(io.StringIO()),
+            torch._dynamo.config.patch(fake_tensor_cache_enabled=dynamic_shapes is None),
+        ):
             return torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes)
     except Exception as exc:  # torch.export raises many unrelated types
         shapes = ", ".join(str(list(t.shape)) for t in example_inputs)
