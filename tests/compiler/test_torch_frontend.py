@@ -127,6 +127,29 @@ def test_op_without_record_or_decomposition_becomes_fallback_node():
         coreml_compile.compile(Fn(lambda a: torch.linalg.inv(a) + 1), (x,), allow_fallback=False)
 
 
+def test_composite_ops_export_keeps_whole_are_decomposed():
+    # torch.export keeps composite ops such as view_as or .to(device) in the graph; each
+    # has no record of its own and must not stop the compile.
+    def composite(a, b):
+        pieces = torch.hsplit(a.view_as(b).ravel().reshape_as(a), 2)
+        wide = torch.broadcast_to(pieces[1].positive(), (2, 3, 2))
+        return torch.atleast_2d(wide.sum()) + a.to(a.device).flatten()[:1]
+
+    a, b = torch.randn(3, 4), torch.randn(4, 3)
+    compiled = coreml_compile.compile(Fn(composite), (a, b), allow_fallback=False, precision="fp32")
+    assert_close(compiled(a, b), composite(a, b), "fp32")
+
+
+def test_a_dtype_argument_is_a_cast_only_where_that_gives_torchs_result():
+    x = torch.randn(3, 4) > 0
+    g = trace(Fn(lambda m: m.sum(1, dtype=torch.float16)), (x,))
+    assert g.op_counts() == {"cast": 1, "sum": 1}
+    # torch sums int32 into int64 unless told: a cast to int32 first would not be it.
+    with pytest.raises(UnsupportedOpError, match="sum"):
+        narrow = Fn(lambda m: m.sum(1, dtype=torch.int32))
+        coreml_compile.compile(narrow, (x,), allow_fallback=False)
+
+
 def test_non_tensor_example_input_is_rejected():
     with pytest.raises(InputSpecError, match="only tensors"):
         trace(Fn(lambda a: a), (3,))

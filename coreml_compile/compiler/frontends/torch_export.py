@@ -83,12 +83,19 @@ def schema_key(target: Any) -> str:
 
 
 def _functional_key(target: Any) -> tuple[str, bool]:
-    """The mapping key of an overload, and whether it is the in-place form."""
+    """The mapping key of an overload, and whether it is the in-place form.
+
+    In-place overloads (``relu_``) take their functional twin's entry, and the copying
+    forms of views (``view_copy``, ``permute_copy``) their view's: a value is a value."""
     key = schema_key(target)
     namespace, rest = key.split("::", 1)
     packet, overload = rest.split(".", 1)
     if packet.endswith("_") and not packet.startswith("_"):
         return f"{namespace}::{packet[:-1]}.{overload}", True
+    if packet.endswith("_copy") and not packet.startswith("_") and key not in ATEN_TO_IR:
+        view = f"{namespace}::{packet.removesuffix('_copy')}.{overload}"
+        if view in ATEN_TO_IR:
+            return view, False
     return key, False
 
 
@@ -228,6 +235,9 @@ def _decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.Export
             break
         table = _default_decompositions()
         decomposable = {op: table[op] for op in unmapped if op in table}
+        # Export keeps composite ops (view_as, ravel, broadcast_to, hsplit, atleast_2d,
+        # .to(device)) whole; their composite kernel is their decomposition.
+        decomposable |= {op: op.decompose for op in unmapped - table.keys() if _composite(op)}
         if not decomposable:
             break
         candidate = ep.run_decompositions(decomposable)
@@ -242,6 +252,22 @@ def _decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.Export
             continue
         ep = candidate
     return ep
+
+
+def _dtype_argument_is_a_cast(bound: dict[str, Any], record: Any) -> bool:
+    """Whether a ``dtype`` argument the record does not take is a cast of its input.
+
+    It is for a float dtype and for int64: casting first gives what torch computes.
+    A narrower integer is not: the records compute as torch does without a dtype, which
+    widens integer sums to int64."""
+    dtype = bound.get("dtype")
+    if not isinstance(dtype, torch.dtype) or "dtype" in record.attrs:
+        return True
+    return dtype.is_floating_point or dtype == torch.int64
+
+
+def _composite(op: Any) -> bool:
+    return op.has_kernel_for_dispatch_key(torch._C.DispatchKey.CompositeImplicitAutograd)
 
 
 @functools.cache
@@ -501,6 +527,7 @@ class _Translator:
             mapping is not None
             and (mapping.accept is None or mapping.accept(bound))
             and not _reads_beyond(node, get_record(mapping.op).num_outputs)
+            and _dtype_argument_is_a_cast(bound, get_record(mapping.op))
         ):
             outputs = self._mapped(node, mapping, bound)
         else:
@@ -551,6 +578,7 @@ class _Translator:
                 inputs.extend(None if a is None else self._as_value(a, like, node) for a in arg)
             else:
                 inputs.append(None if arg is None else self._as_value(arg, like, node))
+        inputs = self._cast_to_dtype_argument(node, record, bound, inputs)
         attrs = {}
         for name in record.attrs:
             if name in mapping.fixed:
@@ -564,6 +592,28 @@ class _Translator:
             mapping.op, inputs, attrs, output_types=out_types, name=node.name
         )
         return created.outputs
+
+    def _cast_to_dtype_argument(
+        self, node: torch.fx.Node, record: Any, bound: dict[str, Any], inputs: list[Any]
+    ) -> list[Any]:
+        """Reductions and softmax take a ``dtype`` that torch casts the input to first
+        (``x.sum(dtype=...)``, ``softmax(x, -1, dtype=torch.float32)``): that is a cast
+        before the record, for every record without a ``dtype`` attribute of its own."""
+        dtype = bound.get("dtype")
+        x = inputs[0] if inputs else None
+        if not isinstance(dtype, torch.dtype) or "dtype" in record.attrs or x is None:
+            return inputs
+        want = dtypes.from_torch(dtype)
+        if x.type.dtype == want:
+            return inputs
+        cast = self.graph.add_node(
+            "cast",
+            [x],
+            {"dtype": want},
+            output_types=[TensorType(want, x.type.shape)],
+            name=f"{node.name}_{want}",
+        )
+        return [cast.output, *inputs[1:]]
 
     def _source(self, mapping: Mapping, bound: dict[str, Any], name: str) -> Any:
         if name in mapping.rename:
