@@ -108,6 +108,14 @@ def _samples() -> list[Sample]:
     add("elu", "plain", nn.ELU(0.7), rand(2, 8) * 3)
     add("softmax", "last", nn.Softmax(-1), rand(2, 3, 8) * 4)
     add("softmax", "dim1", nn.Softmax(1), rand(2, 3, 8) * 4)
+    # A dtype argument casts the input first: half attention scores, softmax in float.
+    add(
+        "softmax",
+        "dtype_from_half",
+        lambda a: torch.softmax(a.half(), -1, dtype=torch.float32),
+        rand(2, 3, 8) * 4,
+        also=("cast",),
+    )
     add("log_softmax", "last", nn.LogSoftmax(-1), rand(2, 8) * 4)
     # matrix products and convolutions
     add("matmul", "2d", lambda a, b: a @ b, rand(3, 4), rand(4, 5))
@@ -120,11 +128,24 @@ def _samples() -> list[Sample]:
     add("linear", "bias", nn.Linear(6, 4), rand(3, 6))
     add("linear", "no_bias_rank4", nn.Linear(6, 4, bias=False), rand(2, 2, 3, 6))
     add("linear", "weight_is_an_input", lambda a, w: F.linear(a, w), rand(3, 6), rand(4, 6))
+    # A bias computed at run time (MIL's linear and conv take constant ones only).
+    lin_w = rand(4, 6)
+    add("linear", "run_time_bias", lambda a, b: F.linear(a, lin_w, b), rand(3, 6), rand(4))
     w = rand(4, 5)
     b = rand(5)
     add("addmm", "plain", lambda a: torch.addmm(b, a, w), rand(3, 4))
     add("addmm", "alpha_beta", lambda a: torch.addmm(b, a, w, beta=0.5, alpha=2.0), rand(3, 4))
+    add("addmm", "run_time_bias", lambda a, c: torch.addmm(c, a, w), rand(3, 4), rand(3, 5))
     add("conv", "2d_stride_pad", nn.Conv2d(3, 4, 3, stride=2, padding=1), x4)
+    conv_w = rand(4, 3, 3, 3)
+    add(
+        "conv",
+        "2d_run_time_bias",
+        lambda a, b: F.conv2d(a, conv_w, b * 2, padding=1),
+        x4,
+        rand(4),
+        also=("mul",),
+    )
     add("conv", "2d_same_dilated", nn.Conv2d(3, 4, 3, padding="same", dilation=2), x4)
     add("conv", "2d_groups_nobias", nn.Conv2d(4, 8, 3, groups=2, bias=False), rand(1, 4, 7, 7))
     add("conv", "2d_asym", nn.Conv2d(3, 2, (3, 1), padding=(1, 0)), x4)
@@ -168,6 +189,11 @@ def _samples() -> list[Sample]:
     add("avg_pool2d", "include_pad", nn.AvgPool2d(3, 1, 1, count_include_pad=True), x4)
     add("adaptive_avg_pool2d", "global", nn.AdaptiveAvgPool2d(1), x4)
     add("adaptive_avg_pool2d", "divisible", nn.AdaptiveAvgPool2d((2, 4)), x4)
+    # Windows of unequal length that overlap (8 -> 5, 8 -> 7): a matmul per axis.
+    add("adaptive_avg_pool2d", "overlapping", nn.AdaptiveAvgPool2d((5, 7)), x4)
+    add("adaptive_avg_pool2d", "unbatched_7x7", nn.AdaptiveAvgPool2d(7), rand(3, 10, 9))
+    area = lambda a: F.interpolate(a, size=(3, 5), mode="area")  # noqa: E731
+    add("adaptive_avg_pool2d", "area_resize", area, x4)
     add("adaptive_max_pool2d", "global", nn.AdaptiveMaxPool2d(1), x4)
     add("adaptive_max_pool2d", "divisible", nn.AdaptiveMaxPool2d(4), x4)
     # normalisation
@@ -199,6 +225,7 @@ def _samples() -> list[Sample]:
     # reductions
     add("sum", "axes_keepdim", lambda a: a.sum((1, 2), keepdim=True), x4)
     add("sum", "all", lambda a: a.sum(), x4)
+    add("sum", "dtype", lambda m: m.sum(1, dtype=torch.float32), x4 > 0, also=("cast",))
     add("mean", "axes", lambda a: a.mean((-1, 1)), x4)
     add("amax", "axis", lambda a: a.amax(2), x4)
     add("amin", "axes_keepdim", lambda a: a.amin((0, 3), keepdim=True), x4)
@@ -206,10 +233,14 @@ def _samples() -> list[Sample]:
     add("amax", "bool", lambda m: m.amax(1), x4 > 0.9)
     add("amin", "bool", lambda m: m.amin((0, 2)), x4 > -0.9)
     # data movement
+    add("squeeze", "empty_dims", lambda a: torch.squeeze(a, ()) * 2, rand(1, 3, 1), also=("mul",))
     add("reshape", "view", lambda a: a.view(2, -1) * 2, x4, also=("mul",))
     add("reshape", "reshape", lambda a: a.reshape(6, 4, 16), x4)
     add("flatten", "from1", lambda a: a.flatten(1), x4)
     add("permute", "plain", lambda a: a.permute(0, 2, 3, 1), x4)
+    # The copying forms of views take the view's record.
+    add("permute", "permute_copy", lambda a: torch.permute_copy(a, (3, 1, 0, 2)), x4)
+    add("reshape", "view_copy", lambda a: torch.view_copy(a, (6, -1)), x4)
     add("transpose", "plain", lambda a: a.transpose(1, -1), x4)
     add("transpose", "dot_T", lambda a, b: a.T + b, rand(3, 5), rand(5, 3), also=("add",))
     add("transpose", "mT", lambda a: a.mT, rand(2, 3, 5))
@@ -533,7 +564,18 @@ def _samples() -> list[Sample]:
     perm = (torch.randperm(60, generator=_g).float() - 30) / 8  # distinct, exact in fp16
     add("cumsum", "negdim", lambda a: a.cumsum(-1), rand(2, 3, 5))
     add("cumsum", "dim0", lambda a: torch.cumsum(a, 0), rand(4, 3))
+    # 7 entries: three steps, the last one partial; a zero and signs stay exact.
+    signs = torch.tensor(
+        [[2.0, -1.5, 0.0, 3.0, -0.5, 1.25, 2.0], [0.5, 4.0, -2.0, 0.25, 1.0, -1.0, 3.0]]
+    )
+    add("cumprod", "zeros_and_signs", lambda a: a.cumprod(1), signs)
+    add("cumprod", "dim0", lambda a: torch.cumprod(a, 0), rand(5, 3, low=0.5, high=1.5))
+    add("cumprod", "length1", lambda a: a.cumprod(1) * 2, rand(3, 1), also=("mul",))
+    add("logcumsumexp", "last", lambda a: a.logcumsumexp(-1), rand(2, 3, 9) * 20)
+    add("logcumsumexp", "dim0", lambda a: torch.logcumsumexp(a, 0), rand(4, 3) * 3)
     add("cumsum", "int", lambda a: a.cumsum(1), torch.randint(-5, 5, (2, 6), generator=_g))
+    add("cumsum", "dtype", lambda m: torch.cumsum(m, 1, dtype=torch.int64), x4 > 0, also=("cast",))
+    add("cumsum", "dtype_float", lambda a: a.cumsum(0, dtype=torch.float32), perm, also=("cast",))
     add("argmax", "dim_keepdim", lambda a: a.argmax(1, keepdim=True), perm.reshape(3, 4, 5))
     add("argmax", "none", lambda a: a.argmax(), perm.reshape(3, 4, 5))
     add("argmax", "none_keepdim", lambda a: a.argmax(keepdim=True), perm.reshape(3, 4, 5))
@@ -541,6 +583,11 @@ def _samples() -> list[Sample]:
     add("topk", "largest", lambda a: a.topk(3, -1), perm.reshape(3, 4, 5))
     add("topk", "smallest_dim1", lambda a: a.topk(2, 1, largest=False), perm.reshape(3, 4, 5))
     add("kthvalue", "second_dim1", lambda a: a.kthvalue(2, 1), perm.reshape(3, 4, 5))
+    add("max_dim", "values_and_indices", lambda a: a.max(1), perm.reshape(3, 4, 5))
+    add("max_dim", "keepdim", lambda a: a.max(-1, keepdim=True).values * 2, x4, also=("mul",))
+    add("min_dim", "values_and_indices", lambda a: torch.min(a, 0), perm.reshape(3, 4, 5))
+    add("amax", "torch_max_of_all", lambda a: a.max(), x4)
+    add("amin", "torch_min_of_all", lambda a: torch.min(a), x4)
     edges = torch.tensor([-1.0, -0.25, 0.0, 0.5, 2.0])
     # x holds the edges themselves too: left and right differ exactly there.
     on_edges = torch.cat([rand(3, 5).flatten(), edges]).reshape(4, 5)
@@ -953,6 +1000,7 @@ def _samples() -> list[Sample]:
     add("adaptive_avg_pool1d", "global", lambda a: F.adaptive_avg_pool1d(a, 1), rand(2, 4, 7))
     add("adaptive_avg_pool1d", "window", lambda a: F.adaptive_avg_pool1d(a, 3), rand(2, 4, 12))
     add("adaptive_avg_pool1d", "unbatched", lambda a: F.adaptive_avg_pool1d(a, 2), rand(4, 6))
+    add("adaptive_avg_pool1d", "overlapping", lambda a: F.adaptive_avg_pool1d(a, 5), rand(2, 4, 8))
     # Padding per side (fold_pad writes it from an asymmetric pad; ONNX's SAME_UPPER).
     side_w = rand(4, 3, 3, 3)
     add(

@@ -7,7 +7,8 @@ argument of the same name (a ``(name, index)`` pair reads one element of a list
 argument: ``("hx", 0)``). ``fixed`` sets attributes the overload implies, and
 ``accept`` rejects calls the record does not model (those stay ``aten`` fallback nodes).
 
-In-place overloads (``relu_``) use the entry of their functional twin (``relu``).
+In-place overloads (``relu_``) use the entry of their functional twin (``relu``), and
+the copying forms of views (``permute_copy``) the entry of the view (``permute``).
 """
 
 from __future__ import annotations
@@ -115,12 +116,16 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::group_norm.default": M("group_norm"),
     "aten::instance_norm.default": M("instance_norm", accept=lambda a: a["use_input_stats"]),
     # reductions
-    "aten::sum.dim_IntList": M("sum", accept=lambda a: a.get("dtype") is None),
-    "aten::sum.default": M("sum", accept=lambda a: a.get("dtype") is None),
-    "aten::mean.dim": M("mean", accept=lambda a: a.get("dtype") is None),
-    "aten::mean.default": M("mean", accept=lambda a: a.get("dtype") is None),
+    "aten::sum.dim_IntList": M("sum"),
+    "aten::sum.default": M("sum"),
+    "aten::mean.dim": M("mean"),
+    "aten::mean.default": M("mean"),
     "aten::amax.default": M("amax"),
     "aten::amin.default": M("amin"),
+    "aten::max.dim": M("max_dim"),
+    "aten::min.dim": M("min_dim"),
+    "aten::max.default": M("amax"),
+    "aten::min.default": M("amin"),
     # data movement
     "aten::reshape.default": M("reshape"),
     "aten::view.default": M("reshape", {"shape": "size"}),
@@ -179,7 +184,6 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::repeat.default": M("repeat"),
     "aten::flip.default": M("flip"),
     "aten::diagonal.default": M("diagonal"),
-    "aten::diagonal_copy.default": M("diagonal"),
     "aten::triu.default": M("triu"),
     "aten::tril.default": M("tril"),
     "aten::roll.default": M("roll"),
@@ -204,7 +208,9 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::grid_sampler_2d.default": M("grid_sample"),
     "aten::im2col.default": M("im2col"),
     "aten::col2im.default": M("col2im"),
-    "aten::cumsum.default": M("cumsum", accept=lambda a: a.get("dtype") is None),
+    "aten::cumsum.default": M("cumsum"),
+    "aten::cumprod.default": M("cumprod"),
+    "aten::logcumsumexp.default": M("logcumsumexp"),
     "aten::argmax.default": M("argmax"),
     "aten::argmin.default": M("argmin"),
     "aten::topk.default": M("topk"),
@@ -220,9 +226,9 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::median.dim": M("kthvalue"),
     "aten::sort.default": M("sort"),
     "aten::sort.stable": M("sort"),
-    "aten::linalg_vector_norm.default": M("vector_norm", accept=lambda a: a.get("dtype") is None),
-    "aten::prod.dim_int": M("prod", accept=lambda a: a.get("dtype") is None),
-    "aten::prod.default": M("prod", accept=lambda a: a.get("dtype") is None),
+    "aten::linalg_vector_norm.default": M("vector_norm"),
+    "aten::prod.dim_int": M("prod"),
+    "aten::prod.default": M("prod"),
     "aten::var.correction": M("var"),
     # -- end of coverage part B ----------------------------------------------------------
     # -- coverage part A: comparisons, logic, math, activations, factories ---------------
@@ -264,7 +270,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::any.dims": M("any"),
     "aten::isnan.default": M("isnan"),
     "aten::isinf.default": M("isinf"),
-    "aten::_safe_softmax.default": M("safe_softmax", accept=lambda a: a.get("dtype") is None),
+    "aten::_safe_softmax.default": M("safe_softmax"),
     "aten::sin.default": M("sin"),
     "aten::cos.default": M("cos"),
     "aten::tan.default": M("tan"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -97,6 +99,24 @@ _CDIST_MODES = {
 }
 
 
+def _constant(var: Any) -> bool:
+    """Whether Core ML sees a constant: MIL's linear and conv take weights of any kind
+    but only a constant bias. Compressed weights (constexpr_* ops) are constants too; a
+    model input has no producing op."""
+    producer = var.op.op_type if var.op is not None else ""
+    return var.val is not None or producer.startswith("constexpr_")
+
+
+def _with_bias(c, conv, bias, **args: Any) -> Any:
+    """A (transposed) convolution; a bias computed at run time is added after it."""
+    if bias is None or _constant(bias):
+        return conv(**args, bias=bias, name=c.name)
+    y = conv(**args, name=c.name + "_conv")
+    spatial = args["weight"].rank - 2
+    per_channel = c.mb.reshape(x=bias, shape=[-1] + [1] * spatial, name=c.name + "_bias")
+    return c.mb.add(x=y, y=per_channel, name=c.name)
+
+
 class Linear(Op):
     """x @ weight.T + bias, weight (out, in)."""
 
@@ -114,11 +134,7 @@ class Linear(Op):
     def lower(c, x, weight, bias):
         # MIL's linear takes inputs of rank 1 to 3; beyond that a matmul with the
         # transposed weight computes the same thing.
-        # Compressed weights (constexpr_* ops) are constants to Core ML too; a weight that
-        # is a model input has no producing op.
-        producer = weight.op.op_type if weight.op is not None else ""
-        constant = weight.val is not None or producer.startswith("constexpr_")
-        if x.rank <= 3 and constant:
+        if x.rank <= 3 and _constant(weight) and (bias is None or _constant(bias)):
             return c.mb.linear(x=x, weight=weight, bias=bias, name=c.name)
         wt = c.mb.transpose(x=weight, perm=[1, 0], name=c.name + "_wt")
         if bias is None:
@@ -145,7 +161,7 @@ class Addmm(Op):
     def lower(c, bias, x, y, *, beta, alpha):
         if beta != 1:
             bias = c.mb.mul(x=bias, y=c.scalar(beta, like=bias), name=c.name + "_beta")
-        if alpha == 1 and y.val is not None:
+        if alpha == 1 and y.val is not None and _constant(bias):
             wt = c.const_like(y.val.T, y)
             return c.mb.linear(x=x, weight=wt, bias=bias, name=c.name)
         prod = c.mb.matmul(x=x, y=y, name=c.name + "_mm")
@@ -206,16 +222,17 @@ class Conv(Op):
         n = weight.rank - 2
         dil = as_tuple(dilation, n)
         pads = _conv_padding(padding, weight.shape, dil, n)
-        return c.mb.conv(
+        return _with_bias(
+            c,
+            c.mb.conv,
+            bias,
             x=x,
             weight=weight,
-            bias=bias,
             strides=list(as_tuple(stride, n)),
             pad_type="custom",
             pad=[p for pair in pads for p in pair],
             dilations=list(dil),
             groups=groups,
-            name=c.name,
         )
 
     def check(node, generation):
@@ -291,6 +308,8 @@ class ConvTranspose(Op):
             return "only 1-d, 2-d and 3-d transposed convolutions"
         if not node.inputs[1].is_constant:
             return "transposed convolution needs a constant weight"
+        if node.inputs[2] is not None and not node.inputs[2].is_constant:
+            return "transposed convolution needs a constant bias"
         n = node.inputs[1].type.rank - 2
         pads, extra = as_tuple(node.attrs["padding"], n), as_tuple(node.attrs["output_padding"], n)
         if not node.output.type.is_static and any(e > p for p, e in zip(pads, extra, strict=True)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -272,7 +274,33 @@ def _adaptive_window(in_hw, out_hw):
     return stride, stride
 
 
-def _adaptive_check(node, spatial: int = 2):
+def _averaging_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size): row i averages torch's adaptive window i, floor(i*size/out) up to
+    ceil((i+1)*size/out). Windows of unequal length, overlapping or not."""
+    rows = np.zeros((out, size), dtype=np.float32)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        rows[i, start:end] = 1.0 / (end - start)
+    return rows
+
+
+def _adaptive_average(c, x, out) -> Any:
+    """An adaptive average that is no plain pool, as one matmul per pooled axis: the
+    windows' averages are a constant matrix applied along the axis."""
+    spatial = len(out)
+    y = x
+    for k, (size, o) in enumerate(zip(x.shape[-spatial:], out, strict=True)):
+        last = k == spatial - 1
+        matrix = _averaging_matrix(size, o)
+        if last:  # the last axis: rows of x times the matrix's transpose
+            y = c.mb.matmul(x=y, y=c.const_like(matrix.T, like=x), name=c.name)
+        else:  # the height axis of a 2-d pool: the matrix times x's columns
+            name = c.name + "_rows"
+            y = c.mb.matmul(x=c.const_like(matrix, like=x), y=y, name=name)
+    return y
+
+
+def _adaptive_check(node, spatial: int = 2, max_pool: bool = False):
     x = node.inputs[0].type
     out = as_tuple(node.attrs["output_size"], spatial)
     if out == (1,) * spatial:
@@ -283,8 +311,8 @@ def _adaptive_check(node, spatial: int = 2):
     if not all(isinstance(d, int) for d in sizes):
         # The window is the input's size over the output's: it would change with each run.
         return f"adaptive pooling of dynamic size {list(sizes)} to {list(out)} (only to 1)"
-    if _adaptive_window(sizes, out) is None:
-        return f"adaptive pooling from {list(sizes)} to {list(out)} is not a plain pool"
+    if max_pool and _adaptive_window(sizes, out) is None:
+        return f"adaptive max pooling from {list(sizes)} to {list(out)} is not a plain pool"
     return None
 
 
@@ -302,6 +330,8 @@ class AdaptiveAvgPool1d(Op):
         out = as_tuple(output_size, 1)
         if out == (1,):
             return c.mb.reduce_mean(x=x, axes=[-1], keep_dims=True, name=c.name)
+        if _adaptive_window(x.shape[-1:], out) is None:
+            return _adaptive_average(c, x, out)
         kernel, stride = _adaptive_window(x.shape[-1:], out)
         unbatched = x.rank == 2  # MIL pools take a batch axis
         if unbatched:
@@ -333,6 +363,8 @@ class AdaptiveAvgPool2d(Op):
         out = as_tuple(output_size, 2)
         if out == (1, 1):
             return c.mb.reduce_mean(x=x, axes=[-2, -1], keep_dims=True, name=c.name)
+        if _adaptive_window(x.shape[-2:], out) is None:
+            return _adaptive_average(c, x, out)
         kernel, stride = _adaptive_window(x.shape[-2:], out)
         return c.mb.avg_pool(
             x=x, kernel_sizes=kernel, strides=stride, pad_type="valid", name=c.name
@@ -369,4 +401,4 @@ class AdaptiveMaxPool2d(Op):
     def check(node, generation):
         if node.outputs[1].users:
             return "the indices output of adaptive_max_pool2d has no Core ML equivalent"
-        return _adaptive_check(node)
+        return _adaptive_check(node, max_pool=True)

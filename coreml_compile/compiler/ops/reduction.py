@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
-from coreml_compile.compiler import symbolic
+from coreml_compile.compiler import dtypes, symbolic
 from coreml_compile.compiler.ops import REQUIRED, Op
 from coreml_compile.compiler.ops._helpers import normalize_axes
 
@@ -66,6 +69,100 @@ class Cumsum(Op):
         return c.mb.cumsum(x=x, axis=axis, name=c.name)
 
 
+def _scan(c, x, axis: int, combine, identity: float) -> Any:
+    """An inclusive scan along a static axis in log2(n) steps (Hillis-Steele): step k
+    combines each entry with the one 2**k before it, the first 2**k with ``identity``.
+    Exact for products with zeros and signs, unlike exp(cumsum(log x))."""
+    n = x.shape[axis]
+    y, shift, step = x, 1, 0
+    while shift < n:
+        pad = [0] * (2 * x.rank)
+        pad[2 * axis] = shift
+        padded = c.mb.pad(
+            x=y,
+            pad=pad,
+            mode="constant",
+            constant_val=c.scalar(identity, like=x),
+            name=f"{c.name}_pad{step}",
+        )
+        end = [0] * x.rank
+        end[axis] = n
+        earlier = c.mb.slice_by_index(
+            x=padded,
+            begin=[0] * x.rank,
+            end=end,
+            begin_mask=[True] * x.rank,
+            end_mask=[a != axis for a in range(x.rank)],
+            name=f"{c.name}_before{step}",
+        )
+        last = shift * 2 >= n
+        y = combine(y, earlier, c.name if last else f"{c.name}_step{step}")
+        shift, step = shift * 2, step + 1
+    return y if n > 1 else c.mb.identity(x=x, name=c.name)
+
+
+def _scan_check(name: str):
+    def check(node, generation):
+        x = node.inputs[0].type
+        if x.rank == 0:
+            return f"{name} of a scalar"
+        axis = node.attrs["dim"] % x.rank
+        if not isinstance(x.shape[axis], int):
+            return f"{name} along a dynamic dimension (its steps depend on the length)"
+        if not dtypes.is_float(x.dtype):
+            return f"{name} of a {x.dtype} tensor (Core ML pads floats only)"
+        return None
+
+    return check
+
+
+class Cumprod(Op):
+    """Inclusive running product along ``dim``."""
+
+    name = "cumprod"
+    dynamic = True
+    inputs = ("x",)
+    attrs = {"dim": 0}
+
+    def kernel(x, *, dim):
+        return torch.cumprod(x, dim)
+
+    def lower(c, x, *, dim):
+        def times(a, b, name):
+            return c.mb.mul(x=a, y=b, name=name)
+
+        return _scan(c, x, dim % x.rank, times, 1.0)
+
+    check = _scan_check("cumprod")
+
+
+class Logcumsumexp(Op):
+    """log(cumsum(exp(x))) along ``dim``, as a scan of log-add-exp: each step adds the
+    smaller term's exp(-|a - b|) to 1 under the log, so nothing overflows."""
+
+    name = "logcumsumexp"
+    dynamic = True
+    inputs = ("x",)
+    attrs = {"dim": 0}
+
+    def kernel(x, *, dim):
+        return torch.logcumsumexp(x, dim)
+
+    def lower(c, x, *, dim):
+        def log_add_exp(a, b, name):
+            larger = c.mb.maximum(x=a, y=b, name=name + "_max")
+            gap = c.mb.abs(x=c.mb.sub(x=a, y=b, name=name + "_diff"), name=name + "_gap")
+            smaller = c.mb.exp(x=c.mb.mul(x=gap, y=c.scalar(-1.0, like=a)), name=name + "_exp")
+            grown = c.mb.log(x=c.mb.add(x=smaller, y=c.scalar(1.0, like=a)), name=name + "_log")
+            return c.mb.add(x=larger, y=grown, name=name)
+
+        # The lowest finite value, not -inf: -inf minus -inf would be nan.
+        lowest = float(np.finfo(c.scalar(0.0, like=x).dtype).min)
+        return _scan(c, x, dim % x.rank, log_add_exp, lowest)
+
+    check = _scan_check("logcumsumexp")
+
+
 def _arg_reduction(name: str, torch_fn, mil_op: str) -> type[Op]:
     def kernel(x, *, dim, keepdim):
         return torch_fn(x, dim, keepdim)
@@ -104,6 +201,48 @@ def _arg_reduction(name: str, torch_fn, mil_op: str) -> type[Op]:
 
 _arg_reduction("argmax", torch.argmax, "reduce_argmax")
 _arg_reduction("argmin", torch.argmin, "reduce_argmin")
+
+
+def _reduction_with_indices(name: str, torch_fn, mil_op: str) -> type[Op]:
+    """torch.max(x, dim) and torch.min(x, dim): the values and where they are. An
+    unread index output costs nothing: Core ML drops the dead argmax."""
+
+    def kernel(x, *, dim, keepdim):
+        return tuple(torch_fn(x, dim, keepdim))
+
+    def lower(c, x, *, dim, keepdim):
+        axis = dim % x.rank
+        values = getattr(c.mb, f"reduce_{mil_op}")(x=x, axes=[axis], keep_dims=keepdim, name=c.name)
+        indices = getattr(c.mb, f"reduce_arg{mil_op}")(
+            x=x, axis=axis, keep_dims=keepdim, name=c.name + "_index"
+        )
+        return values, indices
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if x.rank == 0 or x.dtype == "bool":
+            return f"{name} of a scalar or a bool tensor"
+        return None
+
+    return type(
+        name.title().replace("_", ""),
+        (Op,),
+        {
+            "__doc__": f"{mil_op} along ``dim`` and its index (torch.{mil_op} with a dim)",
+            "name": name,
+            "inputs": ("x",),
+            "attrs": {"dim": REQUIRED, "keepdim": False},
+            "num_outputs": 2,
+            "dynamic": True,
+            "kernel": kernel,
+            "lower": lower,
+            "check": check,
+        },
+    )
+
+
+_reduction_with_indices("max_dim", torch.max, "max")
+_reduction_with_indices("min_dim", torch.min, "min")
 
 
 class Topk(Op):

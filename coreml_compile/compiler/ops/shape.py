@@ -90,7 +90,9 @@ class Squeeze(Op):
         return torch.squeeze(x, dim if isinstance(dim, int) else tuple(dim))
 
     def lower(c, x, *, dim):
-        axes = [a for a in normalize_axes(dim, x.rank) if x.shape[a] == 1]
+        # An empty dim list squeezes nothing (where reductions read it as every axis).
+        axes = [] if dim == [] or dim == () else normalize_axes(dim, x.rank)
+        axes = [a for a in axes if x.shape[a] == 1]
         if not axes:
             return c.mb.identity(x=x, name=c.name)
         return c.mb.squeeze(x=x, axes=axes, name=c.name)
