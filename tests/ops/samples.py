@@ -225,6 +225,9 @@ def _samples() -> list[Sample]:
     # reductions
     add("sum", "axes_keepdim", lambda a: a.sum((1, 2), keepdim=True), x4)
     add("sum", "all", lambda a: a.sum(), x4)
+    add("sum", "count_bools", lambda m: m.sum(-1), x4 > 0)
+    add("sum", "count_nonzero", lambda a: torch.count_nonzero(a, 1), x4.relu(), also=("ne",))
+    add("mean", "of_a_scalar", lambda a: a.sum(0).mean(), rand(5), also=("sum",))
     add("sum", "dtype", lambda m: m.sum(1, dtype=torch.float32), x4 > 0, also=("cast",))
     add("mean", "axes", lambda a: a.mean((-1, 1)), x4)
     add("amax", "axis", lambda a: a.amax(2), x4)
@@ -274,6 +277,16 @@ def _samples() -> list[Sample]:
     add("pad", "constant", lambda a: F.pad(a, (1, 2, 0, 1), value=0.5), x4)
     add("pad", "reflect", lambda a: F.pad(a, (2, 1, 1, 2), mode="reflect"), x4)
     add("pad", "replicate", lambda a: F.pad(a, (1, 1, 2, 0), mode="replicate"), x4)
+    add("pad", "circular", lambda a: F.pad(a, (1, 2, 3, 0), mode="circular"), x4)
+    add("pad", "circular_1d", lambda a: F.pad(a, (0, 2), mode="circular"), rand(2, 3, 5))
+    circular_conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular")
+    add("pad", "circular_conv", circular_conv, x4, also=("conv",))
+    add(
+        "pad",
+        "circular_3d_int",
+        lambda m: F.pad(m, (1, 0, 0, 1, 2, 2), mode="circular"),
+        torch.randint(0, 9, (1, 2, 3, 4, 5), generator=_g),
+    )
     # -- coverage part B: splitting/joining, indexing, resizing, reductions -------------
     add("pad", "crop", lambda a: F.pad(a, (-1, -2, 0, -3)), x4)
     # MIL's pad takes floats only: integer tensors are padded by gathers and concats.
@@ -325,6 +338,8 @@ def _samples() -> list[Sample]:
     add("cdist", "manhattan", lambda a, b: torch.cdist(a, b, 1.0), rand(5, 3), rand(4, 3))
     add("cdist", "chebyshev", lambda a, b: torch.cdist(a, b, float("inf")), rand(5, 3), rand(4, 3))
     add("diagonal", "above", lambda a: torch.diagonal(a, 2) * 1, rand(3, 4), also=("mul",))
+    linalg_diagonal = lambda a: torch.linalg.diagonal(a, offset=-1) * 1  # noqa: E731
+    add("diagonal", "linalg", linalg_diagonal, rand(2, 4, 3), also=("mul",))
     below = lambda a: a.diagonal(-1, 2, 0) * 1  # noqa: E731
     add("diagonal", "below_batched", below, rand(4, 2, 3), also=("mul",))
     add("diagonal", "trace", lambda a: torch.trace(a), rand(5, 5), also=("sum",))
@@ -631,6 +646,10 @@ def _samples() -> list[Sample]:
     )
     add("var", "all", lambda a: a.var(), rand(2, 3, 5))
     add("var", "std", lambda a: a.std(1), rand(2, 3, 5), also=("sqrt",))
+    add("var_mean", "dim", lambda a: torch.var_mean(a, 1), rand(2, 3, 5))
+    add("var_mean", "all_keepdim", lambda a: torch.var_mean(a, keepdim=True), rand(2, 3, 5))
+    std_mean = lambda a: torch.std_mean(a, (0, 2), correction=0)  # noqa: E731
+    add("var_mean", "std_mean", std_mean, rand(2, 3, 5), also=("sqrt",))
 
     # -- end of coverage part B
     # -- coverage part A: comparisons, logic, math, activations, factories --------------

@@ -184,6 +184,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::repeat.default": M("repeat"),
     "aten::flip.default": M("flip"),
     "aten::diagonal.default": M("diagonal"),
+    "aten::linalg_diagonal.default": M("diagonal", {"x": "A"}),
     "aten::triu.default": M("triu"),
     "aten::tril.default": M("tril"),
     "aten::roll.default": M("roll"),
@@ -230,6 +231,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::prod.dim_int": M("prod"),
     "aten::prod.default": M("prod"),
     "aten::var.correction": M("var"),
+    "aten::var_mean.correction": M("var_mean"),
     # -- end of coverage part B ----------------------------------------------------------
     # -- coverage part A: comparisons, logic, math, activations, factories ---------------
     "aten::eq.Tensor": M("eq"),

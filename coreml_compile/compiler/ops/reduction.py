@@ -19,6 +19,10 @@ def _reduction(name: str, torch_fn, mil_op: str) -> type[Op]:
 
     def lower(c, x, *, dim, keepdim):
         axes = normalize_axes(dim, x.rank)
+        if not axes:  # a scalar: nothing to reduce
+            return c.mb.identity(x=x, name=c.name)
+        if mil_op in ("reduce_sum", "reduce_mean"):
+            (x,) = c.promote(x)  # a sum of bools counts them, in int64 for torch
         if c.mil_dtype_of(x) == "bool" and mil_op in ("reduce_max", "reduce_min"):
             # MIL reduces no bools: the max (min) of 0/1 is the any (all) of the bools.
             x = c.mb.cast(x=x, dtype="int32", name=c.name + "_int")
@@ -446,3 +450,19 @@ class Var(Op):
         if n - corr <= 0:
             return f"var of {n} entries with correction {corr} (no degrees of freedom)"
         return None
+
+
+class VarMean(Var):
+    """torch.var_mean (and so std_mean): the variance and the mean it was taken about."""
+
+    name = "var_mean"
+    num_outputs = 2
+
+    def kernel(x, *, dim, correction, keepdim):
+        return torch.var_mean(x, dim, correction=correction, keepdim=keepdim)
+
+    def lower(c, x, *, dim, correction, keepdim):
+        var = Var.lower(c, x, dim=dim, correction=correction, keepdim=keepdim)
+        axes = normalize_axes(dim, x.rank)
+        mean = c.mb.reduce_mean(x=x, axes=axes, keep_dims=keepdim, name=c.name + "_average")
+        return var, mean

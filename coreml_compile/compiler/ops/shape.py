@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -286,6 +288,46 @@ def _broadcast_to(c, x, dims, out, name):
     return c.mb.tile(x=x, reps=c.sizes(reps), name=name)
 
 
+def _pad_circular(c, x, full: list[tuple[int, int]]) -> Any:
+    """Circular padding: each padded axis wrapped around, its last ``before`` entries put
+    in front and its first ``after`` behind (slices from the ends: sizes may be dynamic)."""
+    padded = [a for a, pair in enumerate(full) if any(pair)]
+    if not padded:
+        return c.mb.identity(x=x, name=c.name)
+    for a in padded:
+        before, after = full[a]
+        whole = [b != a for b in range(x.rank)]
+        parts = []
+        if before:
+            begin = [0] * x.rank
+            begin[a] = -before
+            tail = c.mb.slice_by_index(
+                x=x,
+                begin=begin,
+                end=[0] * x.rank,
+                begin_mask=whole,
+                end_mask=[True] * x.rank,
+                name=f"{c.name}_tail{a}",
+            )
+            parts.append(tail)
+        parts.append(x)
+        if after:
+            end = [0] * x.rank
+            end[a] = after
+            head = c.mb.slice_by_index(
+                x=x,
+                begin=[0] * x.rank,
+                end=end,
+                begin_mask=[True] * x.rank,
+                end_mask=whole,
+                name=f"{c.name}_head{a}",
+            )
+            parts.append(head)
+        name = c.name if a == padded[-1] else f"{c.name}_wrapped{a}"
+        x = c.mb.concat(values=parts, axis=a, name=name)
+    return x
+
+
 class Pad(Op):
     """torch.nn.functional.pad: ``pad`` lists (before, after) pairs from the last dim back."""
 
@@ -322,6 +364,8 @@ class Pad(Op):
             )
             if done:
                 return x
+        if mode == "circular":
+            return _pad_circular(c, x, full)
         if not c.mil_dtype_of(x).startswith("fp"):
             return pad_exactly(c, x, full, mode, value, c.name)
         kwargs = {"constant_val": c.scalar(value or 0.0, like=x)} if mode == "constant" else {}
@@ -332,10 +376,11 @@ class Pad(Op):
 
     def check(node, generation):
         pad, mode = node.attrs["pad"], node.attrs["mode"]
-        if mode not in ("constant", "reflect", "replicate"):
+        if mode not in ("constant", "reflect", "replicate", "circular"):
             return f"pad mode {mode!r} has no Core ML equivalent"
         x = node.inputs[0].type
-        if not x.dtype.startswith("float") and (not x.is_static or symbolic.has_expr(pad)):
+        needs_gathers = mode != "circular" and not x.dtype.startswith("float")
+        if needs_gathers and (not x.is_static or symbolic.has_expr(pad)):
             # MIL's pad takes floats only; other tensors are padded by static gathers.
             return f"padding a {x.dtype} tensor of dynamic shape or by dynamic amounts"
         if symbolic.has_expr(pad):
@@ -344,7 +389,7 @@ class Pad(Op):
             return None
         if any(p < 0 for p in pad) and mode != "constant":
             return f"negative {mode} padding"
-        if mode != "constant" and len(pad) > 4:
+        if mode in ("reflect", "replicate") and len(pad) > 4:
             return f"{mode} padding of more than the last two dims"
         return None
 
