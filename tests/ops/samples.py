@@ -165,6 +165,25 @@ def _samples() -> list[Sample]:
     )
     emb = nn.Embedding(10, 4)
     add("embedding", "plain", emb, torch.tensor([[1, 2, 9], [0, 0, 3]]))
+    # Bags from offsets given at run time, one of them empty (torch gives it zeros).
+    idx8 = torch.tensor([1, 2, 9, 0, 0, 3, 7, 2])
+    bag_offsets = torch.tensor([0, 3, 3, 6])
+    mean_bag = nn.EmbeddingBag(10, 4, mode="mean")
+    add("embedding_bag", "mean_2d", mean_bag, idx8.view(2, 4), also=("arange", "reshape"))
+    add("embedding_bag", "sum_offsets", nn.EmbeddingBag(10, 4, mode="sum"), idx8, bag_offsets)
+    max_bag = nn.EmbeddingBag(10, 4, mode="max", padding_idx=0)
+    add("embedding_bag", "max_padding", max_bag, idx8, bag_offsets)
+    last_offset = nn.EmbeddingBag(10, 4, mode="mean", include_last_offset=True)
+    add("embedding_bag", "mean_last_offset", last_offset, idx8, torch.tensor([0, 3, 3, 8]))
+    weighted = nn.EmbeddingBag(10, 4, mode="sum")
+    add(
+        "embedding_bag",
+        "per_sample_weights",
+        lambda i, o, w: weighted(i, o, per_sample_weights=w),
+        idx8,
+        bag_offsets,
+        rand(8),
+    )
     # pooling
     add("max_pool2d", "pad", nn.MaxPool2d(3, 2, 1), x4)
     add("max_pool2d", "ceil", nn.MaxPool2d(3, 2, ceil_mode=True), x4)
@@ -241,6 +260,11 @@ def _samples() -> list[Sample]:
     add("reshape", "reshape", lambda a: a.reshape(6, 4, 16), x4)
     add("flatten", "from1", lambda a: a.flatten(1), x4)
     add("permute", "plain", lambda a: a.permute(0, 2, 3, 1), x4)
+    # Patches (windows every size) and overlapping frames (a step below the size).
+    patches = lambda a: a.unfold(1, 4, 4).unfold(2, 4, 4) * 1  # noqa: E731
+    add("unfold", "patches", patches, rand(3, 8, 8), also=("mul",))
+    add("unfold", "frames_last", lambda a: a.unfold(-1, 4, 3) * 1, rand(2, 11), also=("mul",))
+    add("unfold", "int", lambda m: m.unfold(0, 2, 1) * 1, torch.arange(5), also=("mul",))
     # The copying forms of views take the view's record.
     add("permute", "permute_copy", lambda a: torch.permute_copy(a, (3, 1, 0, 2)), x4)
     add("reshape", "view_copy", lambda a: torch.view_copy(a, (6, -1)), x4)

@@ -99,6 +99,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::conv_transpose2d.input": M("conv_transpose"),
     "aten::conv_transpose3d.input": M("conv_transpose"),
     "aten::embedding.default": M("embedding"),
+    "aten::embedding_bag.padding_idx": M("embedding_bag"),
+    "aten::_embedding_bag_forward_only.default": M("embedding_bag"),
     "aten::scaled_dot_product_attention.default": M("sdpa"),
     # pooling
     "aten::max_pool2d.default": M("max_pool2d"),
@@ -147,6 +149,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::squeeze.dim": M("squeeze"),
     "aten::squeeze.dims": M("squeeze"),
     "aten::unsqueeze.default": M("unsqueeze"),
+    "aten::unfold.default": M("unfold"),
     "aten::cat.default": M("cat"),
     "aten::concat.default": M("cat"),
     "aten::slice.Tensor": M("slice"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -333,3 +334,85 @@ class Embedding(Op):
 
     def lower(c, weight, indices, *, padding_idx):
         return c.mb.gather(x=weight, indices=indices, axis=0, name=c.name)
+
+
+class EmbeddingBag(Op):
+    """nn.EmbeddingBag: per bag, the sum, mean or max of the rows its indices pick. Bag b
+    holds the index positions from offsets[b] up to the next offset; a (bags, indices)
+    membership matrix turns the sum into one matmul, so offsets may come at run time.
+    Empty bags give zeros, as in torch; indices equal to ``padding_idx`` count for none."""
+
+    name = "embedding_bag"
+    inputs = ("weight", "indices", "offsets", "per_sample_weights?")
+    attrs = {"mode": 0, "include_last_offset": False, "padding_idx": None}
+
+    def kernel(
+        weight, indices, offsets, per_sample_weights, *, mode, include_last_offset, padding_idx
+    ):
+        return torch.ops.aten.embedding_bag.padding_idx(
+            weight, indices, offsets, False, mode, False, per_sample_weights,
+            include_last_offset, padding_idx,
+        )[0]  # fmt: skip
+
+    def lower(
+        c, weight, indices, offsets, per_sample_weights, *, mode, include_last_offset, padding_idx
+    ):
+        count = c.node.inputs[1].type.shape[0]
+        idx = c.mb.cast(x=indices, dtype="int32", name=c.name + "_idx")
+        rows = c.mb.gather(x=weight, indices=idx, axis=0, name=c.name + "_rows")
+        if per_sample_weights is not None:
+            scale = c.mb.expand_dims(x=per_sample_weights, axes=[1], name=c.name + "_scale")
+            rows = c.mb.mul(x=rows, y=scale, name=c.name + "_weighted")
+        off = c.mb.cast(x=offsets, dtype="int32", name=c.name + "_off")
+        later = c.mb.slice_by_index(
+            x=off, begin=[1], end=[0], end_mask=[True], name=c.name + "_next"
+        )
+        if include_last_offset:
+            starts = c.mb.slice_by_index(x=off, begin=[0], end=[-1], name=c.name + "_starts")
+            ends = later
+        else:
+            starts = off
+            last = np.array([count], dtype=np.int32)
+            ends = c.mb.concat(values=[later, last], axis=0, name=c.name + "_ends")
+        positions = np.arange(count, dtype=np.int32)[None, :]
+        column = {"axes": [1]}
+        after_start = c.mb.greater_equal(
+            x=positions,
+            y=c.mb.expand_dims(x=starts, **column, name=c.name + "_s"),
+            name=c.name + "_ge",
+        )
+        before_end = c.mb.less(
+            x=positions,
+            y=c.mb.expand_dims(x=ends, **column, name=c.name + "_e"),
+            name=c.name + "_lt",
+        )
+        inside = c.mb.logical_and(x=after_start, y=before_end, name=c.name + "_in")
+        if padding_idx is not None and padding_idx >= 0:  # -1: none (the aten default)
+            kept = c.mb.not_equal(x=idx, y=np.int32(padding_idx), name=c.name + "_kept")
+            inside = c.mb.logical_and(x=inside, y=kept, name=c.name + "_member")
+        member = c.mb.cast(x=inside, dtype=c.mil_dtype_of(rows), name=c.name + "_w")
+        if mode == 2:
+            spread = c.mb.expand_dims(x=inside, axes=[2], name=c.name + "_in3")
+            lowest = c.scalar(float(np.finfo(c.scalar(0.0, like=rows).dtype).min), like=rows)
+            masked = c.mb.select(
+                cond=spread, a=c.mb.expand_dims(x=rows, axes=[0], name=c.name + "_rows3"),
+                b=lowest, name=c.name + "_masked",
+            )  # fmt: skip
+            largest = c.mb.reduce_max(x=masked, axes=[1], keep_dims=False, name=c.name + "_max")
+            sizes = c.mb.reduce_sum(x=member, axes=[1], keep_dims=True, name=c.name + "_sizes")
+            filled = c.mb.greater(x=sizes, y=c.scalar(0.0, like=rows), name=c.name + "_filled")
+            return c.mb.select(cond=filled, a=largest, b=c.scalar(0.0, like=rows), name=c.name)
+        if mode == 0:
+            return c.mb.matmul(x=member, y=rows, name=c.name)
+        total = c.mb.matmul(x=member, y=rows, name=c.name + "_sum")
+        sizes = c.mb.reduce_sum(x=member, axes=[1], keep_dims=True, name=c.name + "_sizes")
+        at_least_one = c.mb.maximum(x=sizes, y=c.scalar(1.0, like=rows), name=c.name + "_n")
+        return c.mb.real_div(x=total, y=at_least_one, name=c.name)
+
+    def check(node, generation):
+        weight, indices, offsets = node.inputs[:3]
+        if indices.type.rank != 1 or not indices.type.is_static or not offsets.type.is_static:
+            return "embedding_bag with dynamic or 2-d indices (export flattens 2-d inputs)"
+        if not weight.type.dtype.startswith("float"):
+            return f"embedding_bag of a {weight.type.dtype} table"
+        return None

@@ -100,6 +100,44 @@ class Squeeze(Op):
         return c.mb.squeeze(x=x, axes=axes, name=c.name)
 
 
+class Unfold(Op):
+    """Tensor.unfold: the windows of ``size`` entries every ``step`` along ``dimension``,
+    counted along it, with each window's entries on a new last axis. One gather of a
+    constant (windows, size) index, then the window axis moved last."""
+
+    name = "unfold"
+    inputs = ("x",)
+    attrs = {"dimension": REQUIRED, "size": REQUIRED, "step": REQUIRED}
+    dynamic = True  # other axes may be dynamic; the check wants the unfolded one static
+
+    def kernel(x, *, dimension, size, step):
+        return x.unfold(dimension, size, step)
+
+    def lower(c, x, *, dimension, size, step):
+        axis = dimension % x.rank
+        windows = (x.shape[axis] - size) // step + 1
+        index = np.arange(windows)[:, None] * step + np.arange(size)[None, :]
+        last = axis == x.rank - 1
+        picked = c.mb.gather(
+            x=x,
+            indices=index.astype(np.int32),
+            axis=axis,
+            name=c.name if last else c.name + "_windows",
+        )
+        if last:
+            return picked
+        order = [a for a in range(x.rank + 1) if a != axis + 1] + [axis + 1]
+        return c.mb.transpose(x=picked, perm=order, name=c.name)
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if x.rank == 0:
+            return "unfold of a scalar"
+        if not isinstance(x.shape[node.attrs["dimension"] % x.rank], int):
+            return "unfold along a dynamic dimension (the window count would change)"
+        return None
+
+
 class Unsqueeze(Op):
     name = "unsqueeze"
     inputs = ("x",)
