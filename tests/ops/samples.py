@@ -165,6 +165,8 @@ def _samples() -> list[Sample]:
     )
     emb = nn.Embedding(10, 4)
     add("embedding", "plain", emb, torch.tensor([[1, 2, 9], [0, 0, 3]]))
+    for p in (2.0, 1.0, float("inf"), 3.0):
+        add("pdist", f"p{p}", lambda a, p=p: F.pdist(a, p), rand(5, 3))
     # Bags from offsets given at run time, one of them empty (torch gives it zeros).
     idx8 = torch.tensor([1, 2, 9, 0, 0, 3, 7, 2])
     bag_offsets = torch.tensor([0, 3, 3, 6])
@@ -361,6 +363,7 @@ def _samples() -> list[Sample]:
     add("cdist", "euclidean_batched", torch.cdist, rand(2, 30, 3), rand(2, 26, 3))
     add("cdist", "manhattan", lambda a, b: torch.cdist(a, b, 1.0), rand(5, 3), rand(4, 3))
     add("cdist", "chebyshev", lambda a, b: torch.cdist(a, b, float("inf")), rand(5, 3), rand(4, 3))
+    add("cdist", "p3", lambda a, b: torch.cdist(a, b, 3.0), rand(5, 3), rand(4, 3))
     add("diagonal", "above", lambda a: torch.diagonal(a, 2) * 1, rand(3, 4), also=("mul",))
     linalg_diagonal = lambda a: torch.linalg.diagonal(a, offset=-1) * 1  # noqa: E731
     add("diagonal", "linalg", linalg_diagonal, rand(2, 4, 3), also=("mul",))

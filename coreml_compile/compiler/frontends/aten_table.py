@@ -99,6 +99,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::conv_transpose2d.input": M("conv_transpose"),
     "aten::conv_transpose3d.input": M("conv_transpose"),
     "aten::embedding.default": M("embedding"),
+    "aten::_pdist_forward.default": M("pdist"),
     "aten::embedding_bag.padding_idx": M("embedding_bag"),
     "aten::_embedding_bag_forward_only.default": M("embedding_bag"),
     "aten::scaled_dot_product_attention.default": M("sdpa"),

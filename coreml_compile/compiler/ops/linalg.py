@@ -46,8 +46,8 @@ class Matmul(Op):
 class Cdist(Op):
     """torch.cdist: the p-norm distance of every row of x1 to every row of x2,
     (..., P, M) and (..., R, M) -> (..., P, R). The Euclidean one through a matmul,
-    sqrt(|a|^2 + |b|^2 - 2 a.b) clamped at 0 (torch's own way from 25 rows); p = 1 and
-    p = inf from the broadcast differences, (..., P, R, M) at once."""
+    sqrt(|a|^2 + |b|^2 - 2 a.b) clamped at 0 (torch's own way from 25 rows); any other
+    p > 0 from the broadcast differences, (..., P, R, M) at once."""
 
     name = "cdist"
     dynamic = True
@@ -79,16 +79,58 @@ class Cdist(Op):
         a = c.mb.expand_dims(x=x1, axes=[-2], name=n + "_a")  # (..., P, 1, M)
         b = c.mb.expand_dims(x=x2, axes=[-3], name=n + "_b")  # (..., 1, R, M)
         size = c.mb.abs(x=c.mb.sub(x=a, y=b, name=n + "_diff"), name=n + "_abs")
-        if p == 1:
-            return c.mb.reduce_sum(x=size, axes=[-1], keep_dims=False, name=n)
-        return c.mb.reduce_max(x=size, axes=[-1], keep_dims=False, name=n)
+        return _p_norm(c, size, p, n)
 
     def check(node, generation):
         x1, x2 = (v.type for v in node.inputs)
         if x1.rank < 2 or x1.rank != x2.rank or not x1.dtype.startswith("float"):
             return "cdist of float matrices (or batches of them) of one rank"
-        if node.attrs["p"] not in (1, 2, float("inf")):
-            return f"cdist with p={node.attrs['p']} (1, 2 and inf lower)"
+        if node.attrs["p"] <= 0:
+            return f"cdist with p={node.attrs['p']} (p > 0 lowers)"
+        return None
+
+
+def _p_norm(c, size: Any, p: float, name: str) -> Any:
+    """The p-norm over the last axis of absolute differences ``size``."""
+    if p == float("inf"):
+        return c.mb.reduce_max(x=size, axes=[-1], keep_dims=False, name=name)
+    if p == 1:
+        return c.mb.reduce_sum(x=size, axes=[-1], keep_dims=False, name=name)
+    if p == 2:
+        return c.mb.reduce_l2_norm(x=size, axes=[-1], keep_dims=False, name=name)
+    powers = c.mb.pow(x=size, y=c.scalar(p, like=size), name=name + "_pow")
+    total = c.mb.reduce_sum(x=powers, axes=[-1], keep_dims=False, name=name + "_sum")
+    return c.mb.pow(x=total, y=c.scalar(1.0 / p, like=size), name=name)
+
+
+class Pdist(Op):
+    """torch.pdist: the p-norm distance of every pair of rows i < j of an (N, M) matrix,
+    in row-major order. Both rows of each pair are gathered by constant index lists and
+    subtracted, as torch computes it (no matmul shortcut), for any p > 0."""
+
+    name = "pdist"
+    inputs = ("x",)
+    attrs = {"p": 2.0}
+
+    def kernel(x, *, p):
+        return torch.pdist(x, p)
+
+    def lower(c, x, *, p):
+        first, second = np.triu_indices(x.shape[0], k=1)
+        n = c.name
+        a = c.mb.gather(x=x, indices=first.astype(np.int32), axis=0, name=n + "_first")
+        b = c.mb.gather(x=x, indices=second.astype(np.int32), axis=0, name=n + "_second")
+        size = c.mb.abs(x=c.mb.sub(x=a, y=b, name=n + "_diff"), name=n + "_abs")
+        return _p_norm(c, size, p, n)
+
+    def check(node, generation):
+        x = node.inputs[0].type
+        if x.rank != 2 or not x.is_static or not x.dtype.startswith("float"):
+            return "pdist of a float matrix of static shape"
+        if x.shape[0] < 2:
+            return "pdist of fewer than two rows (no pairs)"
+        if node.attrs["p"] <= 0:
+            return f"pdist with p={node.attrs['p']} (p > 0 lowers)"
         return None
 
 
