@@ -296,6 +296,35 @@ def _samples() -> list[Sample]:
         rand(2, 3, 3),
         target="iOS18",
     )
+    # Before iOS18: a scatter at the slice's positions (what in-place box decoding gives).
+    add(
+        "slice_scatter",
+        "ios16",
+        lambda a, b: torch.slice_scatter(a, b, 1, 2, 5),
+        rand(3, 8),
+        rand(3, 3),
+    )
+    add(
+        "slice_scatter",
+        "ios16_step",
+        lambda a, b: torch.slice_scatter(a, b, -1, -6, None, 2),
+        rand(2, 3, 8),
+        rand(2, 3, 3),
+    )
+
+    def decode_boxes(p):
+        p = p.clone()
+        p[..., :2] = p[..., :2].sigmoid() * 2
+        p[..., 2:4] = p[..., 2:4].exp()
+        return p
+
+    add(
+        "slice_scatter",
+        "in_place_writes",
+        decode_boxes,
+        rand(2, 6, 7),
+        also=("sigmoid", "mul", "exp", "slice", "copy", "identity"),
+    )
     add("copy", "broadcast_cast", lambda a, b: torch.ops.aten.copy(a, b), rand(2, 3), rand(3) > 0)
     add("select", "plain", lambda a: a[:, 2], rand(3, 8, 2))
     add("select", "negative", lambda a: a[-1], rand(3, 8))

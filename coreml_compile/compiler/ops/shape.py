@@ -858,12 +858,14 @@ class Copy(Op):
 
 
 class SliceScatter(Op):
-    """x with x[start:end:step] along ``dim`` replaced by ``src`` (MIL's slice_update)."""
+    """x with x[start:end:step] along ``dim`` replaced by ``src``: MIL's slice_update
+    from iOS18; before it, a scatter of src along ``dim`` at the slice's positions,
+    which must then be known at compile time (what in-place slice writes such as
+    ``boxes[..., :2] = centre`` give)."""
 
     name = "slice_scatter"
     inputs = ("x", "src")
     attrs = {"dim": 0, "start": None, "end": None, "step": 1}
-    min_target = 18
     dynamic = True
 
     def kernel(x, src, *, dim, start, end, step):
@@ -871,8 +873,29 @@ class SliceScatter(Op):
 
     def lower(c, x, src, *, dim, start, end, step):
         (src,) = c.promote(src)
+        if c.generation < 18:
+            positions = _static_slice_positions(c.node, dim, start, end, step)
+            return c.mb.scatter(
+                data=x, indices=positions, updates=src, axis=dim % x.rank, mode="update",
+                name=c.name,
+            )  # fmt: skip
         bounds = _slice_bounds(c, _slice_lists(c, x, dim, start, end, step))
         return c.mb.slice_update(x=x, update=src, **bounds, name=c.name)
 
     def check(node, generation):
+        a = node.attrs
+        if (
+            generation < 18
+            and _static_slice_positions(node, a["dim"], a["start"], a["end"], a["step"]) is None
+        ):  # noqa: E501
+            return "slice_scatter at run-time positions needs deployment target iOS18 or later"
         return _slice_check(node, "slice_scatter")
+
+
+def _static_slice_positions(node, dim, start, end, step) -> np.ndarray | None:
+    """The positions x[start:end:step] covers along ``dim``, if known before the run."""
+    size = node.inputs[0].type.shape[dim % node.inputs[0].type.rank]
+    if not isinstance(size, int) or any(symbolic.has_expr(b) for b in (start, end)):
+        return None
+    positions = np.arange(*slice(start, end, step).indices(size), dtype=np.int32)
+    return positions if positions.size else None
