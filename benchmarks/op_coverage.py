@@ -87,16 +87,16 @@ def _tensors(result) -> list[torch.Tensor]:
 
 def _usable(leaves: list, tensor_at: list[int]) -> bool:
     tensors = [leaves[i] for i in tensor_at]
-    return bool(tensors) and tensors[0].dim() > 0 and not any(
-        t.numel() == 0 or t.dtype.is_complex for t in tensors
+    return (
+        bool(tensors)
+        and tensors[0].dim() > 0
+        and not any(t.numel() == 0 or t.dtype.is_complex for t in tensors)
     )
 
 
 def _export(op):
     """(exported program, model, input, torch's result) for the op's first usable sample."""
-    for sample in list(op.sample_inputs("cpu", torch.float32, requires_grad=False))[
-        :SAMPLES_TRIED
-    ]:
+    for sample in list(op.sample_inputs("cpu", torch.float32, requires_grad=False))[:SAMPLES_TRIED]:
         leaves, spec = pytree.tree_flatten(((sample.input, *sample.args), sample.kwargs))
         tensor_at = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
         if not _usable(leaves, tensor_at):
@@ -211,9 +211,7 @@ def main() -> None:
             print(json.dumps(record), file=sink, flush=True)
         print(f"\r{i}/{len(chosen)} {record['op'][:40]:40s}", end="", file=sys.stderr)
     print(file=sys.stderr)
-    counts = Counter(
-        (r["ours"] == "ok", r["coremltools"] == "ok") for r in records if "ours" in r
-    )
+    counts = Counter((r["ours"] == "ok", r["coremltools"] == "ok") for r in records if "ours" in r)
     print(f"ops probed: {len(records)} ({sum('skipped' in r for r in records)} skipped)")
     print(f"  both convert:          {counts[True, True]}")
     print(f"  only coreml-compile:   {counts[True, False]}")

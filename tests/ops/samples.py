@@ -91,6 +91,9 @@ def _samples() -> list[Sample]:
     add("clamp", "min", lambda a: torch.clamp(a, min=0.1), rand(3, 4))
     add("clamp", "max", lambda a: torch.clamp(a, max=0.1), rand(3, 4))
     add("cast", "to_half_and_back", lambda a: (a.half() * 2).float(), rand(3, 4), also=("mul",))
+    # RoBERTa's position ids: type_as is a copy naming a device, which a package ignores.
+    type_as = lambda m: torch.cumsum(m, 1).type_as(m) * m  # noqa: E731
+    add("cast", "type_as", type_as, (rand(2, 6) > 0).int(), also=("cumsum", "mul"))
     add("identity", "clone", lambda a: a.clone() + 1, rand(3, 4), also=("add",))
     add("dropout", "eval", nn.Dropout(0.3), rand(3, 4))
     # activations

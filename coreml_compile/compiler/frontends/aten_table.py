@@ -164,7 +164,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::replication_pad2d.default": M("pad", {"pad": "padding"}, {"mode": "replicate"}),
     # casts and identities
     "aten::to.dtype": M("cast"),
-    "aten::_to_copy.default": M("cast", accept=lambda a: a.get("device") is None),
+    # A device move is no move in a package (Core ML places the data): only the dtype counts.
+    "aten::_to_copy.default": M("cast"),
     "aten::dropout.default": M("dropout"),
     "aten::clone.default": M("identity"),
     "aten::contiguous.default": M("identity"),
