@@ -641,6 +641,7 @@ def compile(  # noqa: A001 - mirrors coreml_compile.compile
             )
         graph = clock.stage("to_ir", torch_export.to_ir, ep, name)
         report.warnings.extend(torch_export.nonzero_state_warnings(ep, graph))
+        report.warnings.extend(torch_export.float64_warnings(ep))
     clock.stage("verify", graph.verify)
     report.passes = clock.stage("optimise", run_pipeline, graph, pass_names, options=compression)
     _check_compressed_weights(graph, generation, quantize, prune, minimum_deployment_target)

@@ -12,6 +12,9 @@ import pytest
 import torch
 
 import coreml_compile
+from coreml_compile.compiler.frontends.torch_export import trace
+from coreml_compile.compiler.ir import TensorType
+from coreml_compile.compiler.ops import unsupported_reason
 from coreml_compile.errors import DeviceNotAvailable, PlanFormatError, UnsupportedOpError
 from tests.conftest import assert_close
 from tests.ops.samples import Fn
@@ -130,10 +133,23 @@ def test_reasons_name_rank_and_float64():
     compiled = coreml_compile.compile(Fn(rank6), (x,), min_coreml_nodes=1)
     reasons = " | ".join(compiled.report.fallback_reasons.values())
     assert "rank 6 exceeds Core ML's limit of 5" in reasons
-    compiled = coreml_compile.compile(Fn(lambda a: (block(a).double() * 3).float() + 1), (x,))
-    reasons = " | ".join(compiled.report.fallback_reasons.values())
-    assert "Core ML has no float64 tensors" in reasons
-    assert_close(compiled(x), (block(x).double() * 3).float() + 1, "fp16", "float64 fallback")
+
+    # The frontends hold float64 in float32; a float64 value in the IR cannot lower.
+    graph = trace(Fn(lambda a: a * 3), (x,))
+    (node,) = graph.nodes
+    node.outputs[0].type = TensorType("float64", node.outputs[0].type.shape)
+    assert "Core ML has no float64 tensors" in unsupported_reason(node, 16)
+
+
+def test_float64_is_computed_in_float32_with_a_warning():
+    # As coremltools converts it: Core ML has no float64, and a partition on torch for
+    # it would keep an app from shipping the model.
+    x = _x()
+    model = Fn(lambda a: (block(a).double() * 3 + torch.ones(4, 4, dtype=torch.float64)).float())
+    compiled = coreml_compile.compile(model, (x,), allow_fallback=False)
+    assert not compiled.report.partitions
+    assert any("float64" in w and "float32" in w for w in compiled.report.warnings)
+    assert_close(compiled(x), model(x), "fp16", "float64 held in float32")
 
 
 def test_no_fallback_lists_every_unsupported_op():

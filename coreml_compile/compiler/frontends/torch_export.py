@@ -298,7 +298,33 @@ def _output_names(ep: torch.export.ExportedProgram, count: int) -> list[str]:
 
 
 def _tensor_type(val: Any) -> TensorType:
-    return TensorType(dtypes.from_torch(val.dtype), tuple(symbolic.to_dim(d) for d in val.shape))
+    return TensorType(_ir_dtype(val.dtype), tuple(symbolic.to_dim(d) for d in val.shape))
+
+
+def _ir_dtype(dtype: torch.dtype) -> str:
+    """The IR dtype a torch dtype is held in: its own, but float64 is held in float32,
+    as Core ML has none and coremltools converts it so (float64_warnings says so)."""
+    return "float32" if dtype == torch.float64 else dtypes.from_torch(dtype)
+
+
+def float64_warnings(ep: torch.export.ExportedProgram) -> list[str]:
+    """One warning if the program computes anything in float64, naming the first node."""
+    from torch.utils import _pytree as pytree
+
+    held = [
+        n.name
+        for n in ep.graph.nodes
+        if any(
+            isinstance(v, torch.Tensor) and v.dtype == torch.float64
+            for v in pytree.tree_leaves(n.meta.get("val"))
+        )
+    ]
+    if not held:
+        return []
+    return [
+        f"{len(held)} float64 value(s), from {held[0]} on, are computed in float32: Core ML "
+        "has no float64"
+    ]
 
 
 def _size(val: Any) -> Any:
@@ -332,8 +358,8 @@ def _symbols(ep: torch.export.ExportedProgram) -> dict[str, symbolic.Symbol]:
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach()
-    if t.dtype == torch.bfloat16:
-        t = t.float()
+    if t.dtype in (torch.bfloat16, torch.float64):
+        t = t.float()  # float64 is held in float32 (_ir_dtype)
     # Shares memory with the model where it can: compiling must not double the weights.
     return t.cpu().numpy()
 
@@ -349,7 +375,7 @@ def _attr_value(v: Any) -> Any:
     if isinstance(v, torch.SymInt):
         return _size(v)
     if isinstance(v, torch.dtype):
-        return dtypes.from_torch(v)
+        return _ir_dtype(v)
     if isinstance(v, tuple | list):
         return [_attr_value(x) for x in v]
     if isinstance(v, torch.device | torch.memory_format | torch.layout):
@@ -603,7 +629,7 @@ class _Translator:
         x = inputs[0] if inputs else None
         if not isinstance(dtype, torch.dtype) or "dtype" in record.attrs or x is None:
             return inputs
-        want = dtypes.from_torch(dtype)
+        want = _ir_dtype(dtype)
         if x.type.dtype == want:
             return inputs
         cast = self.graph.add_node(
@@ -660,7 +686,8 @@ class _Translator:
             if isinstance(arg, tuple | list):
                 return [template(a) for a in arg]
             if isinstance(arg, torch.dtype | torch.device | torch.memory_format | torch.layout):
-                return encode_torch_object(arg)
+                # float64 is held in float32 (_ir_dtype): so are torch's results here.
+                return encode_torch_object(torch.float32 if arg == torch.float64 else arg)
             if arg is None or isinstance(arg, bool | int | float | str):
                 return arg
             raise TraceError(f"{node.name} ({key}): cannot record argument {arg!r}")
