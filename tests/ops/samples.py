@@ -60,6 +60,8 @@ def _samples() -> list[Sample]:
         "add", "scalar_alpha", lambda a, b: torch.add(a, b, alpha=0.5) + 2.0, rand(4, 5), rand(4, 5)
     )
     add("sub", "tensor", lambda a, b: a - b, rand(2, 3, 4), rand(4))
+    add("minimum", "torch_min_of_two", lambda a, b: torch.min(a, b), rand(2, 3), rand(3))
+    add("maximum", "torch_max_of_two", lambda a, b: a.max(b), rand(2, 3), rand(3))
     add("sub", "rsub_scalar", lambda a: 1.0 - a, rand(3, 4))
     add("mul", "broadcast", lambda a, b: a * b, rand(2, 1, 4), rand(3, 1))
     add("mul", "scalar", lambda a: a * 3, rand(3, 4))
@@ -91,6 +93,16 @@ def _samples() -> list[Sample]:
     add("clamp", "min", lambda a: torch.clamp(a, min=0.1), rand(3, 4))
     add("clamp", "max", lambda a: torch.clamp(a, max=0.1), rand(3, 4))
     add("cast", "to_half_and_back", lambda a: (a.half() * 2).float(), rand(3, 4), also=("mul",))
+    to_layout = lambda a: a.to(dtype=torch.float16, device="cpu") * 2  # noqa: E731
+    add("cast", "dtype_and_device", to_layout, rand(3, 4), also=("mul",))
+    add(
+        "cast",
+        "type_as_float",
+        lambda m, a: m.type_as(a) * a,
+        rand(3, 4) > 0,
+        rand(3, 4),
+        also=("mul",),
+    )
     # RoBERTa's position ids: type_as is a copy naming a device, which a package ignores.
     type_as = lambda m: torch.cumsum(m, 1).type_as(m) * m  # noqa: E731
     add("cast", "type_as", type_as, (rand(2, 6) > 0).int(), also=("cumsum", "mul"))
@@ -270,6 +282,9 @@ def _samples() -> list[Sample]:
     add("unfold", "patches", patches, rand(3, 8, 8), also=("mul",))
     add("unfold", "frames_last", lambda a: a.unfold(-1, 4, 3) * 1, rand(2, 11), also=("mul",))
     add("unfold", "int", lambda m: m.unfold(0, 2, 1) * 1, torch.arange(5), also=("mul",))
+    # Grouped-query attention repeats each key/value head for its group of query heads.
+    add("repeat_interleave", "kv_heads", lambda a: a.repeat_interleave(3, dim=1), rand(1, 2, 5, 4))
+    add("repeat_interleave", "flat", lambda a: torch.repeat_interleave(a, 2), rand(2, 3))
     # The copying forms of views take the view's record.
     add("permute", "permute_copy", lambda a: torch.permute_copy(a, (3, 1, 0, 2)), x4)
     add("reshape", "view_copy", lambda a: torch.view_copy(a, (6, -1)), x4)
@@ -909,6 +924,38 @@ def _samples() -> list[Sample]:
     add("full_like", "full_like", lambda a: a * torch.full_like(a, -2.0), rand(3, 4), also=("mul",))
     add("full_like", "zeros_like_large_fill", torch.zeros_like, rand(64, 80))
     add("full_like", "ones_like_int", lambda a: torch.ones_like(a, dtype=torch.int32), rand(3, 4))
+    # new_* take x's dtype (int64 here) unless told otherwise.
+    new_zeros = lambda m: m + m.new_zeros((2, 5))  # noqa: E731
+    add("full", "new_zeros_int", new_zeros, torch.arange(5), also=("add",))
+    new_full = lambda a: a * a.new_full((3, 4), 0.5, dtype=torch.float16).float()  # noqa: E731
+    add("full", "new_full_half", new_full, rand(3, 4), also=("mul", "cast"))
+    add("fill", "scalar", lambda a: torch.fill(a, 2.5) + a, rand(3, 4), also=("add",))
+    add(
+        "fill",
+        "tensor_value",
+        lambda a, v: torch.fill(a, v[0]) * a,
+        rand(3, 4),
+        rand(2),
+        also=("select", "mul"),
+    )
+
+    def shifted_window_mask(a):
+        # Swin's attention mask: regions numbered by in-place writes into a zeros tensor.
+        mask = a.new_zeros((8, 8))
+        count = 0
+        for h in (slice(0, 4), slice(4, 6), slice(6, None)):
+            for w in (slice(0, 4), slice(4, None)):
+                mask[h, w] = count
+                count += 1
+        return a + mask
+
+    add(
+        "fill",
+        "in_place_regions",
+        shifted_window_mask,
+        rand(8, 8),
+        also=("full", "slice", "slice_scatter", "add", "copy", "identity"),
+    )
     add("arange", "end", lambda a: a + torch.arange(4), rand(3, 4), also=("add",))
     add("arange", "start_step", lambda a: a * torch.arange(1, 9, 2), ints(2, 4), also=("mul",))
     add("arange", "float_step", lambda a: a + torch.arange(0, 1, 0.25), rand(3, 4), also=("add",))

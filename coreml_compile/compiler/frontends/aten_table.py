@@ -151,6 +151,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::squeeze.dims": M("squeeze"),
     "aten::unsqueeze.default": M("unsqueeze"),
     "aten::unfold.default": M("unfold"),
+    "aten::repeat_interleave.self_int": M("repeat_interleave"),
     "aten::cat.default": M("cat"),
     "aten::concat.default": M("cat"),
     "aten::slice.Tensor": M("slice"),
@@ -164,6 +165,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::replication_pad2d.default": M("pad", {"pad": "padding"}, {"mode": "replicate"}),
     # casts and identities
     "aten::to.dtype": M("cast"),
+    "aten::to.dtype_layout": M("cast"),
+    "aten::type_as.default": M("cast"),  # the dtype comes from the result (other's)
     # A device move is no move in a package (Core ML places the data): only the dtype counts.
     "aten::_to_copy.default": M("cast"),
     "aten::dropout.default": M("dropout"),
@@ -314,6 +317,8 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::fmod.Scalar": M("fmod"),
     "aten::minimum.default": M("minimum"),
     "aten::maximum.default": M("maximum"),
+    "aten::min.other": M("minimum"),
+    "aten::max.other": M("maximum"),
     "aten::clamp.Tensor": M("clamp_tensor"),
     "aten::clamp_min.Tensor": M("clamp_tensor"),
     "aten::clamp_max.Tensor": M("clamp_tensor"),
@@ -331,6 +336,13 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::full_like.default": M("full_like"),
     "aten::zeros_like.default": M("full_like", fixed={"fill_value": 0.0}),
     "aten::ones_like.default": M("full_like", fixed={"fill_value": 1.0}),
+    # new_* take x's dtype unless told: the translator fills a None dtype from the result.
+    "aten::new_zeros.default": M("full", fixed={"fill_value": 0.0}),
+    "aten::new_ones.default": M("full", fixed={"fill_value": 1.0}),
+    "aten::new_full.default": M("full"),
+    "aten::new_empty.default": M("full", fixed={"fill_value": 0.0}),
+    "aten::fill.Scalar": M("fill"),
+    "aten::fill.Tensor": M("fill"),
     "aten::arange.default": M("arange"),
     "aten::arange.start": M("arange"),
     "aten::arange.start_step": M("arange"),

@@ -613,6 +613,10 @@ class _Translator:
             source = mapping.rename.get(name, name)
             if source in bound:
                 attrs[name] = _attr_value(bound[source])
+        if "dtype" in record.attrs and attrs.get("dtype") is None:
+            # torch's own answer for an unnamed dtype (the default float, x's, the
+            # arguments' promotion) is the result's.
+            attrs["dtype"] = out_types[0].dtype
         attrs = record.bind_attrs(attrs)
         created = self.graph.add_node(
             mapping.op, inputs, attrs, output_types=out_types, name=node.name

@@ -101,6 +101,33 @@ class FullLike(Op):
     lower = _lower_filled
 
 
+class Fill(Op):
+    """torch.fill: x's shape filled with ``value``, a scalar or a 0-d tensor (what an
+    in-place ``mask[a:b] = count`` becomes once functionalised)."""
+
+    name = "fill"
+    dynamic = True
+    inputs = ("x", "value")
+
+    def kernel(x, value):
+        return torch.fill(x, value)
+
+    def lower(c, x, value):
+        out = c.mil_dtype(c.node.output.type.dtype)
+        shape = c.sizes(c.node.inputs[0].type.shape)
+        if isinstance(shape, list):
+            shape = np.asarray(shape, dtype=np.int32)
+        if value.val is not None:
+            from coreml_compile.compiler.mil import MIL_NUMPY
+
+            scalar = MIL_NUMPY[out](np.asarray(value.val).item())
+            return c.mb.fill(shape=shape, value=scalar, name=c.name)
+        if c.mil_dtype_of(value) != out:
+            value = c.mb.cast(x=value, dtype=out, name=c.name + "_value")
+        zeros = c.mb.fill(shape=shape, value=c.scalar(0, like=value), name=c.name + "_zeros")
+        return c.mb.add(x=zeros, y=value, name=c.name)
+
+
 class Arange(Op):
     """[start, start + step, ...) below ``end`` (above it for a negative step)"""
 

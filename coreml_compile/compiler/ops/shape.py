@@ -100,6 +100,39 @@ class Squeeze(Op):
         return c.mb.squeeze(x=x, axes=axes, name=c.name)
 
 
+class RepeatInterleave(Op):
+    """Each entry repeated ``repeats`` times in a row along ``dim`` (of the flattened x
+    when None): a new axis after ``dim``, tiled, merged back (grouped-query attention's
+    key/value heads)."""
+
+    name = "repeat_interleave"
+    inputs = ("x",)
+    attrs = {"repeats": REQUIRED, "dim": None, "output_size": None}
+    dynamic = True
+
+    def kernel(x, *, repeats, dim, output_size):
+        return torch.repeat_interleave(x, repeats, dim)
+
+    def lower(c, x, *, repeats, dim, output_size):
+        if dim is None:
+            x = c.mb.reshape(x=x, shape=[-1], name=c.name + "_flat")
+        axis = 0 if dim is None else dim % x.rank
+        spread = c.mb.expand_dims(x=x, axes=[axis + 1], name=c.name + "_axis")
+        reps = [1] * (x.rank + 1)
+        reps[axis + 1] = repeats
+        tiled = c.mb.tile(x=spread, reps=reps, name=c.name + "_tiled")
+        shape = c.sizes(c.node.output.type.shape)
+        return c.mb.reshape(x=tiled, shape=shape, name=c.name)
+
+    def check(node, generation):
+        repeats, x = node.attrs["repeats"], node.inputs[0].type
+        if not isinstance(repeats, int):
+            return "repeat_interleave by a count computed at run time"
+        if x.rank >= 5 and node.attrs["dim"] is not None:
+            return "repeat_interleave of a rank-5 tensor (its middle step has rank 6)"
+        return None
+
+
 class Unfold(Op):
     """Tensor.unfold: the windows of ``size`` entries every ``step`` along ``dimension``,
     counted along it, with each window's entries on a new last axis. One gather of a
