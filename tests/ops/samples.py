@@ -322,6 +322,9 @@ def _samples() -> list[Sample]:
         rand(3, 8),
         rand(3, 3),
     )
+    # Video Swin's mask writes x[0:-8] of a length-8 axis: nothing.
+    empty_write = lambda a, b: torch.slice_scatter(a, b, 0, 0, -8) * 2  # noqa: E731
+    add("slice_scatter", "empty", empty_write, rand(8, 3), rand(0, 3), also=("mul",))
     add(
         "slice_scatter",
         "ios16_step",

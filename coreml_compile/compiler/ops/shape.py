@@ -906,8 +906,10 @@ class SliceScatter(Op):
 
     def lower(c, x, src, *, dim, start, end, step):
         (src,) = c.promote(src)
+        positions = _static_slice_positions(c.node, dim, start, end, step)
+        if positions is not None and not positions.size:  # an empty slice writes nothing
+            return c.mb.identity(x=x, name=c.name)
         if c.generation < 18:
-            positions = _static_slice_positions(c.node, dim, start, end, step)
             return c.mb.scatter(
                 data=x, indices=positions, updates=src, axis=dim % x.rank, mode="update",
                 name=c.name,
@@ -930,5 +932,4 @@ def _static_slice_positions(node, dim, start, end, step) -> np.ndarray | None:
     size = node.inputs[0].type.shape[dim % node.inputs[0].type.rank]
     if not isinstance(size, int) or any(symbolic.has_expr(b) for b in (start, end)):
         return None
-    positions = np.arange(*slice(start, end, step).indices(size), dtype=np.int32)
-    return positions if positions.size else None
+    return np.arange(*slice(start, end, step).indices(size), dtype=np.int32)
