@@ -150,6 +150,20 @@ def test_a_dtype_argument_is_a_cast_only_where_that_gives_torchs_result():
         coreml_compile.compile(narrow, (x,), allow_fallback=False)
 
 
+def test_as_strided_is_a_reshape_only_when_it_reads_in_order():
+    x = torch.randn(2, 3, 4)
+    in_order = trace(Fn(lambda a: torch.as_strided(a + 1, (6, 4), (4, 1))), (x,))
+    assert set(in_order.op_counts()) == {"add", "reshape"}
+    # A transposing stride, or an offset, reads storage out of order: torch runs it.
+    for size, stride, offset in (((4, 6), (1, 4), 0), ((5, 4), (4, 1), 4)):
+
+        def strided(a, size=size, stride=stride, offset=offset):
+            return torch.as_strided(a + 1, size, stride, offset)
+
+        graph = trace(Fn(strided), (x,))
+        assert "aten" in graph.op_counts()
+
+
 def test_non_tensor_example_input_is_rejected():
     with pytest.raises(InputSpecError, match="only tensors"):
         trace(Fn(lambda a: a), (3,))

@@ -288,6 +288,10 @@ def _samples() -> list[Sample]:
     # The copying forms of views take the view's record.
     add("permute", "permute_copy", lambda a: torch.permute_copy(a, (3, 1, 0, 2)), x4)
     add("reshape", "view_copy", lambda a: torch.view_copy(a, (6, -1)), x4)
+    # as_strided that reads a contiguous source in order is a reshape (size-1 dims' strides
+    # unused: what adaptive_avg_pool3d's decomposition writes).
+    in_order = lambda a: torch.as_strided(a * 2, (1, 6, 1, 4), (24, 4, 99, 1))  # noqa: E731
+    add("reshape", "as_strided_in_order", in_order, rand(2, 3, 4), also=("mul",))
     add("transpose", "plain", lambda a: a.transpose(1, -1), x4)
     add("transpose", "dot_T", lambda a, b: a.T + b, rand(3, 5), rand(5, 3), also=("add",))
     add("transpose", "mT", lambda a: a.mT, rand(2, 3, 5))

@@ -39,6 +39,31 @@ def _bools(bound: dict[str, Any], *names: str) -> bool:
     return True
 
 
+def _restrides_in_order(bound: dict[str, Any]) -> bool:
+    """Whether as_strided reads its (contiguous) source in order: no offset, and strides
+    those of a contiguous ``size`` (a size-1 dim's stride is never used). Then it is a
+    reshape; torch's decompositions write one (adaptive_avg_pool3d's memory format)."""
+    source = getattr(bound.get("self"), "meta", {}).get("val")
+    size, stride = bound.get("size"), bound.get("stride")
+    if source is None or not source.is_contiguous() or bound.get("storage_offset") not in (None, 0):
+        return False
+    if not all(isinstance(d, int) for d in [*size, *stride]) or source.numel() != _numel(size):
+        return False
+    expected = 1
+    for d, s in reversed(list(zip(size, stride, strict=True))):
+        if d != 1 and s != expected:
+            return False
+        expected *= d
+    return True
+
+
+def _numel(size: list[int]) -> int:
+    total = 1
+    for d in size:
+        total *= d
+    return total
+
+
 ATEN_TO_IR: dict[str, Mapping] = {
     # element-wise arithmetic
     "aten::add.Tensor": M("add"),
@@ -133,6 +158,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::reshape.default": M("reshape"),
     "aten::view.default": M("reshape", {"shape": "size"}),
     "aten::_unsafe_view.default": M("reshape", {"shape": "size"}),
+    "aten::as_strided.default": M("reshape", {"shape": "size"}, accept=_restrides_in_order),
     "aten::flatten.using_ints": M("flatten"),
     "aten::permute.default": M("permute"),
     "aten::transpose.int": M("transpose"),
