@@ -350,3 +350,39 @@ def test_scatter_with_dynamic_sizes():
             {k: t.numpy() for k, t in zip(("bins", "index", "weight"), feeds, strict=True)}
         ).values()
         torch.testing.assert_close(torch.from_numpy(got), model(*feeds))
+
+
+class _TableMaskedAttention(torch.nn.Module):
+    """Attention masked as Hugging Face decoders build it: a (max, max) mask table read
+    at two broadcast index tensors, aranges of the run-time length (one per axis)."""
+
+    def __init__(self, size: int = 16, width: int = 8):
+        super().__init__()
+        self.register_buffer("table", torch.ones(size, size, dtype=torch.bool).tril())
+        self.proj = torch.nn.Linear(width, width)
+
+    def forward(self, x):
+        n = x.shape[1]
+        positions = torch.arange(n)
+        allowed = self.table[positions[:, None], positions[None, :]]
+        scores = self.proj(x) @ x.transpose(1, 2)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        return scores.softmax(-1) @ x
+
+
+def test_index_with_several_dynamic_index_tensors():
+    model = _TableMaskedAttention().eval()
+    compiled = coreml_compile.compile(
+        model,
+        (torch.randn(1, 6, 8),),
+        dynamic_shapes=({1: Dim("n", min=2, max=16)},),
+        precision="fp32",
+        allow_fallback=False,
+    )
+    assert compiled.report.ir_ops.get("index")
+    for n in (2, 7, 16):
+        x = torch.randn(1, n, 8)
+        with torch.no_grad():
+            want = model(x).numpy()
+        (got,) = compiled.predict({"x": x.numpy()}).values()
+        assert _cosine(got, want) >= 0.9999, n

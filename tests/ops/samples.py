@@ -496,6 +496,19 @@ def _samples() -> list[Sample]:
     )
     add("index", "one_dim", lambda a, i: a[:, i], rand(2, 5, 3), torch.tensor([[4, 0], [-1, 2]]))
     add("index", "first_dim", lambda a, i: a[i], rand(5, 3), torch.tensor([3, 3, 0]))
+    # MIL gathers no bools: masks are gathered as int32.
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    ar = torch.arange(4)
+    add(
+        "index",
+        "bool_table",
+        lambda a: a.masked_fill(~causal[ar[:, None], ar], 0.0),
+        rand(4, 4),
+        also=("masked_fill", "logical_not", "unsqueeze"),
+    )
+    add("gather", "bool", lambda m, i: m.gather(1, i), rand(2, 3) > 0, idx)
+    select_rows = lambda m: m.index_select(0, torch.tensor([2, 0]))  # noqa: E731
+    add("index_select", "bool", select_rows, rand(3, 4) > 0, also=("identity",))
     add(
         "index",
         "two_broadcast",

@@ -62,10 +62,28 @@ def _index_dtype_reason(node, positions):
     return None
 
 
-def _data_dtype_reason(value):
-    if value.type.dtype == "bool":
-        return f"gathering from a bool tensor ({value.name})"
-    return None
+def _bools_as_ints(data_at: int):
+    """Wraps a gathering lowering: MIL gathers no bools, so bool data (masks read at
+    positions) is gathered as int32 and cast back."""
+
+    def wrap(lower):
+        def lowered(c, *inputs, **attrs):
+            x = inputs[data_at]
+            if c.mil_dtype_of(x) != "bool":
+                return lower(c, *inputs, **attrs)
+            name = c.name
+            args = list(inputs)
+            args[data_at] = c.mb.cast(x=x, dtype="int32", name=name + "_int")
+            c.name = name + "_gathered"
+            try:
+                found = lower(c, *args, **attrs)
+            finally:
+                c.name = name
+            return c.mb.cast(x=found, dtype="bool", name=name)
+
+        return lowered
+
+    return wrap
 
 
 class IndexSelect(Op):
@@ -79,6 +97,7 @@ class IndexSelect(Op):
     def kernel(x, index, *, dim):
         return torch.index_select(x, dim, index)
 
+    @_bools_as_ints(0)
     def lower(c, x, index, *, dim):
         axis = dim % x.rank if x.rank else 0
         # torch refuses negative indices here, so they need no wrapping.
@@ -90,7 +109,7 @@ class IndexSelect(Op):
     def check(node, generation):
         if node.inputs[0].type.rank == 0:
             return "index_select of a scalar"
-        return _index_dtype_reason(node, [1]) or _data_dtype_reason(node.inputs[0])
+        return _index_dtype_reason(node, [1])
 
 
 def _leading_block(c, v, dims, block, tag):
@@ -113,6 +132,7 @@ class Gather(Op):
     def kernel(x, index, *, dim, sparse_grad):
         return torch.gather(x, dim, index)
 
+    @_bools_as_ints(0)
     def lower(c, x, index, *, dim, sparse_grad):
         axis = dim % x.rank
         # torch lets the index be smaller than x in the other dims: those read x's start.
@@ -128,7 +148,7 @@ class Gather(Op):
         x, index = node.inputs
         if x.type.rank == 0 or x.type.rank != index.type.rank:
             return "gather of a scalar or with an index of another rank"
-        return _index_dtype_reason(node, [1]) or _data_dtype_reason(x)
+        return _index_dtype_reason(node, [1])
 
 
 class Scatter(Op):
@@ -194,6 +214,7 @@ class TakeAlongDim(Op):
     def kernel(x, indices, *, dim):
         return torch.take_along_dim(x, indices, dim)
 
+    @_bools_as_ints(0)
     def lower(c, x, indices, *, dim):
         if dim is None:
             x = c.mb.reshape(x=x, shape=[-1], name=c.name + "_flat_x")
@@ -229,7 +250,7 @@ class TakeAlongDim(Op):
         dim = node.attrs["dim"]
         if dim is not None and dynamic and not _same_but(x.type, indices.type, dim % x.type.rank):
             return "take_along_dim broadcasting dynamic shapes"
-        return _index_dtype_reason(node, [1]) or _data_dtype_reason(x)
+        return _index_dtype_reason(node, [1])
 
 
 def _same_but(a, b, axis) -> bool:
@@ -248,20 +269,35 @@ def _index_layout(indices, rank):
 def _index_vectors(c, x, indices, dims, sizes):
     """x with the indexed dims moved to the front, and the (B..., k) int32 positions
     (``sizes``: x's IR shape, for wrapping negative positions)."""
-    shapes = [list(indices[d].shape) for d in dims]
-    common = list(np.broadcast_shapes(*[tuple(s) for s in shapes]))
     perm = dims + [d for d in range(x.rank) if d not in dims]
     if perm != list(range(x.rank)):
         x = c.mb.transpose(x=x, perm=perm, name=c.name + "_front")
-    cols = []
-    for d in dims:
-        idx = _positive(c, indices[d], sizes[d], f"d{d}")
-        cols.append(_broadcast(c, idx, common, f"_d{d}_b"))
+    positions = [_positive(c, indices[d], sizes[d], f"d{d}") for d in dims]
+    rank = max(p.rank for p in positions)
+    if all(isinstance(size, int | np.integer) for p in positions for size in p.shape):
+        common = list(np.broadcast_shapes(*[tuple(p.shape) for p in positions]))
+        cols = [_broadcast(c, p, common, f"_d{d}_b") for p, d in zip(positions, dims, strict=True)]
+    else:
+        # Sizes known only at run time: adding every index times zero broadcasts each
+        # to the common shape (causal masks index with aranges of the sequence length).
+        zero = c.mb.const(val=np.int32(0), name=c.name + "_zero")
+        spread = None
+        for p, d in zip(positions, dims, strict=True):
+            nothing = c.mb.mul(x=p, y=zero, name=f"{c.name}_d{d}_zeros")
+            spread = (
+                nothing
+                if spread is None
+                else c.mb.add(x=spread, y=nothing, name=f"{c.name}_d{d}_spread")
+            )
+        cols = [
+            c.mb.add(x=p, y=spread, name=f"{c.name}_d{d}_b")
+            for p, d in zip(positions, dims, strict=True)
+        ]
     if len(cols) == 1:
         stacked = c.mb.expand_dims(x=cols[0], axes=[-1], name=c.name + "_nd")
     else:
-        stacked = c.mb.stack(values=cols, axis=len(common), name=c.name + "_nd")
-    return x, perm, stacked, len(common)
+        stacked = c.mb.stack(values=cols, axis=rank, name=c.name + "_nd")
+    return x, perm, stacked, rank
 
 
 class Index(Op):
@@ -273,12 +309,13 @@ class Index(Op):
 
     name = "index"
     inputs = ("*indices", "x")
-    # x may be dynamic; several index tensors broadcast by their static shapes (the check).
+    # x and the index tensors may be dynamic (several broadcast at run time).
     dynamic = True
 
     def kernel(indices, x):
         return torch.ops.aten.index.Tensor(x, list(indices))
 
+    @_bools_as_ints(-1)
     def lower(c, indices, x):
         dims, adjacent = _index_layout(indices, x.rank)
         sizes = c.node.inputs[-1].type.shape
@@ -301,11 +338,7 @@ class Index(Op):
         positions = [i for i, v in enumerate(indices) if v is not None]
         if not positions:
             return "indexing with no index tensors"
-        if len(positions) > 1 and not all(indices[i].type.is_static for i in positions):
-            return (
-                "several index tensors of dynamic shape: their broadcast is built from static ones"
-            )
-        return _index_dtype_reason(node, positions) or _data_dtype_reason(x)
+        return _index_dtype_reason(node, positions)
 
 
 class IndexPut(Op):
