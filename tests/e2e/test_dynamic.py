@@ -386,3 +386,30 @@ def test_index_with_several_dynamic_index_tensors():
             want = model(x).numpy()
         (got,) = compiled.predict({"x": x.numpy()}).values()
         assert _cosine(got, want) >= 0.9999, n
+
+
+def test_grouped_query_attention_with_a_dynamic_length():
+    # Falcon's multi-query attention: one key/value head repeated for four query heads.
+    class MultiQuery(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=True
+            )
+
+    n = Dim("n", min=2, max=32)
+    example = (torch.randn(1, 4, 6, 8), torch.randn(1, 1, 6, 8), torch.randn(1, 1, 6, 8))
+    compiled = coreml_compile.compile(
+        MultiQuery(),
+        example,
+        dynamic_shapes=({2: n}, {2: n}, {2: n}),
+        precision="fp32",
+        allow_fallback=False,
+    )
+    for length in (3, 17):
+        q, k, v = (
+            torch.randn(1, 4, length, 8),
+            torch.randn(1, 1, length, 8),
+            torch.randn(1, 1, length, 8),
+        )
+        (got,) = compiled.predict({"q": q.numpy(), "k": k.numpy(), "v": v.numpy()}).values()
+        assert _cosine(got, MultiQuery()(q, k, v).numpy()) >= 0.9999, length

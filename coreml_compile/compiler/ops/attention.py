@@ -16,14 +16,16 @@ import torch.nn.functional as F
 from coreml_compile.compiler.ops import Op
 
 
-def _repeat_heads(c, x, groups: int, name: str):
+def _repeat_heads(c, x, dims, groups: int, name: str):
     """(B, Hkv, S, E) -> (B, Hkv * groups, S, E), each head repeated ``groups`` times in
-    place, as torch's enable_gqa does (query head h reads key/value head h // groups)."""
-    *lead, heads, s, e = x.shape
+    place, as torch's enable_gqa does (query head h reads key/value head h // groups).
+    ``dims``: x's IR shape, whose dynamic sizes become run-time values."""
+    *lead, heads, s, e = dims
     five = c.mb.expand_dims(x=x, axes=[len(lead) + 1], name=f"{name}_heads")
     reps = [1] * (len(lead) + 1) + [groups, 1, 1]
     tiled = c.mb.tile(x=five, reps=reps, name=f"{name}_tiled")
-    return c.mb.reshape(x=tiled, shape=[*lead, heads * groups, s, e], name=f"{name}_repeated")
+    shape = c.sizes([*lead, heads * groups, s, e])
+    return c.mb.reshape(x=tiled, shape=shape, name=f"{name}_repeated")
 
 
 def _causal_mask(c, length, source):
@@ -79,8 +81,9 @@ class ScaledDotProductAttention(Op):
         heads, kv_heads = (v.type.shape[-3] if v.type.rank >= 3 else 1 for v in c.node.inputs[:2])
         if query.rank >= 3 and heads != kv_heads:
             groups = heads // kv_heads
-            key = _repeat_heads(c, key, groups, c.name + "_key")
-            value = _repeat_heads(c, value, groups, c.name + "_value")
+            key_dims, value_dims = (v.type.shape for v in c.node.inputs[1:3])
+            key = _repeat_heads(c, key, key_dims, groups, c.name + "_key")
+            value = _repeat_heads(c, value, value_dims, groups, c.name + "_value")
         mask = attn_mask
         if is_causal:
             # torch's causal mask is the lower triangle aligned at the top-left corner.
