@@ -154,7 +154,11 @@ def probe(op) -> dict:
         try:
             with quiet_coremltools():
                 compiled = coreml_compile.compile(ep, allow_fallback=False, precision="fp32")
-            wrong = _mismatch(compiled(x), want)
+            got = compiled(x)
+            if "empty" in op.name:  # torch leaves the values undefined: shapes only
+                got, want = _tensors(got), [torch.zeros_like(t) for t in _tensors(want)]
+                got = [torch.zeros_like(torch.as_tensor(t)) for t in got]
+            wrong = _mismatch(got, want)
             record["ours"] = "ok" if wrong is None else "wrong"
             if wrong:
                 record["ours_error"] = wrong

@@ -27,6 +27,7 @@ from coreml_compile.compiler.ir import Graph, Node, Value
 from coreml_compile.compiler.mil import (
     IR_TO_MIL,
     MIL_NUMPY,
+    NARROW_INTS,
     PRECISIONS,
     fp16_weights_without_copies,
     import_coremltools,
@@ -216,6 +217,8 @@ class LowerContext:
         """The MIL dtype an IR dtype computes in."""
         if dtypes.is_float(ir_dtype):
             return self.precision
+        if ir_dtype in NARROW_INTS and self.generation < 17:
+            return "int32"  # MIL's cast makes narrow integers from iOS17 on
         return IR_TO_MIL[ir_dtype]
 
     @staticmethod

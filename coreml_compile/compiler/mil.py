@@ -34,6 +34,8 @@ IR_TO_MIL = {
     "uint8": "uint8",
     "bool": "bool",
 }
+# Integers narrower than int32, with their bits: MIL casts to them from iOS17 on.
+NARROW_INTS = {"int8": 8, "uint8": 8, "int16": 16}
 MIL_NUMPY = {
     "fp16": np.float16,
     "fp32": np.float32,
@@ -101,11 +103,12 @@ def io_dtype(ir_dtype: str) -> str:
 
     Floats are fp32 at the interface (computed in the precision inside). Core ML has no
     bool multiarrays: a bool input or output is an int32 array of 0 and 1, cast to and
-    from bool inside the program (coremltools would otherwise make it fp32).
+    from bool inside the program (coremltools would otherwise make it fp32); 8- and
+    16-bit integers are int32 arrays too.
     """
     if dtypes.is_float(ir_dtype):
         return "fp32"
-    if ir_dtype == "bool":
+    if ir_dtype == "bool" or ir_dtype in NARROW_INTS:
         return "int32"
     return IR_TO_MIL[ir_dtype]
 

@@ -93,6 +93,10 @@ def _samples() -> list[Sample]:
     add("clamp", "min", lambda a: torch.clamp(a, min=0.1), rand(3, 4))
     add("clamp", "max", lambda a: torch.clamp(a, max=0.1), rand(3, 4))
     add("cast", "to_half_and_back", lambda a: (a.half() * 2).float(), rand(3, 4), also=("mul",))
+    # Before iOS17 narrow integers are int32 holding the narrow type's values (wrapped).
+    to_bytes = lambda a: (a * 300).byte().float() + (a * 200).char().float()  # noqa: E731
+    add("cast", "byte_and_char", to_bytes, rand(3, 4, low=-1, high=1), also=("mul", "add"))
+    add("cast", "short_of_ints", lambda m: m.short().float(), torch.tensor([[70000, -40000, 5]]))
     to_layout = lambda a: a.to(dtype=torch.float16, device="cpu") * 2  # noqa: E731
     add("cast", "dtype_and_device", to_layout, rand(3, 4), also=("mul",))
     add(

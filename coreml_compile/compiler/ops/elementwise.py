@@ -160,9 +160,27 @@ class Cast(Op):
             # An explicit cast to half rounds even when the model computes in fp32.
             half = c.mb.cast(x=x, dtype="fp16", name=c.name + "_half")
             return c.mb.cast(x=half, dtype=target, name=c.name)
+        from coreml_compile.compiler.mil import NARROW_INTS
+
+        if dtype in NARROW_INTS and target == "int32":
+            return _narrow_int(c, x, NARROW_INTS[dtype], signed=not dtype.startswith("u"))
         if target == c.mil_dtype_of(x):
             return c.mb.identity(x=x, name=c.name)
         return c.mb.cast(x=x, dtype=target, name=c.name)
+
+
+def _narrow_int(c, x, bits: int, signed: bool):
+    """x cast to a narrow integer before iOS17: int32 holding the values the narrow type
+    would (torch wraps integers around it; floats are truncated first, as torch does)."""
+    span = 2**bits
+    whole = (
+        x if c.mil_dtype_of(x) == "int32" else c.mb.cast(x=x, dtype="int32", name=c.name + "_int")
+    )
+    if not signed:
+        return c.mb.mod(x=whole, y=np.int32(span), name=c.name)
+    shifted = c.mb.add(x=whole, y=np.int32(span // 2), name=c.name + "_shifted")
+    wrapped = c.mb.mod(x=shifted, y=np.int32(span), name=c.name + "_wrapped")
+    return c.mb.sub(x=wrapped, y=np.int32(span // 2), name=c.name)
 
 
 class Identity(Op):
