@@ -948,6 +948,20 @@ def _samples() -> list[Sample]:
     add("full_like", "full_like", lambda a: a * torch.full_like(a, -2.0), rand(3, 4), also=("mul",))
     add("full_like", "zeros_like_large_fill", torch.zeros_like, rand(64, 80))
     add("full_like", "ones_like_int", lambda a: torch.ones_like(a, dtype=torch.int32), rand(3, 4))
+
+    def zero_middle(a):
+        # Swin V2 zeroes the key part of its qkv bias in place.
+        b = a * 2
+        b[1:3].zero_()
+        return b
+
+    add(
+        "full_like",
+        "zero_in_place",
+        zero_middle,
+        rand(4, 3),
+        also=("mul", "slice", "slice_scatter", "copy", "identity"),
+    )
     # new_* take x's dtype (int64 here) unless told otherwise.
     new_zeros = lambda m: m + m.new_zeros((2, 5))  # noqa: E731
     add("full", "new_zeros_int", new_zeros, torch.arange(5), also=("add",))

@@ -362,6 +362,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::full_like.default": M("full_like"),
     "aten::zeros_like.default": M("full_like", fixed={"fill_value": 0.0}),
     "aten::ones_like.default": M("full_like", fixed={"fill_value": 1.0}),
+    "aten::zero.default": M("full_like", fixed={"fill_value": 0.0}),
     # new_* take x's dtype unless told: the translator fills a None dtype from the result.
     "aten::new_zeros.default": M("full", fixed={"fill_value": 0.0}),
     "aten::new_ones.default": M("full", fixed={"fill_value": 1.0}),
