@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
 
 import coreml_compile
-from coreml_compile.errors import CoreMLCompileError, InputSpecError
+from coreml_compile.errors import InputSpecError
 from tests.cli.test_cli import run_cli
 
 TWO_INPUTS = """
@@ -163,13 +164,20 @@ def test_predict_refuses_what_it_cannot_run(packages):
     assert np.array_equal(big["output"], model.predict({"image": image, "bias": bias})["output"])
 
 
-def test_float64_model_error_names_the_inputs_not_an_internal_op():
+def test_a_float64_model_computes_in_float32_and_says_so():
+    # Core ML has no float64: as coremltools does, the model becomes a float32 program
+    # (its input too), and the compile warns instead of leaving a torch partition.
     class Double(torch.nn.Module):
         def forward(self, x):
             return x * 2
 
-    with pytest.raises(CoreMLCompileError) as info:
-        coreml_compile.compile(Double(), (torch.randn(2, 3, dtype=torch.float64),))
-    message = str(info.value)
-    assert "its input(s) x are float64" in message and ".float()" in message
-    assert "passthrough" not in message and "identity" not in message
+    x = torch.randn(2, 3, dtype=torch.float64)
+    compiled = coreml_compile.compile(Double(), (x,))
+    assert not compiled.report.partitions
+    assert any("float64" in w for w in compiled.report.warnings)
+    (spec,) = compiled.mlmodel._spec.description.input
+    assert spec.type.multiArrayType.dataType == ArrayFeatureType.FLOAT32
+    torch.testing.assert_close(compiled(x.float()), (x * 2).float(), rtol=2e-3, atol=2e-3)  # fp16
+    # float64 data is still refused at predict, with the fix in the message.
+    with pytest.raises(InputSpecError, match="float64 data, but Core ML has no float64; convert"):
+        compiled(x)
