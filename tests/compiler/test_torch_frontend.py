@@ -89,6 +89,61 @@ def test_writes_through_a_chunk_or_a_diagonal_are_functionalised():
         assert torch.allclose(run_graph(g, [x])[0], f(x.clone())), f.__name__
 
 
+def test_a_write_into_a_view_nothing_else_reads_later_is_only_rebound():
+    # EfficientNet's eval dropout_ on a flatten: the view's readers take the result, so
+    # torch's re-trace (functionalisation) is not needed; it is where the base is read on.
+    from coreml_compile.compiler.frontends.torch_export import _buffer_writes, export
+
+    def on_a_flatten(a):
+        v = (a * 2).flatten(1)
+        v.relu_()
+        return v + 1
+
+    def base_read_later(a):
+        b = a * 2
+        v = b.flatten(1)
+        v.relu_()
+        return b + v.sum()
+
+    def view_taken_before_read_later(a):
+        b = a * 2
+        v, w = b.flatten(1), b.view(-1)
+        v.relu_()
+        return w + 1
+
+    x = torch.randn(3, 4, 4)
+    for f, rebound in (
+        (on_a_flatten, True),
+        (base_read_later, False),
+        (view_taken_before_read_later, False),
+    ):
+        assert (_buffer_writes(export(Fn(f), (x,))) is not None) == rebound, f.__name__
+        g = trace(Fn(f), (x,))
+        assert torch.allclose(run_graph(g, [x])[0], f(x.clone())), f.__name__
+
+
+def test_an_unread_op_without_a_record_costs_no_decomposition():
+    # Hugging Face's layer drop draws torch.rand([]) even in eval mode, and reads it only
+    # when training: the node is dropped, not decomposed by a re-trace, nor a fallback.
+    from coreml_compile.compiler.frontends.torch_export import _unmapped, export
+
+    class LayerDrop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x):
+            draw = torch.rand([])
+            if self.training and draw < 0.1:
+                return x
+            return self.linear(x)
+
+    model, x = LayerDrop().eval(), torch.randn(2, 4)
+    assert _unmapped(export(model, (x,))) == set()
+    compiled = coreml_compile.compile(model, (x,), allow_fallback=False, precision="fp32")
+    assert compiled.report.ir_ops == {"linear": 1}
+
+
 class _Unpool(nn.Module):
     def __init__(self):
         super().__init__()

@@ -745,6 +745,17 @@ def _samples() -> list[Sample]:
     add("var", "all", lambda a: a.var(), rand(2, 3, 5))
     add("var", "std", lambda a: a.std(1), rand(2, 3, 5), also=("sqrt",))
     add("var_mean", "dim", lambda a: torch.var_mean(a, 1), rand(2, 3, 5))
+    # wav2vec2's positional convolution: weight norm over all but dim 2, v computed here.
+    g2 = rand(1, 1, 5)
+    add(
+        "weight_norm",
+        "dim2",
+        lambda v: torch._weight_norm(v * 2, g2, 2),
+        rand(4, 3, 5),
+        also=("mul",),
+    )
+    whole_norm = lambda v: torch._weight_norm(v, torch.tensor(2.0), -1)  # noqa: E731
+    add("weight_norm", "whole", whole_norm, rand(4, 3), also=("identity",))
     add("var_mean", "all_keepdim", lambda a: torch.var_mean(a, keepdim=True), rand(2, 3, 5))
     std_mean = lambda a: torch.std_mean(a, (0, 2), correction=0)  # noqa: E731
     add("var_mean", "std_mean", std_mean, rand(2, 3, 5), also=("sqrt",))

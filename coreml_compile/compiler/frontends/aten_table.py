@@ -266,6 +266,7 @@ ATEN_TO_IR: dict[str, Mapping] = {
     "aten::prod.default": M("prod"),
     "aten::var.correction": M("var"),
     "aten::var_mean.correction": M("var_mean"),
+    "aten::_weight_norm.default": M("weight_norm"),
     # -- end of coverage part B ----------------------------------------------------------
     # -- coverage part A: comparisons, logic, math, activations, factories ---------------
     "aten::eq.Tensor": M("eq"),

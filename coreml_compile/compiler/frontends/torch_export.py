@@ -99,19 +99,17 @@ def _functional_key(target: Any) -> tuple[str, bool]:
     return key, False
 
 
-def _call_targets(ep: torch.export.ExportedProgram) -> list[Any]:
-    return [
+def _unmapped(ep: torch.export.ExportedProgram) -> set[Any]:
+    """The overloads with no mapping that the program needs: a node nothing reads (an
+    eval-mode layer drop's torch.rand) is dropped, not decomposed, unless it writes."""
+    return {
         n.target
         for n in ep.graph.nodes
-        if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
-    ]
-
-
-def _unmapped(ep: torch.export.ExportedProgram) -> set[Any]:
-    return {
-        t
-        for t in _call_targets(ep)
-        if _functional_key(t)[0] not in ATEN_TO_IR and _returns_tensors(t)
+        if n.op == "call_function"
+        and isinstance(n.target, torch._ops.OpOverload)
+        and (n.users or _functional_key(n.target)[1] or n.target._schema.is_mutable)
+        and _functional_key(n.target)[0] not in ATEN_TO_IR
+        and _returns_tensors(n.target)
     }
 
 
@@ -175,6 +173,12 @@ def _buffer_writes(
             continue
         if not _aliases(dest.target):
             continue  # an intermediate written in place: rebinding it is enough
+        base = _view_base(dest)
+        if base.op != "placeholder" and not _read_later(base, node, order):
+            # A view of an intermediate, written where nothing reads that intermediate
+            # or another view of it later (eval-mode dropout_ on a flatten): the write's
+            # readers take the rebound view, as for an intermediate written in place.
+            continue
         root = dest.args[0] if dest.args else None
         simple = (
             dest.target is torch.ops.aten.slice.Tensor
@@ -213,6 +217,42 @@ def _buffer_writes(
             if any(start < w < end for w in positions):
                 return None
     return writes
+
+
+def _is_view(node: torch.fx.Node) -> bool:
+    """A view of its first argument: an aliasing overload, or a split/chunk piece."""
+    return node.op == "call_function" and (
+        node.target is operator.getitem
+        or (isinstance(node.target, torch._ops.OpOverload) and _aliases(node.target))
+    )
+
+
+def _view_base(view: torch.fx.Node) -> torch.fx.Node:
+    """The tensor a chain of views (and split/chunk pieces) was taken from."""
+    node = view
+    while _is_view(node) and node.args and isinstance(node.args[0], torch.fx.Node):
+        node = node.args[0]
+    return node
+
+
+def _read_later(base: torch.fx.Node, write: torch.fx.Node, order: dict) -> bool:
+    """Whether ``base``, or any view of it, is read (or a view taken) after ``write``,
+    other than through the view ``write`` itself wrote (its readers see the rebinding)."""
+    written = write.args[0]
+    family, stack = set(), [base]
+    while stack:
+        node = stack.pop()
+        if node in family:
+            continue
+        family.add(node)
+        for user in node.users:
+            if user is write or node is written:
+                continue
+            if order[user] > order[write]:
+                return True
+            if _is_view(user):
+                stack.append(user)
+    return False
 
 
 def decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:

@@ -1,7 +1,8 @@
-"""Normalisations: batch (inference), layer, group and instance norm."""
+"""Normalisations: batch (inference), layer, group, instance, RMS and weight norm."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from coreml_compile.compiler.ops import Op
@@ -153,3 +154,24 @@ class RmsNorm(Op):
             (weight,) = c.promote(weight)
             y = c.mb.mul(x=y, y=weight, name=n)
         return y
+
+
+class WeightNorm(Op):
+    """torch's weight norm (nn.utils.weight_norm): v scaled to the norm ``g`` over every
+    axis but ``dim`` (over all of them for dim -1). Both are weights, so it folds to a
+    constant; the lowering is for a v or g computed at run time."""
+
+    name = "weight_norm"
+    inputs = ("v", "g")
+    attrs = {"dim": 0}
+    dynamic = True
+
+    def kernel(v, g, *, dim):
+        return torch._weight_norm(v, g, dim)
+
+    def lower(c, v, g, *, dim):
+        v, g = c.promote(v, g)
+        axes = list(range(v.rank)) if dim == -1 else [a for a in range(v.rank) if a != dim % v.rank]
+        norm = c.mb.reduce_l2_norm(x=v, axes=axes, keep_dims=True, name=c.name + "_norm")
+        scale = c.mb.real_div(x=g, y=norm, name=c.name + "_scale")
+        return c.mb.mul(x=v, y=scale, name=c.name)
