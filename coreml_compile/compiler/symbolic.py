@@ -370,6 +370,23 @@ def ratio(a: Dim, b: Dim) -> Fraction | None:
     return Fraction(int(quotient.p), int(quotient.q))
 
 
+def minimum(dim: Dim) -> int | None:
+    """The smallest size a dimension takes: an int's own; a declared symbol's, or a
+    linear one's ``a*min + b`` (a > 0); None when unknown."""
+    if isinstance(dim, int):
+        return dim
+    (name, *more) = sorted(names(dim)) or [None]
+    symbol = _DECLARED.get(name) if name and not more else None
+    if symbol is None:
+        return None
+    if dim == name:
+        return symbol.min
+    coefficients = linear(dim, name)
+    if coefficients is None or coefficients[0] <= 0:
+        return None
+    return coefficients[0] * symbol.min + coefficients[1]
+
+
 def linear(dim: Dim, name: str) -> tuple[int, int] | None:
     """(a, b) with ``dim == a*name + b`` for integers a != 0 and b, else None."""
     import sympy

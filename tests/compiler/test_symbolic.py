@@ -151,3 +151,11 @@ def test_splits_along_a_static_dim_of_a_dynamic_tensor_run():
         x = torch.randn(1, n, 12)
         (got,) = compiled.predict({"x": x.numpy()}).values()
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_minimum_of_a_dimension():
+    symbolic.declare({"m0": symbolic.Symbol("m0", 3, 40)})
+    assert symbolic.minimum(7) == 7
+    assert symbolic.minimum("m0") == 3
+    assert symbolic.minimum("2*m0 + 1") == 7
+    assert symbolic.minimum("undeclared_m9") is None

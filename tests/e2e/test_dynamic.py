@@ -413,3 +413,26 @@ def test_grouped_query_attention_with_a_dynamic_length():
         )
         (got,) = compiled.predict({"q": q.numpy(), "k": k.numpy(), "v": v.numpy()}).values()
         assert _cosine(got, MultiQuery()(q, k, v).numpy()) >= 0.9999, length
+
+
+def test_slices_counted_from_the_end_of_a_dynamic_length():
+    # MobileBERT's trigram input: the sequence shifted by one both ways, x[:, 1:] and
+    # x[:, :-1] padded back; -2 holds for every length the range allows (3 and up).
+    class Trigram(torch.nn.Module):
+        def forward(self, x):
+            after = torch.nn.functional.pad(x[:, 1:], (0, 0, 0, 1))
+            before = torch.nn.functional.pad(x[:, :-1], (0, 0, 1, 0))
+            return after * 2 + x - before + x[:, -2:].sum(1, keepdim=True)
+
+    model = Trigram()
+    compiled = coreml_compile.compile(
+        model,
+        (torch.randn(1, 6, 4),),
+        dynamic_shapes=({1: Dim("n", min=3, max=32)},),
+        precision="fp32",
+        allow_fallback=False,
+    )
+    for n in (3, 9, 32):
+        x = torch.randn(1, n, 4)
+        (got,) = compiled.predict({"x": x.numpy()}).values()
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-5)

@@ -282,10 +282,15 @@ def _slice_check(node, label):
     attrs, x = node.attrs, node.inputs[0].type
     if attrs["step"] < 1:
         return f"{label} with step < 1"
-    if not isinstance(x.shape[attrs["dim"] % x.rank], int) and any(
-        isinstance(b, int) and b < 0 for b in (attrs["start"], attrs["end"])
+    size = x.shape[attrs["dim"] % x.rank]
+    smallest = symbolic.minimum(size)
+    # A bound counted from the end holds for every length at least its size; torch
+    # would clamp it on shorter ones, where Core ML would not.
+    if not isinstance(size, int) and any(
+        isinstance(b, int) and b < 0 and (smallest is None or -b > smallest)
+        for b in (attrs["start"], attrs["end"])
     ):
-        return "negative slice bounds along a dynamic dimension"
+        return "negative slice bounds along a dynamic dimension that can be shorter"
     return None
 
 
