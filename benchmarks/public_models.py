@@ -9,7 +9,8 @@ each model in its own process. Ours is then run by the reference executor and
 compared with torch (cosine; a model whose torch output is all zeros, as torchvision's
 zero-initialised ViT heads, shows "zero").
 
-    pip install torchvision transformers     # the libraries whose models are measured
+    pip install "torchvision==0.28.*" "transformers==4.57.*"  # as measured; torchvision
+                                              # must be the build made for your torch
     python benchmarks/public_models.py                   # every model listed below
     python benchmarks/public_models.py --models resnet50 hf:llama
     python benchmarks/public_models.py --jsonl public.jsonl
