@@ -1,4 +1,4 @@
-"""Public architectures nobody here wrote: torchvision and Hugging Face models, both tools.
+"""Public architectures nobody here wrote: torchvision, Hugging Face and timm models, both tools.
 
 Each model is built from its library's own definition with random weights (nothing is
 downloaded; torchvision's batch-norm statistics are filled by two training-mode
@@ -9,8 +9,8 @@ each model in its own process. Ours is then run by the reference executor and
 compared with torch (cosine; a model whose torch output is all zeros, as torchvision's
 zero-initialised ViT heads, shows "zero").
 
-    pip install "torchvision==0.28.*" "transformers==4.57.*"  # as measured; torchvision
-                                              # must be the build made for your torch
+    pip install "torchvision==0.28.*" "transformers==4.57.*" "timm==1.0.*"  # as measured;
+                                  # torchvision must be the build made for your torch
     python benchmarks/public_models.py                   # every model listed below
     python benchmarks/public_models.py --models resnet50 hf:llama
     python benchmarks/public_models.py --jsonl public.jsonl
@@ -21,8 +21,8 @@ whether coremltools converts it and its first error line, seconds for each tool 
 compile and save the package, not counting the export), then the counts. Hugging Face
 models are small configurations (2 layers, hidden size 64) of each architecture, with a
 16-token input (images 64x64); torchvision models take 224x224 (inception_v3 299, video
-16x112x112 or 16x224x224).
-Neither library is a dependency of the project or of its tests.
+16x112x112 or 16x224x224); timm models their own size (at most 256) and are judged on
+their features. None of these libraries is a dependency of the project or its tests.
 """
 
 from __future__ import annotations
@@ -51,6 +51,18 @@ TORCHVISION = {
     "video": "r3d_18 r2plus1d_18 s3d mvit_v1_b mvit_v2_s swin3d_t",
     "flow": "raft_small",
 }
+# timm 1.0: one or two of each family, the feature extractor (forward_features), so
+# heads timm initialises to zero (MLP-Mixer, ResMLP, Sequencer) do not hide the result.
+TIMM = (
+    "efficientformer_l1 levit_128 repvgg_a0 coat_lite_tiny coatnet_0_rw_224 convnextv2_atto "
+    "eva02_tiny_patch14_224 fastvit_t8 ghostnet_100 hrnet_w18_small mobileone_s0 "
+    "mobilevitv2_050 poolformer_s12 pvt_v2_b0 regnetz_b16 rexnet_100 tinynet_a "
+    "xcit_nano_12_p16_224 edgenext_xx_small efficientvit_b0 nfnet_l0 dla34 dpn68 cspresnet50 "
+    "res2net50_26w_4s resnest14d selecsls42b tresnet_m crossvit_tiny_240 "
+    "deit_tiny_patch16_224 beit_base_patch16_224 cait_xxs24_224 gcvit_xxtiny "
+    "maxvit_nano_rw_256 mixer_b16_224 resmlp_12_224 vit_small_patch16_224 sequencer2d_s "
+    "inception_next_tiny hgnetv2_b0 tiny_vit_5m_224 vovnet39a lcnet_050"
+)
 HUGGING_FACE = (
     "bert distilbert roberta albert electra mobilebert deberta-v2 gpt2 gpt_neo gptj opt "
     "bloom falcon llama mistral qwen2 gemma phi t5 bart whisper clip_text_model vit deit "
@@ -186,6 +198,35 @@ def _torchvision_model(name: str, family: str):
     else:
         size = 299 if name == "inception_v3" else 224
         inputs = (torch.randn(1, 3, size, size),)
+    _fill_batch_norm(model, inputs)
+    return model, inputs
+
+
+def _timm_model(name: str):
+    import timm
+    import torch
+
+    model = timm.create_model(name, pretrained=False, num_classes=10)
+    _, height, width = model.pretrained_cfg.get("input_size", (3, 224, 224))
+    inputs = (torch.randn(1, 3, min(height, 256), min(width, 256)),)
+    _fill_batch_norm(model, inputs)
+
+    class Features(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner.forward_features(x)
+
+    return Features(model).eval(), inputs
+
+
+def _fill_batch_norm(model, inputs) -> None:
+    """Batch-norm statistics from two training-mode passes (random init leaves them at
+    0 and 1, which shrinks deep nets' outputs to nothing)."""
+    import torch
+
     with torch.no_grad():
         model.train()
         for m in model.modules():
@@ -194,7 +235,7 @@ def _torchvision_model(name: str, family: str):
         with contextlib.suppress(ValueError):  # batch-1 batch norm over 1x1 (ASPP pooling)
             for _ in range(2):
                 model(*inputs)
-    return model.eval(), inputs
+    model.eval()
 
 
 def _hugging_face_model(kind: str):
@@ -269,6 +310,8 @@ def _one(spec: str, dynamic: bool = False) -> dict:
     record: dict = {"model": spec}
     if spec.startswith("hf:"):
         model, inputs = _hugging_face_model(spec[3:])
+    elif spec.startswith("timm:"):
+        model, inputs = _timm_model(spec[5:])
     else:
         name, family = spec.split("@") if "@" in spec else (spec, "cls")
         model, inputs = _torchvision_model(name, family)
@@ -355,7 +398,8 @@ def main() -> None:
     parser.add_argument(
         "--models",
         nargs="+",
-        help="torchvision names (name@family for seg/video/flow) or hf:<model type>",
+        help="torchvision names (name@family for seg/video/flow), hf:<model type> or "
+        "timm:<model name>",
     )
     parser.add_argument("--jsonl", type=Path, help="also write one JSON line per model here")
     parser.add_argument(
@@ -380,6 +424,7 @@ def main() -> None:
             for n in names.split()
         ),
         *(f"hf:{kind}" for kind in HUGGING_FACE.split()),
+        *(f"timm:{name}" for name in TIMM.split()),
     ]
     sink = args.jsonl.open("w") if args.jsonl else None
     records = []
