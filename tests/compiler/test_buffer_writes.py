@@ -94,6 +94,15 @@ class ViewOutlivesWrite(_Cache):
         return head * 2
 
 
+class SplitPieceOutlivesWrite(_Cache):
+    """A piece of the buffer cut before a write and read after it sees the write."""
+
+    def forward(self, x, mask):
+        first, _ = self.cache.split(4, 1)
+        self.cache[:, 0:2] = x
+        return first.sum(1) * mask[:, :1]
+
+
 class ChainedWrites(Counter):
     def forward(self, x, mask):
         first = self.count.add_(1)
@@ -129,6 +138,7 @@ CASES = {
     "whole copy_": (WholeCopy, _fixed_inputs, None, True),
     "read before and after": (ReadBeforeAndAfter, _fixed_inputs, None, True),
     "view outlives a write": (ViewOutlivesWrite, _fixed_inputs, None, False),
+    "split piece outlives a write": (SplitPieceOutlivesWrite, _fixed_inputs, None, False),
     "chained writes": (ChainedWrites, _fixed_inputs, None, True),
 }
 

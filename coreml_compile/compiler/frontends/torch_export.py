@@ -179,9 +179,7 @@ def _buffer_writes(
             continue
         if dest.op == "call_function" and dest.target is operator.getitem:
             dest = dest.args[0]  # a piece of split/chunk/unbind: a view of their input
-        if dest.op != "call_function" or not isinstance(dest.target, torch._ops.OpOverload):
-            continue
-        if not _aliases(dest.target):
+        if not _is_view(dest):
             continue  # an intermediate written in place: rebinding it is enough
         base = _view_base(dest)
         if base.op != "placeholder" and not _read_later(base, node, order):
@@ -210,18 +208,12 @@ def _buffer_writes(
     def last_read(node: torch.fx.Node) -> int:
         last = order[node]
         for user in node.users:
-            aliasing = isinstance(user.target, torch._ops.OpOverload) and _aliases(user.target)
-            last = max(last, last_read(user) if aliasing else order[user])
+            last = max(last, last_read(user) if _is_view(user) else order[user])
         return last
 
     for buffer, positions in written.items():
         # A write's own result is the buffer too, as read at that point.
-        views = [
-            u
-            for u in buffer.users
-            if isinstance(u.target, torch._ops.OpOverload)
-            and (_aliases(u.target) or (u in writes and u.users))
-        ]
+        views = [u for u in buffer.users if _is_view(u) or (u in writes and u.users)]
         for view in views:
             start, end = order[view], last_read(view)
             if any(start < w < end for w in positions):
