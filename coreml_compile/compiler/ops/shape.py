@@ -370,37 +370,18 @@ def _pad_circular(c, x, full: list[tuple[int, int]]) -> Any:
     padded = [a for a, pair in enumerate(full) if any(pair)]
     if not padded:
         return c.mb.identity(x=x, name=c.name)
+
+    def cut(v, axis, start, end, name):
+        # Each axis is padded once, so its size is still the node input's (_slice_lists).
+        bounds = _slice_bounds(c, _slice_lists(c, v, axis, start, end, 1))
+        return c.mb.slice_by_index(x=v, **bounds, name=name)
+
     for a in padded:
         before, after = full[a]
-        whole = [b != a for b in range(x.rank)]
-        parts = []
-        if before:
-            begin = [0] * x.rank
-            begin[a] = -before
-            tail = c.mb.slice_by_index(
-                x=x,
-                begin=begin,
-                end=[0] * x.rank,
-                begin_mask=whole,
-                end_mask=[True] * x.rank,
-                name=f"{c.name}_tail{a}",
-            )
-            parts.append(tail)
-        parts.append(x)
-        if after:
-            end = [0] * x.rank
-            end[a] = after
-            head = c.mb.slice_by_index(
-                x=x,
-                begin=[0] * x.rank,
-                end=end,
-                begin_mask=[True] * x.rank,
-                end_mask=whole,
-                name=f"{c.name}_head{a}",
-            )
-            parts.append(head)
+        tail = cut(x, a, -before, None, f"{c.name}_tail{a}") if before else None
+        head = cut(x, a, 0, after, f"{c.name}_head{a}") if after else None
         name = c.name if a == padded[-1] else f"{c.name}_wrapped{a}"
-        x = c.mb.concat(values=parts, axis=a, name=name)
+        x = c.mb.concat(values=[v for v in (tail, x, head) if v is not None], axis=a, name=name)
     return x
 
 
@@ -911,29 +892,27 @@ class SliceScatter(Op):
 
     def lower(c, x, src, *, dim, start, end, step):
         (src,) = c.promote(src)
-        positions = _static_slice_positions(c.node, dim, start, end, step)
+        positions = _static_slice_positions(c.node)
         if positions is not None and not positions.size:  # an empty slice writes nothing
             return c.mb.identity(x=x, name=c.name)
         if c.generation < 18:
+            axis = dim % x.rank
             return c.mb.scatter(
-                data=x, indices=positions, updates=src, axis=dim % x.rank, mode="update",
-                name=c.name,
-            )  # fmt: skip
+                data=x, indices=positions, updates=src, axis=axis, mode="update", name=c.name
+            )
         bounds = _slice_bounds(c, _slice_lists(c, x, dim, start, end, step))
         return c.mb.slice_update(x=x, update=src, **bounds, name=c.name)
 
     def check(node, generation):
-        a = node.attrs
-        if (
-            generation < 18
-            and _static_slice_positions(node, a["dim"], a["start"], a["end"], a["step"]) is None
-        ):  # noqa: E501
+        if generation < 18 and _static_slice_positions(node) is None:
             return "slice_scatter at run-time positions needs deployment target iOS18 or later"
         return _slice_check(node, "slice_scatter")
 
 
-def _static_slice_positions(node, dim, start, end, step) -> np.ndarray | None:
-    """The positions x[start:end:step] covers along ``dim``, if known before the run."""
+def _static_slice_positions(node) -> np.ndarray | None:
+    """The positions a slice node's x[start:end:step] covers along its ``dim``, if known
+    before the run."""
+    dim, start, end, step = (node.attrs[k] for k in ("dim", "start", "end", "step"))
     size = node.inputs[0].type.shape[dim % node.inputs[0].type.rank]
     if not isinstance(size, int) or any(symbolic.has_expr(b) for b in (start, end)):
         return None
