@@ -234,6 +234,12 @@ class LowerContext:
         mil = self.mil_dtype_of(like) if like is not None else self.precision
         return MIL_NUMPY[mil](value)
 
+    def lowest(self, like: Any) -> Any:
+        """The lowest finite value of ``like``'s float dtype: a stand-in for -inf where
+        -inf minus -inf would make nan (masked maxima, log-sum-exp scans)."""
+        dtype = MIL_NUMPY[self.mil_dtype_of(like)]
+        return dtype(np.finfo(dtype).min)
+
     def const_like(self, array: np.ndarray, like: Any) -> Any:
         """A constant array in ``like``'s dtype."""
         return np.ascontiguousarray(array, dtype=MIL_NUMPY[self.mil_dtype_of(like)])

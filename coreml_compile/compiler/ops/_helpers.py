@@ -18,6 +18,14 @@ def as_tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
     return value * n if len(value) == 1 else value
 
 
+def as_int32(c, idx, tag: str) -> Any:
+    """``idx`` as int32 for MIL's gathers (int64 values already are; narrower integer
+    inputs are cast)."""
+    if c.mil_dtype_of(idx) == "int32":
+        return idx
+    return c.mb.cast(x=idx, dtype="int32", name=f"{c.name}_{tag}_i32")
+
+
 def normalize_axes(dims: int | Sequence[int] | None, rank: int) -> list[int]:
     if dims is None or (not isinstance(dims, int) and len(dims) == 0):
         return list(range(rank))

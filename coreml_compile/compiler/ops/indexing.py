@@ -12,13 +12,7 @@ import torch
 
 from coreml_compile.compiler import symbolic
 from coreml_compile.compiler.ops import Op
-
-
-def _int32(c, idx, tag):
-    """``idx`` as int32 (int64 values already are; narrower integer inputs are cast)."""
-    if c.mil_dtype_of(idx) == "int32":
-        return idx
-    return c.mb.cast(x=idx, dtype="int32", name=f"{c.name}_{tag}_i32")
+from coreml_compile.compiler.ops._helpers import as_int32
 
 
 def _positive(c, idx, size, tag):
@@ -30,7 +24,7 @@ def _positive(c, idx, size, tag):
         if isinstance(size, int) or not (v < 0).any():
             fixed = np.where(v < 0, v + size, v) if isinstance(size, int) else v
             return c.mb.const(val=fixed.astype(np.int32), name=f"{c.name}_{tag}_idx")
-    idx = _int32(c, idx, tag)
+    idx = as_int32(c, idx, tag)
     negative = c.mb.less(x=idx, y=np.int32(0), name=f"{c.name}_{tag}_neg")
     size = np.int32(size) if isinstance(size, int) else size
     wrapped = c.mb.add(x=idx, y=size, name=f"{c.name}_{tag}_wrap")
@@ -101,7 +95,7 @@ class IndexSelect(Op):
     def lower(c, x, index, *, dim):
         axis = dim % x.rank if x.rank else 0
         # torch refuses negative indices here, so they need no wrapping.
-        idx = _int32(c, index, "i")
+        idx = as_int32(c, index, "i")
         if idx.rank == 0:
             idx = c.mb.reshape(x=idx, shape=[1], name=c.name + "_i1")
         return c.mb.gather(x=x, indices=idx, axis=axis, name=c.name)
@@ -141,7 +135,7 @@ class Gather(Op):
             s if a == axis else i for a, (s, i) in enumerate(zip(x_dims, index_dims, strict=True))
         ]
         x = _leading_block(c, x, x_dims, end, "_head")
-        idx = _int32(c, index, "i")  # torch refuses negative indices here
+        idx = as_int32(c, index, "i")  # torch refuses negative indices here
         return c.mb.gather_along_axis(x=x, indices=idx, axis=axis, name=c.name)
 
     def check(node, generation):
@@ -173,7 +167,7 @@ class Scatter(Op):
         # torch takes src's leading block when src is larger than the index.
         index_dims, src_dims = (v.type.shape for v in c.node.inputs[1:])
         src = _leading_block(c, src, src_dims, index_dims, "_src")
-        idx = _int32(c, index, "i")  # torch refuses negative indices here
+        idx = as_int32(c, index, "i")  # torch refuses negative indices here
         mode = _SCATTER_MODES[reduce]
         return c.mb.scatter_along_axis(
             data=x, indices=idx, updates=src, axis=axis, mode=mode, name=c.name
@@ -239,7 +233,7 @@ class TakeAlongDim(Op):
             indices = _broadcast(c, indices, ishape, "_bi")
         else:
             axis = dim % x.rank
-        idx = _int32(c, indices, "i")  # torch refuses negative indices here
+        idx = as_int32(c, indices, "i")  # torch refuses negative indices here
         return c.mb.gather_along_axis(x=x, indices=idx, axis=axis, name=c.name)
 
     def check(node, generation):

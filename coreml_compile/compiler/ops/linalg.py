@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from coreml_compile.compiler.ops import Op
-from coreml_compile.compiler.ops._helpers import as_tuple
+from coreml_compile.compiler.ops._helpers import as_int32, as_tuple
 
 
 class Matmul(Op):
@@ -400,12 +400,12 @@ class EmbeddingBag(Op):
         c, weight, indices, offsets, per_sample_weights, *, mode, include_last_offset, padding_idx
     ):
         count = c.node.inputs[1].type.shape[0]
-        idx = c.mb.cast(x=indices, dtype="int32", name=c.name + "_idx")
+        idx = as_int32(c, indices, "idx")
         rows = c.mb.gather(x=weight, indices=idx, axis=0, name=c.name + "_rows")
         if per_sample_weights is not None:
             scale = c.mb.expand_dims(x=per_sample_weights, axes=[1], name=c.name + "_scale")
             rows = c.mb.mul(x=rows, y=scale, name=c.name + "_weighted")
-        off = c.mb.cast(x=offsets, dtype="int32", name=c.name + "_off")
+        off = as_int32(c, offsets, "off")
         later = c.mb.slice_by_index(
             x=off, begin=[1], end=[0], end_mask=[True], name=c.name + "_next"
         )
@@ -435,10 +435,9 @@ class EmbeddingBag(Op):
         member = c.mb.cast(x=inside, dtype=c.mil_dtype_of(rows), name=c.name + "_w")
         if mode == 2:
             spread = c.mb.expand_dims(x=inside, axes=[2], name=c.name + "_in3")
-            lowest = c.scalar(float(np.finfo(c.scalar(0.0, like=rows).dtype).min), like=rows)
             masked = c.mb.select(
                 cond=spread, a=c.mb.expand_dims(x=rows, axes=[0], name=c.name + "_rows3"),
-                b=lowest, name=c.name + "_masked",
+                b=c.lowest(like=rows), name=c.name + "_masked",
             )  # fmt: skip
             largest = c.mb.reduce_max(x=masked, axes=[1], keep_dims=False, name=c.name + "_max")
             sizes = c.mb.reduce_sum(x=member, axes=[1], keep_dims=True, name=c.name + "_sizes")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from coreml_compile.compiler import dtypes, symbolic
@@ -160,9 +159,7 @@ class Logcumsumexp(Op):
             grown = c.mb.log(x=c.mb.add(x=smaller, y=c.scalar(1.0, like=a)), name=name + "_log")
             return c.mb.add(x=larger, y=grown, name=name)
 
-        # The lowest finite value, not -inf: -inf minus -inf would be nan.
-        lowest = float(np.finfo(c.scalar(0.0, like=x).dtype).min)
-        return _scan(c, x, dim % x.rank, log_add_exp, lowest)
+        return _scan(c, x, dim % x.rank, log_add_exp, c.lowest(like=x))
 
     check = _scan_check("logcumsumexp")
 
