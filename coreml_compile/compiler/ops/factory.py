@@ -44,13 +44,19 @@ def _lower_filled(c, *inputs, fill_value, **attrs):
     out = c.node.output.type
     if out.is_static and out.numel() <= _STORED:
         return _lower_as_constant(c, *inputs, fill_value=fill_value, **attrs)
+    return _fill_output_shape(c, fill_value, c.name)
+
+
+def _fill_output_shape(c, value: float | int, name: str):
+    """MIL's fill of the node's output shape (dynamic sizes read at run time) with
+    ``value`` in the output's dtype."""
     from coreml_compile.compiler.mil import MIL_NUMPY
 
-    value = MIL_NUMPY[c.mil_dtype(out.dtype)](fill_value)
-    shape = c.sizes(out.shape)
+    shape = c.sizes(c.node.output.type.shape)
     if isinstance(shape, list):
         shape = np.asarray(shape, dtype=np.int32)
-    return c.mb.fill(shape=shape, value=value, name=c.name)
+    filled = MIL_NUMPY[c.mil_dtype(c.node.output.type.dtype)](value)
+    return c.mb.fill(shape=shape, value=filled, name=name)
 
 
 def _lower_arange(c, *, start, end, step, dtype):
@@ -113,18 +119,12 @@ class Fill(Op):
         return torch.fill(x, value)
 
     def lower(c, x, value):
-        out = c.mil_dtype(c.node.output.type.dtype)
-        shape = c.sizes(c.node.inputs[0].type.shape)
-        if isinstance(shape, list):
-            shape = np.asarray(shape, dtype=np.int32)
         if value.val is not None:
-            from coreml_compile.compiler.mil import MIL_NUMPY
-
-            scalar = MIL_NUMPY[out](np.asarray(value.val).item())
-            return c.mb.fill(shape=shape, value=scalar, name=c.name)
+            return _fill_output_shape(c, np.asarray(value.val).item(), c.name)
+        out = c.mil_dtype(c.node.output.type.dtype)
         if c.mil_dtype_of(value) != out:
             value = c.mb.cast(x=value, dtype=out, name=c.name + "_value")
-        zeros = c.mb.fill(shape=shape, value=c.scalar(0, like=value), name=c.name + "_zeros")
+        zeros = _fill_output_shape(c, 0, c.name + "_zeros")
         return c.mb.add(x=zeros, y=value, name=c.name)
 
 

@@ -330,9 +330,10 @@ class AdaptiveAvgPool1d(Op):
         out = as_tuple(output_size, 1)
         if out == (1,):
             return c.mb.reduce_mean(x=x, axes=[-1], keep_dims=True, name=c.name)
-        if _adaptive_window(x.shape[-1:], out) is None:
+        window = _adaptive_window(x.shape[-1:], out)
+        if window is None:
             return _adaptive_average(c, x, out)
-        kernel, stride = _adaptive_window(x.shape[-1:], out)
+        kernel, stride = window
         unbatched = x.rank == 2  # MIL pools take a batch axis
         if unbatched:
             x = c.mb.expand_dims(x=x, axes=[0], name=c.name + "_batched")
@@ -363,9 +364,10 @@ class AdaptiveAvgPool2d(Op):
         out = as_tuple(output_size, 2)
         if out == (1, 1):
             return c.mb.reduce_mean(x=x, axes=[-2, -1], keep_dims=True, name=c.name)
-        if _adaptive_window(x.shape[-2:], out) is None:
+        window = _adaptive_window(x.shape[-2:], out)
+        if window is None:
             return _adaptive_average(c, x, out)
-        kernel, stride = _adaptive_window(x.shape[-2:], out)
+        kernel, stride = window
         return c.mb.avg_pool(
             x=x, kernel_sizes=kernel, strides=stride, pad_type="valid", name=c.name
         )
