@@ -296,16 +296,21 @@ def _decompose_unmapped(ep: torch.export.ExportedProgram) -> torch.export.Export
     return ep
 
 
-def _dtype_argument_is_a_cast(bound: dict[str, Any], record: Any) -> bool:
-    """Whether a ``dtype`` argument the record does not take is a cast of its input.
-
-    It is for a float dtype and for int64: casting first gives what torch computes.
-    A narrower integer is not: the records compute as torch does without a dtype, which
-    widens integer sums to int64."""
+def _cast_argument(bound: dict[str, Any], record: Any) -> torch.dtype | None:
+    """A ``dtype`` argument the record does not take: torch casts the input to it first
+    (``x.sum(dtype=...)``, ``softmax(x, -1, dtype=torch.float32)``)."""
     dtype = bound.get("dtype")
     if not isinstance(dtype, torch.dtype) or "dtype" in record.attrs:
-        return True
-    return dtype.is_floating_point or dtype == torch.int64
+        return None
+    return dtype
+
+
+def _dtype_argument_is_a_cast(bound: dict[str, Any], record: Any) -> bool:
+    """Whether casting first, then the record, gives what torch computes: for a float
+    dtype and int64, not a narrower integer (the records compute as torch does without
+    a dtype, which widens integer sums to int64)."""
+    dtype = _cast_argument(bound, record)
+    return dtype is None or dtype.is_floating_point or dtype == torch.int64
 
 
 def _composite(op: Any) -> bool:
@@ -591,11 +596,12 @@ class _Translator:
         key, in_place = _functional_key(target)
         bound = _bind(target, node.args, node.kwargs)
         mapping = ATEN_TO_IR.get(key)
+        record = get_record(mapping.op) if mapping is not None else None
         if (
             mapping is not None
             and (mapping.accept is None or mapping.accept(bound))
-            and not _reads_beyond(node, get_record(mapping.op).num_outputs)
-            and _dtype_argument_is_a_cast(bound, get_record(mapping.op))
+            and not _reads_beyond(node, record.num_outputs)
+            and _dtype_argument_is_a_cast(bound, record)
         ):
             outputs = self._mapped(node, mapping, bound)
         else:
@@ -668,12 +674,11 @@ class _Translator:
     def _cast_to_dtype_argument(
         self, node: torch.fx.Node, record: Any, bound: dict[str, Any], inputs: list[Any]
     ) -> list[Any]:
-        """Reductions and softmax take a ``dtype`` that torch casts the input to first
-        (``x.sum(dtype=...)``, ``softmax(x, -1, dtype=torch.float32)``): that is a cast
-        before the record, for every record without a ``dtype`` attribute of its own."""
-        dtype = bound.get("dtype")
+        """The inputs with a cast of x before the record, where the call has a ``dtype``
+        argument the record does not take (``_cast_argument``)."""
+        dtype = _cast_argument(bound, record)
         x = inputs[0] if inputs else None
-        if not isinstance(dtype, torch.dtype) or "dtype" in record.attrs or x is None:
+        if dtype is None or x is None:
             return inputs
         want = _ir_dtype(dtype)
         if x.type.dtype == want:
